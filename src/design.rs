@@ -1,0 +1,185 @@
+//! Design variants: the fixed design and re-created bugs, selected by value, never by a copied
+//! component.
+//!
+//! A `Design` is passed to the store at start. Each area names the one place its variants differ;
+//! the code there matches on the area's enum. Parsing accepts `area=variant` and names the allowed
+//! values on error, so the CLI and scenario files can report bad input precisely.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// How the kine compactor loop handles a failed batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompactorVariant {
+    /// kine after v0.13.10: keep committed batches, refresh the target only when known.
+    #[default]
+    Fixed,
+    /// kine issue 357: a failed batch restarts the loop, forgetting committed batches.
+    Kine357,
+    /// kine PR 414: a tick whose first batch fails sets the next target to 0.
+    Kine414,
+}
+
+/// One selectable variant: its area, name and what it does, for `faultline list`.
+pub struct VariantInfo {
+    pub area: &'static str,
+    pub name: &'static str,
+    pub meaning: &'static str,
+    /// The checker expected to catch it (empty for the fixed design).
+    pub caught_by: &'static str,
+    /// The scenario it targets.
+    pub scenario: &'static str,
+}
+
+/// Every variant this build knows, the fixed one of each area first.
+pub const VARIANTS: &[VariantInfo] = &[
+    VariantInfo {
+        area: "compactor",
+        name: "fixed",
+        meaning:
+            "kine's compactor after v0.13.10: committed batches kept, target refreshed when known",
+        caught_by: "",
+        scenario: "kine-compaction-failure",
+    },
+    VariantInfo {
+        area: "compactor",
+        name: "kine-357",
+        meaning:
+            "a failed batch restarts the tick loop without recording committed batches (kine #357)",
+        caught_by: "compactor-continuity",
+        scenario: "kine-compaction-failure",
+    },
+    VariantInfo {
+        area: "compactor",
+        name: "kine-414",
+        meaning:
+            "a tick whose first batch fails sets the next target to 0; compaction stops (kine #414)",
+        caught_by: "compactor-continuity",
+        scenario: "kine-compaction-failure",
+    },
+];
+
+/// The resolved design of one run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Design {
+    pub compactor: CompactorVariant,
+}
+
+/// A design selection that names an unknown area or variant.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DesignError {
+    #[error("design selection `{0}` is not of the form AREA=VARIANT")]
+    Malformed(String),
+    #[error("unknown design area `{area}`; allowed areas: {allowed}")]
+    UnknownArea { area: String, allowed: String },
+    #[error("unknown variant `{variant}` for design area `{area}`; allowed: {allowed}")]
+    UnknownVariant {
+        area: String,
+        variant: String,
+        allowed: String,
+    },
+}
+
+impl Design {
+    /// Applies one `area=variant` selection on top of this design.
+    pub fn apply(&mut self, selection: &str) -> Result<(), DesignError> {
+        let (area, variant) = selection
+            .split_once('=')
+            .map(|(a, v)| (a.trim(), v.trim()))
+            .ok_or_else(|| DesignError::Malformed(selection.to_string()))?;
+        self.set(area, variant)
+    }
+
+    /// Sets `area` to `variant`.
+    pub fn set(&mut self, area: &str, variant: &str) -> Result<(), DesignError> {
+        let known: Vec<&VariantInfo> = VARIANTS.iter().filter(|v| v.area == area).collect();
+        if known.is_empty() {
+            return Err(DesignError::UnknownArea {
+                area: area.to_string(),
+                allowed: areas().join(", "),
+            });
+        }
+        if !known.iter().any(|v| v.name == variant) {
+            return Err(DesignError::UnknownVariant {
+                area: area.to_string(),
+                variant: variant.to_string(),
+                allowed: known.iter().map(|v| v.name).collect::<Vec<_>>().join(", "),
+            });
+        }
+        match (area, variant) {
+            ("compactor", "fixed") => self.compactor = CompactorVariant::Fixed,
+            ("compactor", "kine-357") => self.compactor = CompactorVariant::Kine357,
+            ("compactor", "kine-414") => self.compactor = CompactorVariant::Kine414,
+            _ => unreachable!("variant {area}={variant} is listed but not wired"),
+        }
+        Ok(())
+    }
+
+    /// The selections that differ from the fixed design, as `area=variant` strings.
+    pub fn selections(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let compactor = match self.compactor {
+            CompactorVariant::Fixed => None,
+            CompactorVariant::Kine357 => Some("kine-357"),
+            CompactorVariant::Kine414 => Some("kine-414"),
+        };
+        if let Some(v) = compactor {
+            out.push(format!("compactor={v}"));
+        }
+        out
+    }
+
+    pub fn is_fixed(&self) -> bool {
+        self.selections().is_empty()
+    }
+}
+
+impl fmt::Display for Design {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.selections();
+        if s.is_empty() {
+            write!(f, "fixed")
+        } else {
+            write!(f, "{}", s.join(","))
+        }
+    }
+}
+
+/// The design areas, in the order `faultline list` shows them.
+pub fn areas() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for v in VARIANTS {
+        if !out.contains(&v.area) {
+            out.push(v.area);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selects_a_variant_and_prints_it_back() {
+        let mut d = Design::default();
+        d.apply("compactor=kine-414").unwrap();
+        assert_eq!(d.compactor, CompactorVariant::Kine414);
+        assert_eq!(d.to_string(), "compactor=kine-414");
+        d.apply("compactor = fixed").unwrap();
+        assert!(d.is_fixed());
+    }
+
+    #[test]
+    fn unknown_values_name_what_is_allowed() {
+        let mut d = Design::default();
+        let e = d.apply("compactor=kine-999").unwrap_err().to_string();
+        assert!(e.contains("fixed, kine-357, kine-414"), "{e}");
+        let e = d.apply("nosuch=x").unwrap_err().to_string();
+        assert!(e.contains("allowed areas: compactor"), "{e}");
+        assert!(matches!(
+            d.apply("compactor"),
+            Err(DesignError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,48 @@
+//! The store's errors and how they reach an etcd client.
+//!
+//! Messages are etcd's own, because clients (and the Kubernetes apiserver) match on them. The
+//! gRPC code says whether a write may have taken effect: `Unavailable` means "unknown".
+
+use crate::kine::driver::DriverError;
+
+pub const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
+pub const FUTURE_REV: &str = "etcdserver: mvcc: required revision is a future revision";
+pub const TIMED_OUT: &str = "etcdserver: request timed out";
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{COMPACTED}")]
+    Compacted,
+    #[error("{FUTURE_REV}")]
+    FutureRevision,
+    /// The database may or may not have committed the request.
+    #[error("{TIMED_OUT}")]
+    OutcomeUnknown,
+    /// The database refused the request; it did not commit.
+    #[error("{0}")]
+    Database(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<DriverError> for StoreError {
+    fn from(e: DriverError) -> Self {
+        if e.outcome_unknown() {
+            StoreError::OutcomeUnknown
+        } else {
+            StoreError::Database(e.to_string())
+        }
+    }
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> Self {
+        let msg = e.to_string();
+        match e {
+            StoreError::Compacted | StoreError::FutureRevision => tonic::Status::out_of_range(msg),
+            StoreError::OutcomeUnknown => tonic::Status::unavailable(msg),
+            StoreError::Database(_) => tonic::Status::unknown(msg),
+            StoreError::Unsupported(_) => tonic::Status::invalid_argument(msg),
+        }
+    }
+}

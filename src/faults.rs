@@ -1,0 +1,48 @@
+//! The store's fault points: the one narrow place where a simulation may make the store fail.
+//!
+//! The store consults a [`FaultPoints`] at the driver boundary, as a real database or network
+//! would fail there. It never draws randomness itself; the host decides, from its seed, whether a
+//! fault fires. Outside a simulation, [`NoFaults`] is used and nothing is injected.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A failure injected into one compaction batch transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompactFault {
+    /// The database answers "database is locked" after the DELETE ran, so the transaction must
+    /// roll back its deletes.
+    DatabaseLocked,
+    /// The transaction outlives the compact timeout and is cancelled before it commits.
+    Timeout,
+    /// The transaction commits, but its reply never reaches the server.
+    ReplyLost,
+}
+
+impl CompactFault {
+    pub fn name(self) -> &'static str {
+        match self {
+            CompactFault::DatabaseLocked => "compact-database-locked",
+            CompactFault::Timeout => "compact-timeout",
+            CompactFault::ReplyLost => "compact-reply-lost",
+        }
+    }
+}
+
+/// Consulted by the store where faults may be injected.
+pub trait FaultPoints: Send + Sync {
+    /// Called once per compaction batch, before the batch is sent to the database.
+    fn compact_batch(&self, server: &str) -> Option<CompactFault>;
+}
+
+/// Injects nothing.
+pub struct NoFaults;
+
+impl FaultPoints for NoFaults {
+    fn compact_batch(&self, _server: &str) -> Option<CompactFault> {
+        None
+    }
+}
+
+pub type SharedFaults = Arc<dyn FaultPoints>;

@@ -1,0 +1,11 @@
+//! kine: etcd's API over one SQL table (k3s's default datastore).
+//!
+//! `sql` is the table, `database` executes one request as one transaction, `driver` carries a
+//! request to the database (in-process or over the network), `store` gives etcd semantics on top,
+//! and `compactor` is kine's compaction loop.
+
+pub mod compactor;
+pub mod database;
+pub mod driver;
+pub mod sql;
+pub mod store;

@@ -1,0 +1,373 @@
+//! kine's single-table log over SQLite: the schema, the row queries and the compaction DELETE.
+//!
+//! Every write appends a row whose `id` is the revision; only the `compact_rev_key` row's
+//! `prev_revision` is updated in place. This module is synchronous and knows nothing of networks,
+//! time or faults: callers give it whole transactions. It never decides policy (min retain,
+//! batching); it executes exactly the statement it is asked for.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+pub const COMPACT_REV_KEY: &str = "compact_rev_key";
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS kine (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT,
+        created INTEGER,
+        deleted INTEGER,
+        create_revision INTEGER,
+        prev_revision INTEGER,
+        lease INTEGER,
+        value BLOB,
+        old_value BLOB)",
+    "CREATE INDEX IF NOT EXISTS kine_name_index ON kine (name)",
+    "CREATE INDEX IF NOT EXISTS kine_name_id_index ON kine (name, id)",
+    "CREATE INDEX IF NOT EXISTS kine_id_deleted_index ON kine (id, deleted)",
+    "CREATE INDEX IF NOT EXISTS kine_prev_revision_index ON kine (prev_revision)",
+    // The guard that makes two writes racing from the same previous row conflict.
+    "CREATE UNIQUE INDEX IF NOT EXISTS kine_name_prev_revision_uindex ON kine (name, prev_revision)",
+];
+
+/// One row of the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    pub id: i64,
+    pub name: String,
+    pub created: bool,
+    pub deleted: bool,
+    pub create_revision: i64,
+    pub prev_revision: i64,
+    pub lease: i64,
+    pub value: Vec<u8>,
+    pub old_value: Vec<u8>,
+}
+
+/// A row to append; the database assigns its id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRow {
+    pub name: String,
+    pub created: bool,
+    pub deleted: bool,
+    pub create_revision: i64,
+    pub prev_revision: i64,
+    pub lease: i64,
+    pub value: Vec<u8>,
+    pub old_value: Vec<u8>,
+}
+
+/// The upper end of a key range: kine's `name < end`, or no bound at all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum End {
+    Exclusive(String),
+    Unbounded,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The (name, prev_revision) guard fired: another write to this key won the race.
+    #[error("UNIQUE constraint failed: kine.name, kine.prev_revision")]
+    UniqueViolation,
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created: r.get::<_, i64>(2)? != 0,
+        deleted: r.get::<_, i64>(3)? != 0,
+        create_revision: r.get(4)?,
+        prev_revision: r.get(5)?,
+        lease: r.get(6)?,
+        value: r.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
+        old_value: r.get::<_, Option<Vec<u8>>>(8)?.unwrap_or_default(),
+    })
+}
+
+const COLUMNS: &str =
+    "id, name, created, deleted, create_revision, prev_revision, lease, value, old_value";
+
+/// Opens an in-memory database with kine's schema.
+pub fn open() -> Result<Connection, SqlError> {
+    let conn = Connection::open_in_memory()?;
+    for stmt in SCHEMA {
+        conn.execute(stmt, [])?;
+    }
+    Ok(conn)
+}
+
+/// Read and write queries over one connection or transaction.
+pub struct Log<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> Log<'c> {
+    pub fn new(conn: &'c Connection) -> Self {
+        Log { conn }
+    }
+
+    pub fn of_tx(tx: &'c Transaction<'c>) -> Self {
+        Log { conn: tx }
+    }
+
+    /// The current revision: the highest id ever assigned that is still in the table.
+    pub fn current_revision(&self) -> Result<i64, SqlError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM kine", [], |r| r.get(0))?)
+    }
+
+    /// The stored compact revision, from the `compact_rev_key` row (0 when there is none).
+    pub fn compact_revision(&self) -> Result<i64, SqlError> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(prev_revision), 0) FROM kine WHERE name = ?1",
+            [COMPACT_REV_KEY],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn row_count(&self) -> Result<i64, SqlError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM kine", [], |r| r.get(0))?)
+    }
+
+    /// Every `compact_rev_key` row, as (id, stored compact revision).
+    pub fn compact_rows(&self) -> Result<Vec<(i64, i64)>, SqlError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, prev_revision FROM kine WHERE name = ?1 ORDER BY id")?;
+        let rows = st.query_map([COMPACT_REV_KEY], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// For each name in `[start, end)`, its newest row with id <= `revision` (0 = newest of all),
+    /// sorted by name; deleted rows only when asked. `limit` 0 means no limit.
+    pub fn list(
+        &self,
+        start: &str,
+        end: &End,
+        revision: i64,
+        limit: i64,
+        include_deleted: bool,
+    ) -> Result<Vec<Row>, SqlError> {
+        let rev = if revision <= 0 { i64::MAX } else { revision };
+        let end_clause = match end {
+            End::Exclusive(_) => "AND name < ?3",
+            End::Unbounded => "AND ?3 IS NULL",
+        };
+        let end_value: Option<&str> = match end {
+            End::Exclusive(e) => Some(e),
+            End::Unbounded => None,
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM kine WHERE id IN (
+                SELECT MAX(id) FROM kine WHERE name >= ?1 {end_clause} AND id <= ?2 GROUP BY name)
+             AND (deleted = 0 OR ?4) ORDER BY name ASC LIMIT ?5"
+        );
+        let lim = if limit <= 0 { -1 } else { limit };
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(
+            params![start, rev, end_value, include_deleted, lim],
+            row_from,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The number of live names in `[start, end)` at `revision` (0 = newest).
+    pub fn count(&self, start: &str, end: &End, revision: i64) -> Result<i64, SqlError> {
+        let rev = if revision <= 0 { i64::MAX } else { revision };
+        let (end_clause, end_value) = match end {
+            End::Exclusive(e) => ("AND name < ?3", Some(e.as_str())),
+            End::Unbounded => ("AND ?3 IS NULL", None),
+        };
+        let sql = format!(
+            "SELECT COUNT(*) FROM kine WHERE id IN (
+                SELECT MAX(id) FROM kine WHERE name >= ?1 {end_clause} AND id <= ?2 GROUP BY name)
+             AND deleted = 0"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        Ok(st.query_row(params![start, rev, end_value], |r| r.get(0))?)
+    }
+
+    /// The newest row of one name with id <= `revision` (0 = newest), deleted or not.
+    pub fn get(&self, name: &str, revision: i64) -> Result<Option<Row>, SqlError> {
+        let rev = if revision <= 0 { i64::MAX } else { revision };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM kine WHERE name = ?1 AND id <= ?2 ORDER BY id DESC LIMIT 1"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        Ok(st.query_row(params![name, rev], row_from).optional()?)
+    }
+
+    /// Rows with id > `after` whose name is in `[start, end)`, by id, at most `limit` (0 = all).
+    pub fn after(
+        &self,
+        start: &str,
+        end: &End,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Row>, SqlError> {
+        let (end_clause, end_value) = match end {
+            End::Exclusive(e) => ("AND name < ?3", Some(e.as_str())),
+            End::Unbounded => ("AND ?3 IS NULL", None),
+        };
+        let lim = if limit <= 0 { -1 } else { limit };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM kine WHERE id > ?1 AND name >= ?2 {end_clause} ORDER BY id ASC LIMIT ?4"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(params![after, start, end_value, lim], row_from)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Appends a row and returns its id (the new revision).
+    pub fn insert(&self, row: &NewRow) -> Result<i64, SqlError> {
+        let res = self.conn.execute(
+            "INSERT INTO kine (name, created, deleted, create_revision, prev_revision, lease, value, old_value)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                row.name,
+                row.created as i64,
+                row.deleted as i64,
+                row.create_revision,
+                row.prev_revision,
+                row.lease,
+                row.value,
+                row.old_value
+            ],
+        );
+        match res {
+            Ok(_) => Ok(self.conn.last_insert_rowid()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(SqlError::UniqueViolation)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// kine's compaction DELETE for target `revision`: every row some row with id <= revision
+    /// names as its previous revision, plus every deleted row with id <= revision. The
+    /// `compact_rev_key` row's chain is never followed. Returns the number of rows deleted.
+    pub fn delete_compacted(&self, revision: i64) -> Result<i64, SqlError> {
+        let n = self.conn.execute(
+            "DELETE FROM kine WHERE id IN (
+                SELECT kp.prev_revision FROM kine AS kp
+                WHERE kp.name != ?2 AND kp.prev_revision != 0 AND kp.id <= ?1
+                UNION
+                SELECT kd.id FROM kine AS kd WHERE kd.deleted != 0 AND kd.id <= ?1)",
+            params![revision, COMPACT_REV_KEY],
+        )?;
+        Ok(n as i64)
+    }
+
+    /// Stores the compact revision in place; this does not consume a revision.
+    pub fn set_compact_revision(&self, revision: i64) -> Result<(), SqlError> {
+        self.conn.execute(
+            "UPDATE kine SET prev_revision = ?1 WHERE name = ?2",
+            params![revision, COMPACT_REV_KEY],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes one row by id (used to merge duplicate `compact_rev_key` rows).
+    pub fn delete_row(&self, id: i64) -> Result<(), SqlError> {
+        self.conn.execute("DELETE FROM kine WHERE id = ?1", [id])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(log: &Log<'_>, name: &str, prev: Option<&Row>, deleted: bool) -> i64 {
+        let (created, create_revision, prev_revision) = match prev {
+            Some(p) if !p.deleted => (false, p.create_revision, p.id),
+            Some(p) => (true, 0, p.id),
+            None => (true, 0, 0),
+        };
+        let id = log
+            .insert(&NewRow {
+                name: name.into(),
+                created,
+                deleted,
+                create_revision,
+                prev_revision,
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+        id
+    }
+
+    #[test]
+    fn list_sees_the_newest_row_per_name_at_a_revision() {
+        let conn = open().unwrap();
+        let log = Log::new(&conn);
+        let a1 = put(&log, "/a", None, false);
+        let b1 = put(&log, "/b", None, false);
+        let a1row = log.get("/a", 0).unwrap().unwrap();
+        let a2 = put(&log, "/a", Some(&a1row), false);
+        let b1row = log.get("/b", 0).unwrap().unwrap();
+        put(&log, "/b", Some(&b1row), true);
+        let all = End::Exclusive("/c".into());
+        let now = log.list("/", &all, 0, 0, false).unwrap();
+        assert_eq!(now.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a2]);
+        let then = log.list("/", &all, b1, 0, false).unwrap();
+        assert_eq!(then.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a1, b1]);
+        assert_eq!(log.count("/", &all, b1).unwrap(), 2);
+        // Count starts at the start key, not at the prefix.
+        assert_eq!(log.count("/b", &all, b1).unwrap(), 1);
+        assert_eq!(log.list("/", &all, b1, 1, false).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn racing_writes_from_one_previous_row_conflict() {
+        let conn = open().unwrap();
+        let log = Log::new(&conn);
+        put(&log, "/a", None, false);
+        let first = log.get("/a", 0).unwrap().unwrap();
+        put(&log, "/a", Some(&first), false);
+        let again = log.insert(&NewRow {
+            name: "/a".into(),
+            prev_revision: first.id,
+            ..Default::default()
+        });
+        assert!(matches!(again, Err(SqlError::UniqueViolation)));
+    }
+
+    #[test]
+    fn compaction_keeps_the_newest_version_of_live_keys() {
+        let conn = open().unwrap();
+        let log = Log::new(&conn);
+        put(&log, "/a", None, false); // 1
+        let a1 = log.get("/a", 0).unwrap().unwrap();
+        put(&log, "/a", Some(&a1), false); // 2 supersedes 1
+        put(&log, "/b", None, false); // 3
+        let b = log.get("/b", 0).unwrap().unwrap();
+        put(&log, "/b", Some(&b), true); // 4 tombstone supersedes 3
+        put(&log, "/c", None, false); // 5
+        assert_eq!(
+            log.delete_compacted(2).unwrap(),
+            1,
+            "only row 1 is superseded at 2"
+        );
+        assert_eq!(
+            log.delete_compacted(4).unwrap(),
+            2,
+            "row 3 and tombstone 4 go at 4"
+        );
+        let ids: Vec<i64> = log
+            .after("", &End::Unbounded, 0, 0)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, vec![2, 5]);
+    }
+}

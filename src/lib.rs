@@ -1,0 +1,23 @@
+//! faultline's store under test: an etcd-compatible API served by kine over SQLite.
+//!
+//! This crate never imports the simulator. It sees the world through the runtime it is given
+//! (madsim's tokio, network and time), an [`observe::Observer`] it reports to, and the
+//! [`faults::FaultPoints`] it consults; so the same code runs outside a simulation.
+
+pub mod design;
+pub mod error;
+pub mod faults;
+pub mod kine;
+pub mod node;
+pub mod observe;
+pub mod server;
+
+/// The generated etcd v3 API types (see `proto/`).
+pub mod proto {
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+}

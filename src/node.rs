@@ -1,0 +1,118 @@
+//! Node entry points: what runs on a kine server node and on a database node.
+//!
+//! Each function is a node's whole life: it starts, serves, and runs until the node is killed.
+//! A restart calls it again; everything that must survive (the database) is passed in, and
+//! everything else is rebuilt. Startup waits for the database, bounded by the node's lifetime.
+
+use crate::design::Design;
+use crate::faults::SharedFaults;
+use crate::kine::compactor::{Compactor, CompactorConfig};
+use crate::kine::database::{DbRequest, DbResponse};
+use crate::kine::driver::{serve_database, Driver, Latency, SharedDatabase};
+use crate::kine::store::KineStore;
+use crate::observe::{SharedObserver, StoreEvent};
+use crate::proto::etcdserverpb::{
+    kv_server::KvServer, lease_server::LeaseServer, maintenance_server::MaintenanceServer,
+    watch_server::WatchServer,
+};
+use crate::server::EtcdApi;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a kine server finds its database.
+#[derive(Clone)]
+pub enum DatabaseLocation {
+    /// On this node (single topology).
+    Local {
+        db: SharedDatabase,
+        latency: Latency,
+    },
+    /// On a database node over the network (HA topology).
+    Remote { addr: SocketAddr },
+}
+
+#[derive(Clone)]
+pub struct KineServerConfig {
+    pub name: String,
+    pub member_id: u64,
+    pub listen: SocketAddr,
+    pub database: DatabaseLocation,
+    pub db_call_timeout: Duration,
+    pub compactor: CompactorConfig,
+}
+
+/// Runs a kine server: connect to the database, start the compactor, serve the etcd API.
+pub async fn run_kine_server(
+    config: KineServerConfig,
+    design: Design,
+    observer: SharedObserver,
+    faults: SharedFaults,
+) {
+    let driver = match &config.database {
+        DatabaseLocation::Local { db, latency } => Driver::Local {
+            db: db.clone(),
+            latency: *latency,
+        },
+        DatabaseLocation::Remote { addr } => Driver::remote(*addr)
+            .await
+            .expect("a server can always bind an ephemeral endpoint"),
+    };
+    let store = Arc::new(KineStore::new(
+        driver,
+        config.db_call_timeout,
+        config.member_id,
+    ));
+    // kine cannot serve before its schema and compact marker exist; retry each second, as k3s
+    // restarts kine until the database answers.
+    let (current, compact) = loop {
+        match store.call(DbRequest::Startup).await {
+            Ok(DbResponse::Revisions { current, compact }) => break (current, compact),
+            Ok(other) => unreachable!("Startup answered {other:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    };
+    observer.record(StoreEvent::ServerStarted {
+        current_revision: current,
+        compact_revision: compact,
+    });
+    let mut compactor_config = config.compactor.clone();
+    compactor_config.variant = design.compactor;
+    if !compactor_config.interval.is_zero() {
+        let compactor = Compactor {
+            store: store.clone(),
+            config: compactor_config,
+            server: config.name.clone(),
+            observer: observer.clone(),
+            faults,
+        };
+        tokio::spawn(compactor.run());
+    }
+    let api = EtcdApi { store };
+    tonic::transport::Server::builder()
+        .add_service(KvServer::new(api.clone()))
+        .add_service(LeaseServer::new(api.clone()))
+        .add_service(MaintenanceServer::new(api.clone()))
+        .add_service(WatchServer::new(api))
+        .serve(config.listen)
+        .await
+        .expect("the etcd API serves until the node is killed");
+}
+
+/// Runs the shared database node of the HA topology.
+pub async fn run_database_node(
+    db: SharedDatabase,
+    listen: SocketAddr,
+    latency: Latency,
+    call_timeout: Duration,
+    observer: SharedObserver,
+) {
+    {
+        let mut guard = db.lock().expect("database lock poisoned");
+        guard.set_observer(observer);
+        guard
+            .announce()
+            .expect("the database reopens its committed data");
+    }
+    serve_database(db, listen, latency, call_timeout).await;
+}

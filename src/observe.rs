@@ -1,0 +1,107 @@
+//! What the store tells the world about itself: a narrow, typed event stream.
+//!
+//! The store never decides where its events go or when they happened; the runtime that hosts it
+//! supplies an [`Observer`] that stamps each event with the node and (simulated) time. The events
+//! are facts the checkers need and clients cannot see: compactor ticks and batches, and the rows
+//! and compactions the database commits. An observer must never block or fail.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Receives the store's events. Implementations record them; they must not call back into the store.
+pub trait Observer: Send + Sync {
+    fn record(&self, event: StoreEvent);
+}
+
+/// An observer that drops everything, for code that runs outside a simulation.
+pub struct Discard;
+
+impl Observer for Discard {
+    fn record(&self, _event: StoreEvent) {}
+}
+
+pub type SharedObserver = Arc<dyn Observer>;
+
+/// How one compaction batch (one transaction) ended, as the compactor saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BatchOutcome {
+    /// The batch committed: rows up to `to` are gone and the stored compact revision is `to`.
+    Committed { current_revision: i64 },
+    /// The stored compact revision differed from the compactor's: another server compacted (or an
+    /// earlier commit's reply was lost). The compactor adopts `stored_compact_revision`.
+    Resync {
+        stored_compact_revision: i64,
+        current_revision: i64,
+    },
+    /// The clamped target was already compacted; nothing to do this tick.
+    AlreadyCompacted {
+        stored_compact_revision: i64,
+        current_revision: i64,
+    },
+    /// The batch failed; whether it committed is known only to the database.
+    Failed { error: String },
+}
+
+/// One fact reported by the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StoreEvent {
+    /// A kine server finished starting against its database.
+    ServerStarted {
+        current_revision: i64,
+        compact_revision: i64,
+    },
+    /// The compactor loop started: its in-memory compact revision and first target.
+    CompactorStarted {
+        compact_revision: i64,
+        target_revision: i64,
+    },
+    /// A compactor tick fired.
+    CompactTickStart {
+        tick: u64,
+        compact_revision: i64,
+        target_revision: i64,
+    },
+    /// One batch transaction of a tick, compacting `from..=to`.
+    CompactBatch {
+        from: i64,
+        to: i64,
+        outcome: BatchOutcome,
+    },
+    /// A tick ended; the compactor carries these into the next tick.
+    CompactTickEnd {
+        tick: u64,
+        compact_revision: i64,
+        next_target_revision: i64,
+        batches_committed: u64,
+    },
+    /// The store consulted its fault points and a fault was injected here.
+    FaultInjected { fault: String, detail: String },
+    /// The database committed a row of the log.
+    DbInsert {
+        id: i64,
+        key: String,
+        created: bool,
+        deleted: bool,
+        create_revision: i64,
+        prev_revision: i64,
+    },
+    /// The database ran a compaction transaction, committed or rolled back.
+    DbCompact {
+        from: i64,
+        to: i64,
+        committed: bool,
+        deleted_rows: i64,
+        rows_before: i64,
+        rows_after: i64,
+        stored_before: i64,
+        stored_after: i64,
+    },
+    /// The database (re)opened its committed data.
+    DbStarted {
+        current_revision: i64,
+        compact_revision: i64,
+        rows: i64,
+    },
+}

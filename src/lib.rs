@@ -12,7 +12,9 @@ pub mod node;
 pub mod observe;
 pub mod server;
 
-/// The generated etcd v3 API types (see `proto/`).
+/// The generated etcd v3 API types (see `proto/`). tonic's generated code returns its large
+/// `Status` by value, which clippy flags; that code is not ours to reshape.
+#[allow(clippy::result_large_err)]
 pub mod proto {
     pub mod mvccpb {
         tonic::include_proto!("mvccpb");

@@ -4,6 +4,9 @@
 //! and messages. It holds no state of its own beyond the store handle. Watch answers
 //! `unimplemented` until the store's watch exists.
 
+// tonic's `Status` is large and its service traits return it by value.
+#![allow(clippy::result_large_err)]
+
 use crate::kine::store::KineStore;
 use crate::proto::etcdserverpb::{
     kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance, watch_server::Watch,
@@ -82,7 +85,7 @@ impl Lease for EtcdApi {
         let header = self.store.header(0);
         let answers = r.into_inner().map(move |req| {
             req.map(|req| LeaseKeepAliveResponse {
-                header: header.clone(),
+                header,
                 id: req.id,
                 ttl: req.id,
             })

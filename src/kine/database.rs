@@ -237,7 +237,6 @@ impl Database {
             Some(StoreEvent::DbCompact { committed, .. }) => !committed,
             _ => false,
         };
-        drop(log);
         if rolled_back {
             tx.rollback().map_err(|e| DbError::Other(e.to_string()))?;
         } else {

@@ -9,3 +9,8 @@ pub mod database;
 pub mod driver;
 pub mod sql;
 pub mod store;
+
+#[cfg(test)]
+mod compactor_tests;
+#[cfg(test)]
+mod store_tests;

@@ -291,18 +291,16 @@ mod tests {
             Some(p) => (true, 0, p.id),
             None => (true, 0, 0),
         };
-        let id = log
-            .insert(&NewRow {
-                name: name.into(),
-                created,
-                deleted,
-                create_revision,
-                prev_revision,
-                value: b"v".to_vec(),
-                ..Default::default()
-            })
-            .unwrap();
-        id
+        log.insert(&NewRow {
+            name: name.into(),
+            created,
+            deleted,
+            create_revision,
+            prev_revision,
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     #[test]

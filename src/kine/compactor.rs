@@ -53,14 +53,16 @@ impl Compactor {
             "compact batch size {} is below kine's minimum {MIN_BATCH_REVISIONS}",
             self.config.batch_revisions
         );
-        // kine ignores errors here and starts from zero, which the first tick then corrects.
-        let mut compact = match self.store.call(DbRequest::CompactRevision).await {
-            Ok(DbResponse::Revision(r)) => r,
-            _ => 0,
-        };
-        let mut target = match self.store.call(DbRequest::CurrentRevision).await {
-            Ok(DbResponse::Revision(r)) => r,
-            _ => 0,
+        // kine reads both before its first tick; its current revision comes from the already
+        // running poll loop, so it is never a failed read's zero. Here both are read from the
+        // database, retried each second until they answer (a zero target would stall the loop).
+        let (mut compact, mut target) = loop {
+            let compact = self.store.call(DbRequest::CompactRevision).await;
+            let current = self.store.call(DbRequest::CurrentRevision).await;
+            if let (Ok(DbResponse::Revision(c)), Ok(DbResponse::Revision(t))) = (compact, current) {
+                break (c, t);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         };
         self.observer.record(StoreEvent::CompactorStarted {
             compact_revision: compact,

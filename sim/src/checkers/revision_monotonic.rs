@@ -1,0 +1,412 @@
+//! revision-monotonic: revisions only move forward and acknowledged writes stay written.
+//!
+//! From client operations: committed write revisions are unique and follow real time; no client
+//! sees a header revision lower than one it saw before; the final audit read still holds every
+//! acknowledged write. From the database's commits: the stored compact revision never decreases
+//! and never passes `current - min_retain`.
+
+use super::{secs, CheckReport, Checker, DbTimeline, Violation};
+use crate::history::{History, OpResult, Outcome, Request};
+use std::collections::BTreeMap;
+use store::observe::StoreEvent;
+
+pub struct RevisionMonotonic;
+
+/// An acknowledged, successful write: (op id, revision).
+fn acked_writes(h: &History) -> Vec<(usize, i64)> {
+    h.ops
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.request.is_write())
+        .filter_map(|(i, o)| match &o.outcome {
+            Outcome::Ok {
+                header_revision,
+                result: OpResult::Write {
+                    succeeded: true, ..
+                },
+            } => Some((i, *header_revision)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn unique_and_real_time_ordered(h: &History, out: &mut Vec<Violation>) {
+    let writes = acked_writes(h);
+    let mut by_rev: BTreeMap<i64, usize> = BTreeMap::new();
+    for &(i, rev) in &writes {
+        if let Some(&j) = by_rev.get(&rev) {
+            let (a, b) = (&h.ops[j], &h.ops[i]);
+            out.push(Violation {
+                at_ns: a.complete_ns.max(b.complete_ns),
+                message: format!(
+                    "two acknowledged writes share revision {rev}: op#{} by {} ({:?}) and op#{} by {} ({:?})",
+                    a.id, a.client, a.request.write_key(), b.id, b.client, b.request.write_key()
+                ),
+            });
+        }
+        by_rev.insert(rev, i);
+    }
+    // Real-time order: a write invoked after another completed must get a higher revision. Scan
+    // by invoke time, keeping the highest revision among writes completed before each invoke.
+    let mut by_complete: Vec<(u64, i64, usize)> = writes
+        .iter()
+        .map(|&(i, r)| (h.ops[i].complete_ns, r, i))
+        .collect();
+    by_complete.sort();
+    let mut by_invoke: Vec<(u64, i64, usize)> = writes
+        .iter()
+        .map(|&(i, r)| (h.ops[i].invoke_ns, r, i))
+        .collect();
+    by_invoke.sort();
+    let mut k = 0;
+    let mut best: Option<(i64, usize)> = None;
+    for (invoke, rev, i) in by_invoke {
+        while k < by_complete.len() && by_complete[k].0 < invoke {
+            let (_, r, j) = by_complete[k];
+            if best.is_none_or(|(b, _)| r > b) {
+                best = Some((r, j));
+            }
+            k += 1;
+        }
+        if let Some((prior, j)) = best {
+            if rev <= prior {
+                let (a, b) = (&h.ops[j], &h.ops[i]);
+                out.push(Violation {
+                    at_ns: b.complete_ns,
+                    message: format!(
+                        "op#{} by {} got revision {rev} although op#{} by {} had completed with revision {prior} before it was invoked",
+                        b.id, b.client, a.id, a.client
+                    ),
+                });
+            }
+        }
+    }
+}
+
+fn per_client_headers(h: &History, out: &mut Vec<Violation>) {
+    let mut seen: BTreeMap<&str, (i64, u64)> = BTreeMap::new();
+    let mut ops: Vec<&crate::history::Operation> = h.ops.iter().collect();
+    ops.sort_by_key(|o| (o.invoke_ns, o.id));
+    for o in ops {
+        let Some(rev) = o.outcome.header_revision() else {
+            continue;
+        };
+        if let Some(&(max, op)) = seen.get(o.client.as_str()) {
+            if rev < max {
+                out.push(Violation {
+                    at_ns: o.complete_ns,
+                    message: format!(
+                        "client {} saw header revision {rev} from {} (op#{}) after it had seen {max} (op#{op})",
+                        o.client, o.server, o.id
+                    ),
+                });
+                continue;
+            }
+        }
+        seen.insert(&o.client, (rev, o.id));
+    }
+}
+
+fn durability(h: &History, out: &mut Vec<Violation>) {
+    if h.params.final_read.is_none() {
+        return;
+    }
+    let Some(read) = h.final_read() else {
+        out.push(Violation {
+            at_ns: h.params.end_ns,
+            message: "the final audit read is missing: durability cannot be judged".into(),
+        });
+        return;
+    };
+    let Outcome::Ok {
+        header_revision,
+        result: OpResult::Read { kvs, .. },
+    } = &read.outcome
+    else {
+        out.push(Violation {
+            at_ns: read.complete_ns,
+            message: format!(
+                "the final audit read failed ({:?}): no server answered after the quiet period",
+                read.outcome
+            ),
+        });
+        return;
+    };
+    let final_state: BTreeMap<&str, i64> = kvs
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.mod_revision))
+        .collect();
+    // Per key: the last acknowledged write, and any later write whose outcome is unknown.
+    let mut last: BTreeMap<&str, (i64, usize)> = BTreeMap::new();
+    for (i, rev) in acked_writes(h) {
+        let key = h.ops[i].request.write_key().expect("a write");
+        if last.get(key).is_none_or(|(r, _)| rev > *r) {
+            last.insert(key, (rev, i));
+        }
+        if rev > *header_revision {
+            out.push(Violation {
+                at_ns: read.complete_ns,
+                message: format!(
+                    "the final read's revision {header_revision} is below acknowledged write revision {rev} (op#{})",
+                    h.ops[i].id
+                ),
+            });
+        }
+    }
+    let unknown_after = |key: &str, invoked_after: u64| {
+        h.ops.iter().any(|o| {
+            o.request.write_key() == Some(key)
+                && matches!(o.outcome, Outcome::Unknown { .. })
+                && o.complete_ns >= invoked_after
+        })
+    };
+    for (key, (rev, i)) in last {
+        let op = &h.ops[i];
+        // A later write with an unknown outcome may legitimately have changed the key.
+        if unknown_after(key, op.invoke_ns) {
+            continue;
+        }
+        let now = final_state.get(key).copied();
+        let lost = match op.request {
+            Request::Delete { .. } => now.is_some_and(|m| m <= rev),
+            _ => now.is_none_or(|m| m < rev),
+        };
+        if lost {
+            out.push(Violation {
+                at_ns: read.complete_ns,
+                message: format!(
+                    "acknowledged write lost: op#{} by {} wrote {key} at revision {rev}, but the final read shows {}",
+                    op.id,
+                    op.client,
+                    match now {
+                        Some(m) => format!("mod revision {m}"),
+                        None => "no such key".into(),
+                    }
+                ),
+            });
+        }
+    }
+}
+
+fn compact_revision_bounds(h: &History, out: &mut Vec<Violation>) {
+    let db = DbTimeline::of(h);
+    let mut prev: Option<i64> = None;
+    for (at, node, e) in h.store_events() {
+        let StoreEvent::DbCompact {
+            committed: true,
+            stored_before,
+            stored_after,
+            ..
+        } = e
+        else {
+            continue;
+        };
+        if stored_after < stored_before || prev.is_some_and(|p| *stored_before != p) {
+            out.push(Violation {
+                at_ns: at,
+                message: format!(
+                    "the stored compact revision moved from {} to {stored_after} on {node} (it had been {}): it must never go back",
+                    stored_before,
+                    prev.unwrap_or(0)
+                ),
+            });
+        }
+        let current = db.current_at(at);
+        let limit = current - h.params.compact_min_retain;
+        if *stored_after > limit {
+            out.push(Violation {
+                at_ns: at,
+                message: format!(
+                    "compacted to {stored_after} at {} while the current revision was {current}: more than current - min_retain ({limit})",
+                    secs(at)
+                ),
+            });
+        }
+        prev = Some(*stored_after);
+    }
+}
+
+impl Checker for RevisionMonotonic {
+    fn name(&self) -> &'static str {
+        "revision-monotonic"
+    }
+
+    fn meaning(&self) -> &'static str {
+        "write revisions unique and in real-time order, no client sees the revision go back, acknowledged writes survive, compact revision only rises and keeps min-retain"
+    }
+
+    fn check(&self, h: &History) -> CheckReport {
+        let mut out = Vec::new();
+        unique_and_real_time_ordered(h, &mut out);
+        per_client_headers(h, &mut out);
+        durability(h, &mut out);
+        compact_revision_bounds(h, &mut out);
+        CheckReport::new(self.name(), out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::testutil::*;
+
+    fn check(h: &History) -> CheckReport {
+        RevisionMonotonic.check(h)
+    }
+
+    #[test]
+    fn an_ordered_history_passes() {
+        let mut h = history();
+        op(&mut h, "c1", 1.0, 1.1, create("/a"), write_ok(2));
+        op(&mut h, "c2", 1.2, 1.3, update("/a", 2), write_ok(3));
+        op(
+            &mut h,
+            "c1",
+            1.4,
+            1.5,
+            list_all(),
+            read_ok(3, vec![("/a", 3)]),
+        );
+        let fr = op(
+            &mut h,
+            "audit",
+            9.0,
+            9.1,
+            list_all(),
+            read_ok(3, vec![("/a", 3)]),
+        );
+        h.params.final_read = Some(fr);
+        let r = check(&h);
+        assert!(r.passed(), "{:?}", r.violations);
+    }
+
+    #[test]
+    fn a_shared_revision_fires() {
+        let mut h = history();
+        op(&mut h, "c1", 1.0, 1.1, create("/a"), write_ok(2));
+        op(&mut h, "c2", 1.0, 1.2, create("/b"), write_ok(2));
+        let r = check(&h);
+        assert!(
+            r.first().unwrap().message.contains("share revision 2"),
+            "{:?}",
+            r.violations
+        );
+    }
+
+    #[test]
+    fn a_revision_older_than_a_completed_write_fires() {
+        let mut h = history();
+        op(&mut h, "c1", 1.0, 1.1, create("/a"), write_ok(5));
+        op(&mut h, "c2", 2.0, 2.1, create("/b"), write_ok(4));
+        let r = check(&h);
+        let m = &r.first().unwrap().message;
+        assert!(m.contains("revision 4") && m.contains("revision 5"), "{m}");
+    }
+
+    #[test]
+    fn a_client_seeing_the_revision_go_back_fires() {
+        let mut h = history();
+        op(&mut h, "c1", 1.0, 1.1, list_all(), read_ok(9, vec![]));
+        op(&mut h, "c1", 2.0, 2.1, list_all(), read_ok(7, vec![]));
+        let r = check(&h);
+        assert!(
+            r.first().unwrap().message.contains("saw header revision 7"),
+            "{:?}",
+            r.violations
+        );
+    }
+
+    #[test]
+    fn a_lost_acknowledged_write_fires_unless_a_later_write_is_unknown() {
+        let mut h = history();
+        op(&mut h, "c1", 1.0, 1.1, create("/a"), write_ok(2));
+        let fr = op(&mut h, "audit", 9.0, 9.1, list_all(), read_ok(3, vec![]));
+        h.params.final_read = Some(fr);
+        let r = check(&h);
+        assert!(
+            r.first()
+                .unwrap()
+                .message
+                .contains("acknowledged write lost"),
+            "{:?}",
+            r.violations
+        );
+
+        let mut h2 = h.clone();
+        op(
+            &mut h2,
+            "c2",
+            2.0,
+            4.0,
+            delete("/a", 2),
+            Outcome::Unknown {
+                error: "deadline".into(),
+            },
+        );
+        assert!(check(&h2).passed());
+    }
+
+    #[test]
+    fn a_resurrected_delete_fires() {
+        let mut h = history();
+        op(&mut h, "c1", 1.0, 1.1, create("/a"), write_ok(2));
+        op(&mut h, "c1", 2.0, 2.1, delete("/a", 2), write_ok(3));
+        let fr = op(
+            &mut h,
+            "audit",
+            9.0,
+            9.1,
+            list_all(),
+            read_ok(3, vec![("/a", 2)]),
+        );
+        h.params.final_read = Some(fr);
+        assert!(!check(&h).passed());
+    }
+
+    fn compact(h: &mut History, at: f64, before: i64, after: i64) {
+        store(
+            h,
+            at,
+            "db",
+            StoreEvent::DbCompact {
+                from: before,
+                to: after,
+                committed: true,
+                deleted_rows: 0,
+                rows_before: 0,
+                rows_after: 0,
+                stored_before: before,
+                stored_after: after,
+            },
+        );
+    }
+
+    #[test]
+    fn compaction_within_min_retain_passes_and_beyond_it_fires() {
+        let mut h = history();
+        inserts(&mut h, 1.0, 1, 50);
+        compact(&mut h, 2.0, 0, 40);
+        assert!(check(&h).passed());
+        compact(&mut h, 3.0, 40, 45);
+        let r = check(&h);
+        assert!(
+            r.first().unwrap().message.contains("min_retain"),
+            "{:?}",
+            r.violations
+        );
+    }
+
+    #[test]
+    fn a_compact_revision_going_back_fires() {
+        let mut h = history();
+        inserts(&mut h, 1.0, 1, 100);
+        compact(&mut h, 2.0, 0, 40);
+        compact(&mut h, 3.0, 30, 35);
+        let r = check(&h);
+        assert!(
+            r.first().unwrap().message.contains("never go back"),
+            "{:?}",
+            r.violations
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The seeded schedule of partitions and kills for one run, drawn before the run starts.
+//!
+//! Arrivals are Poisson at the mix's rates over the fault period; each fault's targets, duration
+//! and direction are drawn from the same generator. Faults that would outlast the fault period are
+//! cut at its end. Drawing is pure: the same seed and scenario give the same schedule.
+
+use crate::scenario::Faults;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
+
+/// The roles a node can have, as the schedule targets them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Database,
+    Client,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeRef {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    Partition {
+        from: Vec<String>,
+        to: Vec<String>,
+        one_way: bool,
+    },
+    Kill {
+        node: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scheduled {
+    pub start: Duration,
+    /// Partition length or kill downtime, already cut at the end of the fault period.
+    pub duration: Duration,
+    pub fault: Fault,
+}
+
+fn poisson_arrivals(rng: &mut StdRng, per_min: f64, period: Duration) -> Vec<Duration> {
+    let mut out = Vec::new();
+    if per_min <= 0.0 {
+        return out;
+    }
+    let rate_per_s = per_min / 60.0;
+    let mut t = 0.0;
+    loop {
+        // Exponential gap by inversion; 1 - u keeps the log finite.
+        let u: f64 = rng.gen();
+        t += -(1.0 - u).ln() / rate_per_s;
+        if t >= period.as_secs_f64() {
+            return out;
+        }
+        out.push(Duration::from_secs_f64(t));
+    }
+}
+
+fn draw_secs(rng: &mut StdRng, range: [u64; 2]) -> Duration {
+    Duration::from_millis(rng.gen_range(range[0] * 1000..=range[1] * 1000))
+}
+
+fn pick(rng: &mut StdRng, nodes: &[&NodeRef]) -> Option<NodeRef> {
+    if nodes.is_empty() {
+        None
+    } else {
+        Some(nodes[rng.gen_range(0..nodes.len())].clone())
+    }
+}
+
+/// Draws the schedule. `nodes` lists every node; kinds that do not apply to the topology (a
+/// server-database partition without a database node) are skipped when drawn.
+pub fn draw(
+    seed: u64,
+    faults: &Faults,
+    partitions_per_min: f64,
+    kills_per_min: f64,
+    nodes: &[NodeRef],
+    period: Duration,
+) -> Vec<Scheduled> {
+    let mut rng = StdRng::seed_from_u64(seed ^ super::SCHEDULE_SALT);
+    let of = |role: Role| nodes.iter().filter(|n| n.role == role).collect::<Vec<_>>();
+    let (servers, dbs, clients) = (of(Role::Server), of(Role::Database), of(Role::Client));
+    let mut out = Vec::new();
+    for start in poisson_arrivals(&mut rng, partitions_per_min, period) {
+        if faults.partition_kinds.is_empty() {
+            break;
+        }
+        let kind = faults.partition_kinds[rng.gen_range(0..faults.partition_kinds.len())].clone();
+        let duration = draw_secs(&mut rng, faults.partition_duration_s);
+        let one_way = rng.gen_bool(faults.one_way_probability.clamp(0.0, 1.0));
+        let pair = match kind.as_str() {
+            "server-database" => pick(&mut rng, &servers).zip(pick(&mut rng, &dbs)),
+            "client-server" => pick(&mut rng, &clients).zip(pick(&mut rng, &servers)),
+            "server-server" => {
+                let a = pick(&mut rng, &servers);
+                let others: Vec<&NodeRef> = servers
+                    .iter()
+                    .copied()
+                    .filter(|s| Some(s.name.as_str()) != a.as_ref().map(|a| a.name.as_str()))
+                    .collect();
+                a.zip(pick(&mut rng, &others))
+            }
+            "isolate-node" => {
+                let all: Vec<&NodeRef> = nodes.iter().collect();
+                if let Some(victim) = pick(&mut rng, &all) {
+                    let rest = nodes
+                        .iter()
+                        .filter(|n| n.name != victim.name)
+                        .map(|n| n.name.clone())
+                        .collect();
+                    out.push(Scheduled {
+                        start,
+                        duration: duration.min(period - start),
+                        fault: Fault::Partition {
+                            from: vec![victim.name.clone()],
+                            to: rest,
+                            one_way,
+                        },
+                    });
+                }
+                continue;
+            }
+            other => unreachable!("scenario validation admits no partition kind `{other}`"),
+        };
+        if let Some((a, b)) = pair {
+            out.push(Scheduled {
+                start,
+                duration: duration.min(period - start),
+                fault: Fault::Partition {
+                    from: vec![a.name.clone()],
+                    to: vec![b.name.clone()],
+                    one_way,
+                },
+            });
+        }
+    }
+    for start in poisson_arrivals(&mut rng, kills_per_min, period) {
+        if faults.kill_roles.is_empty() {
+            break;
+        }
+        let role = match faults.kill_roles[rng.gen_range(0..faults.kill_roles.len())].as_str() {
+            "server" => &servers,
+            "database" => &dbs,
+            "client" => &clients,
+            other => unreachable!("scenario validation admits no kill role `{other}`"),
+        };
+        let downtime = draw_secs(&mut rng, faults.kill_downtime_s);
+        if let Some(victim) = pick(&mut rng, role) {
+            out.push(Scheduled {
+                start,
+                duration: downtime.min(period - start),
+                fault: Fault::Kill {
+                    node: victim.name.clone(),
+                },
+            });
+        }
+    }
+    out.sort_by_key(|s| s.start);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes() -> Vec<NodeRef> {
+        let mk = |name: &str, role| NodeRef {
+            name: name.into(),
+            role,
+        };
+        vec![
+            mk("db", Role::Database),
+            mk("kine-1", Role::Server),
+            mk("kine-2", Role::Server),
+            mk("client-1", Role::Client),
+        ]
+    }
+
+    fn faults() -> Faults {
+        Faults {
+            partitions_per_min: 2.0,
+            partition_kinds: vec!["server-database".into(), "isolate-node".into()],
+            kills_per_min: 1.0,
+            kill_roles: vec!["server".into(), "database".into()],
+            ..Faults::default()
+        }
+    }
+
+    #[test]
+    fn same_seed_same_schedule_other_seed_other_schedule() {
+        let period = Duration::from_secs(600);
+        let a = draw(7, &faults(), 2.0, 1.0, &nodes(), period);
+        let b = draw(7, &faults(), 2.0, 1.0, &nodes(), period);
+        let c = draw(8, &faults(), 2.0, 1.0, &nodes(), period);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(
+            a.len() > 5,
+            "about 30 faults expected over ten minutes, got {}",
+            a.len()
+        );
+    }
+
+    #[test]
+    fn faults_end_within_the_fault_period() {
+        let period = Duration::from_secs(120);
+        for seed in 0..20 {
+            for s in draw(seed, &faults(), 2.0, 1.0, &nodes(), period) {
+                assert!(s.start + s.duration <= period, "{s:?} outlives the period");
+            }
+        }
+    }
+}

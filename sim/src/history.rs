@@ -1,0 +1,205 @@
+//! The recorded history of one run: the single format every checker reads.
+//!
+//! A history holds what clients did and saw (operations with invoke and completion times, in
+//! simulated nanoseconds since the run began) and what the world and the store reported (events).
+//! Checkers read only this; they never reach back into the cluster. It owns no behaviour beyond
+//! small queries shared by several checkers.
+
+use serde::{Deserialize, Serialize};
+use store::observe::StoreEvent;
+
+/// Simulated nanoseconds since the run began.
+pub type SimNanos = u64;
+
+/// Parameters of the run that checkers need to judge it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistoryParams {
+    /// The kine servers, by node name.
+    pub servers: Vec<String>,
+    pub compact_interval_ms: u64,
+    /// Jitter added to each compactor interval, as a percentage of the interval (0..=100).
+    pub compact_interval_jitter_pct: u64,
+    pub compact_min_retain: i64,
+    pub compact_batch_revisions: i64,
+    pub compact_timeout_ms: u64,
+    /// When the last fault was healed and the quiet period began.
+    pub faults_stop_ns: SimNanos,
+    /// When the run ended (after the final audit read).
+    pub end_ns: SimNanos,
+    /// The id of the final audit read: a full List at the latest revision taken after the quiet
+    /// period, once every node is up and every partition healed.
+    pub final_read: Option<u64>,
+}
+
+/// Everything that was recorded in one run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub params: HistoryParams,
+    /// Client operations, ordered by invoke time.
+    pub ops: Vec<Operation>,
+    /// World and store events, ordered by time (ties keep the order they were recorded in).
+    pub events: Vec<WorldEvent>,
+}
+
+/// One client request and what came of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: u64,
+    pub client: String,
+    /// The server node the request was sent to.
+    pub server: String,
+    pub invoke_ns: SimNanos,
+    pub complete_ns: SimNanos,
+    pub request: Request,
+    pub outcome: Outcome,
+}
+
+/// What a client asked for. Writes are the Txn shapes the Kubernetes apiserver sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Range of one key at the latest revision.
+    Get { key: String },
+    /// Range of `[start, end)` with a limit (0 = none) at `revision` (0 = latest).
+    List {
+        start: String,
+        end: String,
+        limit: i64,
+        revision: i64,
+    },
+    /// Txn: if mod_revision(key) == 0 then put.
+    Create { key: String, value: String },
+    /// Txn: if mod_revision(key) == expected then put else get.
+    Update {
+        key: String,
+        value: String,
+        expected_mod_revision: i64,
+    },
+    /// Txn: if mod_revision(key) == expected then delete else get.
+    Delete {
+        key: String,
+        expected_mod_revision: i64,
+    },
+}
+
+impl Request {
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::Create { .. } | Request::Update { .. } | Request::Delete { .. }
+        )
+    }
+
+    /// The key a write touches.
+    pub fn write_key(&self) -> Option<&str> {
+        match self {
+            Request::Create { key, .. }
+            | Request::Update { key, .. }
+            | Request::Delete { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// A key-value as a client saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kv {
+    pub key: String,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub value: String,
+}
+
+/// How an operation ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The server answered; `header_revision` is the response header's revision.
+    Ok {
+        header_revision: i64,
+        result: OpResult,
+    },
+    /// The request definitely did not take effect (the server said so).
+    Failed { error: String },
+    /// The request may or may not have taken effect (deadline, lost reply, server unsure).
+    Unknown { error: String },
+}
+
+impl Outcome {
+    pub fn header_revision(&self) -> Option<i64> {
+        match self {
+            Outcome::Ok {
+                header_revision, ..
+            } => Some(*header_revision),
+            _ => None,
+        }
+    }
+}
+
+/// The body of a successful answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OpResult {
+    Read {
+        kvs: Vec<Kv>,
+        more: bool,
+        count: i64,
+    },
+    /// A Txn write. `succeeded` is the Txn's compare result; when it succeeded, the write's
+    /// revision is the header revision. When it did not, `current` is the key as it stands.
+    Write {
+        succeeded: bool,
+        current: Option<Kv>,
+    },
+}
+
+/// Something the world or the store reported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorldEvent {
+    pub at_ns: SimNanos,
+    pub node: String,
+    pub kind: EventKind,
+}
+
+/// World-level events (the simulator's own) and the store's events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    NodeStarted,
+    NodeKilled,
+    NodeRestarted,
+    /// Messages from every node in `from` to every node in `to` are dropped (and back, unless
+    /// `one_way`).
+    PartitionStarted {
+        from: Vec<String>,
+        to: Vec<String>,
+        one_way: bool,
+    },
+    PartitionHealed {
+        from: Vec<String>,
+        to: Vec<String>,
+        one_way: bool,
+    },
+    /// The fault schedule ended; the quiet period begins.
+    FaultsStopped,
+    Store {
+        event: StoreEvent,
+    },
+}
+
+impl History {
+    /// Store events with their time and node, in order.
+    pub fn store_events(&self) -> impl Iterator<Item = (SimNanos, &str, &StoreEvent)> {
+        self.events.iter().filter_map(|e| match &e.kind {
+            EventKind::Store { event } => Some((e.at_ns, e.node.as_str(), event)),
+            _ => None,
+        })
+    }
+
+    /// The final audit read, when the run got that far.
+    pub fn final_read(&self) -> Option<&Operation> {
+        let id = self.params.final_read?;
+        self.ops.iter().find(|o| o.id == id)
+    }
+}

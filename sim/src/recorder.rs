@@ -1,0 +1,214 @@
+//! The recorder: where every node's events and every client's operations land during a run.
+//!
+//! One recorder per run, created inside the simulation and handed to each node; it stamps events
+//! with simulated time and writes the trace line at the moment of recording, so the trace order
+//! is the simulation's own deterministic order. It never reads the wall clock.
+
+use crate::history::{
+    EventKind, History, HistoryParams, Operation, Outcome, Request, SimNanos, WorldEvent,
+};
+use crate::trace::Trace;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use store::observe::{Observer, StoreEvent};
+use tokio::time::Instant;
+
+#[derive(Default)]
+struct State {
+    ops: Vec<Operation>,
+    /// Invoked operations not yet completed, by id.
+    pending: BTreeMap<u64, usize>,
+    events: Vec<WorldEvent>,
+    trace: Trace,
+    next_op: u64,
+}
+
+#[derive(Clone)]
+pub struct Recorder {
+    start: Instant,
+    state: Arc<Mutex<State>>,
+}
+
+impl Recorder {
+    /// Must be created inside the simulation: time zero is now.
+    pub fn new() -> Self {
+        Recorder {
+            start: Instant::now(),
+            state: Arc::default(),
+        }
+    }
+
+    pub fn now_ns(&self) -> SimNanos {
+        Instant::now().duration_since(self.start).as_nanos() as SimNanos
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("recorder lock poisoned")
+    }
+
+    pub fn event(&self, node: &str, kind: EventKind) {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let line = describe_event(&kind);
+        s.trace.push(at_ns, node, &line);
+        s.events.push(WorldEvent {
+            at_ns,
+            node: node.to_string(),
+            kind,
+        });
+    }
+
+    /// Records the start of an operation; returns its id for `complete`.
+    pub fn invoke(&self, client: &str, server: &str, request: Request) -> u64 {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let id = s.next_op;
+        s.next_op += 1;
+        let index = s.ops.len();
+        s.ops.push(Operation {
+            id,
+            client: client.to_string(),
+            server: server.to_string(),
+            invoke_ns: at_ns,
+            complete_ns: at_ns,
+            request,
+            outcome: Outcome::Unknown {
+                error: "never completed".into(),
+            },
+        });
+        s.pending.insert(id, index);
+        id
+    }
+
+    pub fn complete(&self, id: u64, outcome: Outcome) {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let Some(index) = s.pending.remove(&id) else {
+            return;
+        };
+        let line = {
+            let op = &mut s.ops[index];
+            op.complete_ns = at_ns;
+            op.outcome = outcome;
+            format!(
+                "op#{} {} -> {}",
+                op.id,
+                describe_request(&op.request),
+                describe_outcome(&op.outcome)
+            )
+        };
+        let client = s.ops[index].client.clone();
+        s.trace.push(at_ns, &client, &line);
+    }
+
+    /// An observer that attributes store events to `node`.
+    pub fn observer(&self, node: &str) -> Arc<dyn Observer> {
+        Arc::new(NodeObserver {
+            node: node.to_string(),
+            recorder: self.clone(),
+        })
+    }
+
+    /// Closes the run: operations still pending (their client was killed, or the run ended)
+    /// stay `Unknown` with completion at the end.
+    pub fn finish(&self, params: HistoryParams) -> (History, Trace) {
+        let end = self.now_ns();
+        let mut s = self.lock();
+        let pending: Vec<usize> = s.pending.values().copied().collect();
+        for index in pending {
+            s.ops[index].complete_ns = end;
+        }
+        s.pending.clear();
+        let history = History {
+            params,
+            ops: std::mem::take(&mut s.ops),
+            events: std::mem::take(&mut s.events),
+        };
+        (history, std::mem::take(&mut s.trace))
+    }
+}
+
+struct NodeObserver {
+    node: String,
+    recorder: Recorder,
+}
+
+impl Observer for NodeObserver {
+    fn record(&self, event: StoreEvent) {
+        self.recorder.event(&self.node, EventKind::Store { event });
+    }
+}
+
+/// Keys may end in NUL (a continue key); the trace is text, so control bytes are escaped.
+fn printable(key: &str) -> String {
+    key.escape_debug().to_string()
+}
+
+fn describe_request(r: &Request) -> String {
+    let r = &match r {
+        Request::List {
+            start,
+            end,
+            limit,
+            revision,
+        } => Request::List {
+            start: printable(start),
+            end: printable(end),
+            limit: *limit,
+            revision: *revision,
+        },
+        other => other.clone(),
+    };
+    match r {
+        Request::Get { key } => format!("get {key}"),
+        Request::List {
+            start,
+            limit,
+            revision,
+            ..
+        } => format!("list {start} limit={limit} rev={revision}"),
+        Request::Create { key, .. } => format!("create {key}"),
+        Request::Update {
+            key,
+            expected_mod_revision,
+            ..
+        } => format!("update {key} if mod={expected_mod_revision}"),
+        Request::Delete {
+            key,
+            expected_mod_revision,
+        } => format!("delete {key} if mod={expected_mod_revision}"),
+    }
+}
+
+fn describe_outcome(o: &Outcome) -> String {
+    use crate::history::OpResult;
+    match o {
+        Outcome::Ok {
+            header_revision,
+            result: OpResult::Read { kvs, more, count },
+        } => {
+            format!(
+                "ok rev={header_revision} kvs={} more={more} count={count}",
+                kvs.len()
+            )
+        }
+        Outcome::Ok {
+            header_revision,
+            result: OpResult::Write { succeeded, .. },
+        } => {
+            format!("ok rev={header_revision} succeeded={succeeded}")
+        }
+        Outcome::Failed { error } => format!("failed: {error}"),
+        Outcome::Unknown { error } => format!("unknown: {error}"),
+    }
+}
+
+fn describe_event(kind: &EventKind) -> String {
+    match kind {
+        EventKind::Store { event } => {
+            // Compact and stable: serde's field order is the declaration order.
+            serde_json::to_string(event).unwrap_or_else(|e| format!("unprintable event: {e}"))
+        }
+        other => serde_json::to_string(other).unwrap_or_else(|e| format!("unprintable event: {e}")),
+    }
+}

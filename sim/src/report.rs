@@ -1,0 +1,226 @@
+//! What a run leaves behind: `report.json`, `trace.log`, `history.json`, and the summary a person
+//! reads in the terminal.
+//!
+//! Runs after the simulation has ended; it only formats and writes what the run produced. The
+//! one-line JSON result is also what a campaign's parent process reads from each child.
+
+use crate::checkers::CheckReport;
+use crate::history::{History, OpResult, Outcome, Request};
+use crate::world::RunOutput;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The first violation of a failed check.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FirstViolation {
+    pub at_s: f64,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckSummary {
+    pub name: String,
+    /// `pass` or `fail`.
+    pub status: String,
+    pub violations: usize,
+    pub first_violation: Option<FirstViolation>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct OpCounts {
+    pub total: u64,
+    pub by_kind: BTreeMap<String, u64>,
+    pub by_outcome: BTreeMap<String, u64>,
+}
+
+/// Everything `report.json` holds; also the child's result line in a campaign.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: String,
+    pub scenario_path: String,
+    pub seed: u64,
+    pub design: String,
+    /// `pass`, `fail` (a check failed) or `panic` (the run itself died).
+    pub status: String,
+    pub trace_hash: String,
+    pub sim_seconds: f64,
+    pub wall_seconds: f64,
+    pub peak_rss_mib: f64,
+    pub operations: OpCounts,
+    pub faults_injected: BTreeMap<String, u64>,
+    pub fault_mix: serde_json::Value,
+    pub checks: Vec<CheckSummary>,
+    pub panic: Option<String>,
+    pub repro: String,
+    pub results_dir: String,
+}
+
+impl Report {
+    pub fn failed_checks(&self) -> impl Iterator<Item = &CheckSummary> {
+        self.checks.iter().filter(|c| c.status == "fail")
+    }
+}
+
+/// The exact command that replays this seed.
+pub fn repro_command(scenario_path: &str, seed: u64, design: &[String]) -> String {
+    let mut cmd = format!("faultline repro {scenario_path} --seed {seed}");
+    for d in design {
+        cmd.push_str(&format!(" --design {d}"));
+    }
+    cmd
+}
+
+/// Where a seed's files go.
+pub fn seed_dir(out: &Path, scenario: &str, seed: u64) -> PathBuf {
+    out.join(scenario).join(format!("seed-{seed}"))
+}
+
+pub fn count_ops(h: &History) -> OpCounts {
+    let mut c = OpCounts::default();
+    for o in &h.ops {
+        c.total += 1;
+        let kind = match o.request {
+            Request::Get { .. } => "get",
+            Request::List { .. } => "list",
+            Request::Create { .. } => "create",
+            Request::Update { .. } => "update",
+            Request::Delete { .. } => "delete",
+        };
+        let outcome = match &o.outcome {
+            Outcome::Ok {
+                result: OpResult::Write {
+                    succeeded: false, ..
+                },
+                ..
+            } => "compare-failed",
+            Outcome::Ok { .. } => "ok",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Unknown { .. } => "unknown",
+        };
+        *c.by_kind.entry(kind.into()).or_default() += 1;
+        *c.by_outcome.entry(outcome.into()).or_default() += 1;
+    }
+    c
+}
+
+pub fn summarize_checks(reports: &[CheckReport]) -> Vec<CheckSummary> {
+    reports
+        .iter()
+        .map(|r| CheckSummary {
+            name: r.check.to_string(),
+            status: if r.passed() { "pass" } else { "fail" }.into(),
+            violations: r.total,
+            first_violation: r.first().map(|v| FirstViolation {
+                at_s: v.at_ns as f64 / 1e9,
+                message: v.message.clone(),
+            }),
+        })
+        .collect()
+}
+
+/// Peak resident memory of this process so far, in MiB.
+pub fn peak_rss_mib() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+/// Writes report.json, trace.log and history.json into `dir`.
+pub fn write(dir: &Path, report: &Report, run: Option<&RunOutput>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(report)? + "\n",
+    )
+    .with_context(|| format!("writing {}", dir.join("report.json").display()))?;
+    if let Some(run) = run {
+        let mut trace = run.trace.lines().join("\n");
+        trace.push('\n');
+        std::fs::write(dir.join("trace.log"), trace)?;
+        std::fs::write(
+            dir.join("history.json"),
+            serde_json::to_string(&run.history)?,
+        )?;
+    }
+    Ok(())
+}
+
+/// The human summary of one run.
+pub fn render(report: &Report) -> String {
+    let mut s = String::new();
+    let verdict = match report.status.as_str() {
+        "pass" => "PASS",
+        "fail" => "FAIL",
+        _ => "PANIC",
+    };
+    s += &format!(
+        "{verdict} {} seed {} design {}\n",
+        report.scenario, report.seed, report.design
+    );
+    s += &format!(
+        "  trace hash   {}\n",
+        &report.trace_hash[..report.trace_hash.len().min(16)]
+    );
+    let speed = if report.wall_seconds > 0.0 {
+        report.sim_seconds / report.wall_seconds
+    } else {
+        0.0
+    };
+    s += &format!(
+        "  simulated    {:.1} s in {:.2} s wall ({:.0}x), peak {:.0} MiB\n",
+        report.sim_seconds, report.wall_seconds, speed, report.peak_rss_mib
+    );
+    let outcomes: Vec<String> = report
+        .operations
+        .by_outcome
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    s += &format!(
+        "  operations   {} ({})\n",
+        report.operations.total,
+        outcomes.join(", ")
+    );
+    let faults: Vec<String> = report
+        .faults_injected
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    s += &format!(
+        "  faults       {}\n",
+        if faults.is_empty() {
+            "none".to_string()
+        } else {
+            faults.join(", ")
+        }
+    );
+    if let Some(p) = &report.panic {
+        s += &format!("  panic        {p}\n");
+    }
+    s += "  checks\n";
+    for c in &report.checks {
+        match &c.first_violation {
+            None => s += &format!("    PASS {}\n", c.name),
+            Some(v) => {
+                s += &format!(
+                    "    FAIL {} ({} violation{}) first at {:.3}s: {}\n",
+                    c.name,
+                    c.violations,
+                    if c.violations == 1 { "" } else { "s" },
+                    v.at_s,
+                    v.message
+                )
+            }
+        }
+    }
+    s += &format!("  results      {}\n", report.results_dir);
+    if report.status != "pass" {
+        s += &format!("  reproduce    {}\n", report.repro);
+    }
+    s
+}

@@ -1,0 +1,433 @@
+//! The simulated cluster of one run: nodes, their wiring, the fault schedule and the clock.
+//!
+//! `run_seed` builds a fresh madsim runtime from the seed, creates the database, kine servers and
+//! clients as nodes, carries out the seeded faults until the fault period ends, lets the workload
+//! run through the quiet period, takes a final audit read and returns the recorded history. The
+//! database is the only state that outlives a node's restart: it is the node's disk.
+
+use crate::faults::compaction::CompactionFaults;
+use crate::faults::kill::Lifecycle;
+use crate::faults::network::Links;
+use crate::faults::schedule::{self, Fault, NodeRef, Role};
+use crate::faults::{draw_mix, FaultMix};
+use crate::history::{EventKind, History, HistoryParams, OpResult, Outcome, Request};
+use crate::recorder::Recorder;
+use crate::scenario::{Scenario, TopologyKind};
+use crate::trace::Trace;
+use crate::workload::{run_client, ClientConfig};
+use madsim::runtime::Handle;
+use madsim::task::NodeId;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::design::Design;
+use store::kine::compactor::CompactorConfig;
+use store::kine::database::Database;
+use store::kine::driver::{Latency, SharedDatabase};
+use store::node::{run_database_node, run_kine_server, DatabaseLocation, KineServerConfig};
+use store::proto::etcdserverpb::{kv_client::KvClient, RangeRequest};
+use tokio::time::Instant;
+
+/// Everything one seed produced.
+pub struct RunOutput {
+    pub history: History,
+    pub trace: Trace,
+    /// Simulated nanoseconds the run covered.
+    pub sim_ns: u64,
+    /// Injected faults by kind (see `faults::KINDS`).
+    pub faults_injected: BTreeMap<String, u64>,
+    /// The fault rates in force (the scenario's, or this seed's swarm draw).
+    pub fault_mix: FaultMix,
+}
+
+const ETCD_PORT: u16 = 2379;
+const DB_PORT: u16 = 3306;
+
+fn ip(net: u8, host: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, net, host as u8))
+}
+
+/// Runs `scenario` on `seed` with `design` in a fresh madsim runtime. A panic inside the
+/// simulation (a store assertion, or the simulated-time limit) propagates to the caller, which
+/// reports it as a failed seed.
+pub fn run_seed(scenario: &Scenario, seed: u64, design: &Design) -> RunOutput {
+    let mut config = madsim::Config::default();
+    let [lo, hi] = scenario.network.latency_ms;
+    config.net.send_latency = Duration::from_millis(lo)..Duration::from_millis(hi.max(lo + 1));
+    let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+    // A run that has not finished long after its scenario's end is hung in simulated time.
+    rt.set_time_limit(Duration::from_secs(
+        scenario.duration_s + scenario.quiet_s + 600,
+    ));
+    let scenario = scenario.clone();
+    let design = design.clone();
+    rt.block_on(async move { orchestrate(scenario, seed, design).await })
+}
+
+struct Cluster {
+    ids: BTreeMap<String, NodeId>,
+    refs: Vec<NodeRef>,
+    servers: Vec<(String, SocketAddr)>,
+}
+
+impl Cluster {
+    fn ids_of(&self, names: &[String]) -> Vec<NodeId> {
+        names.iter().map(|n| self.ids[n]).collect()
+    }
+}
+
+async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput {
+    let recorder = Recorder::new();
+    let start = Instant::now();
+    let fault_period = Duration::from_secs(scenario.duration_s);
+    let faults_stop = start + fault_period;
+    let end = faults_stop + Duration::from_secs(scenario.quiet_s);
+    let mix = draw_mix(&scenario.faults, seed);
+    let compaction_faults = Arc::new(CompactionFaults::new(
+        seed,
+        mix.compact_failure_probability,
+        &scenario.faults.compact_failure_kinds,
+        faults_stop,
+    ));
+    let cluster = build_cluster(&scenario, &design, &recorder, compaction_faults, end);
+
+    let links = Arc::new(Links::default());
+    let lifecycle = Arc::new(Lifecycle::default());
+    let plan = schedule::draw(
+        seed,
+        &scenario.faults,
+        mix.partitions_per_min,
+        mix.kills_per_min,
+        &cluster.refs,
+        fault_period,
+    );
+    let cluster = Arc::new(cluster);
+    for scheduled in plan {
+        let (links, lifecycle, cluster, recorder) = (
+            links.clone(),
+            lifecycle.clone(),
+            cluster.clone(),
+            recorder.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start + scheduled.start).await;
+            match scheduled.fault {
+                Fault::Partition { from, to, one_way } => {
+                    let (a, b) = (cluster.ids_of(&from), cluster.ids_of(&to));
+                    links.cut(&a, &b, one_way);
+                    recorder.event(
+                        "world",
+                        EventKind::PartitionStarted {
+                            from: from.clone(),
+                            to: to.clone(),
+                            one_way,
+                        },
+                    );
+                    tokio::time::sleep(scheduled.duration).await;
+                    links.heal(&a, &b, one_way);
+                    recorder.event("world", EventKind::PartitionHealed { from, to, one_way });
+                }
+                Fault::Kill { node } => {
+                    let id = cluster.ids[&node];
+                    if lifecycle.kill(id) {
+                        recorder.event(&node, EventKind::NodeKilled);
+                        tokio::time::sleep(scheduled.duration).await;
+                        if lifecycle.restart(id) {
+                            recorder.event(&node, EventKind::NodeRestarted);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    // The fault period ends: whatever is still cut or down is healed, so liveness can be judged.
+    tokio::time::sleep_until(faults_stop + Duration::from_millis(1)).await;
+    links.heal_all();
+    for id in lifecycle.down() {
+        if lifecycle.restart(id) {
+            let name = cluster
+                .ids
+                .iter()
+                .find(|(_, v)| **v == id)
+                .map(|(k, _)| k.clone())
+                .unwrap_or_default();
+            recorder.event(&name, EventKind::NodeRestarted);
+        }
+    }
+    recorder.event("world", EventKind::FaultsStopped);
+    let faults_stop_ns = recorder.now_ns();
+
+    // Clients stop at `end`; give their last requests their full deadline, then audit.
+    tokio::time::sleep_until(
+        end + Duration::from_millis(scenario.workload.request_timeout_ms + 100),
+    )
+    .await;
+    let final_read = final_audit(&cluster, &recorder, scenario.workload.request_timeout_ms).await;
+
+    let params = HistoryParams {
+        servers: cluster.servers.iter().map(|(n, _)| n.clone()).collect(),
+        compact_interval_ms: scenario.kine.compact_interval_s * 1000,
+        compact_interval_jitter_pct: scenario.kine.compact_interval_jitter_pct,
+        compact_min_retain: scenario.kine.compact_min_retain,
+        compact_batch_revisions: scenario.kine.compact_batch_revisions,
+        compact_timeout_ms: scenario.kine.compact_timeout_ms,
+        faults_stop_ns,
+        end_ns: recorder.now_ns(),
+        final_read,
+    };
+    let sim_ns = recorder.now_ns();
+    let (history, trace) = recorder.finish(params);
+    let faults_injected = count_faults(&history);
+    RunOutput {
+        history,
+        trace,
+        sim_ns,
+        faults_injected,
+        fault_mix: mix,
+    }
+}
+
+fn build_cluster(
+    scenario: &Scenario,
+    design: &Design,
+    recorder: &Recorder,
+    faults: Arc<CompactionFaults>,
+    stop_at: Instant,
+) -> Cluster {
+    let handle = Handle::current();
+    let mut cluster = Cluster {
+        ids: BTreeMap::new(),
+        refs: Vec::new(),
+        servers: Vec::new(),
+    };
+    let latency = Latency {
+        min_ms: scenario.database.latency_ms[0],
+        max_ms: scenario.database.latency_ms[1],
+    };
+    let call_timeout = Duration::from_millis(scenario.kine.db_call_timeout_ms);
+    let disk: SharedDatabase = Arc::new(Mutex::new(
+        Database::open(recorder.observer("db")).expect("an in-memory database opens"),
+    ));
+    let database = match scenario.topology.kind {
+        TopologyKind::Single => None,
+        TopologyKind::Ha => {
+            let (disk, recorder_c) = (disk.clone(), recorder.clone());
+            let node = handle
+                .create_node()
+                .name("db")
+                .ip(ip(0, 1))
+                .init(move || {
+                    run_database_node(
+                        disk.clone(),
+                        SocketAddr::new(ip(0, 1), DB_PORT),
+                        latency,
+                        call_timeout,
+                        recorder_c.observer("db"),
+                    )
+                })
+                .build();
+            cluster.ids.insert("db".into(), node.id());
+            cluster.refs.push(NodeRef {
+                name: "db".into(),
+                role: Role::Database,
+            });
+            recorder.event("db", EventKind::NodeStarted);
+            Some(SocketAddr::new(ip(0, 1), DB_PORT))
+        }
+    };
+    for i in 1..=scenario.topology.servers {
+        let name = format!("kine-{i}");
+        let listen = SocketAddr::new(ip(1, i), ETCD_PORT);
+        let location = match database {
+            Some(addr) => DatabaseLocation::Remote { addr },
+            None => DatabaseLocation::Local {
+                db: disk.clone(),
+                latency,
+            },
+        };
+        let config = KineServerConfig {
+            name: name.clone(),
+            member_id: i as u64,
+            listen,
+            database: location,
+            db_call_timeout: call_timeout,
+            compactor: CompactorConfig {
+                interval: Duration::from_secs(scenario.kine.compact_interval_s),
+                jitter_pct: scenario.kine.compact_interval_jitter_pct,
+                min_retain: scenario.kine.compact_min_retain,
+                batch_revisions: scenario.kine.compact_batch_revisions,
+                timeout: Duration::from_millis(scenario.kine.compact_timeout_ms),
+                variant: design.compactor,
+            },
+        };
+        let (design, recorder_c, faults, disk, local) = (
+            design.clone(),
+            recorder.clone(),
+            faults.clone(),
+            disk.clone(),
+            database.is_none(),
+        );
+        let node_name = name.clone();
+        let node = handle
+            .create_node()
+            .name(&name)
+            .ip(ip(1, i))
+            .init(move || {
+                let observer = recorder_c.observer(&node_name);
+                if local {
+                    // This node holds the database: its events are this node's.
+                    let mut db = disk.lock().expect("database lock poisoned");
+                    db.set_observer(observer.clone());
+                    db.announce()
+                        .expect("the database reopens its committed data");
+                }
+                run_kine_server(config.clone(), design.clone(), observer, faults.clone())
+            })
+            .build();
+        cluster.ids.insert(name.clone(), node.id());
+        cluster.refs.push(NodeRef {
+            name: name.clone(),
+            role: Role::Server,
+        });
+        cluster.servers.push((name.clone(), listen));
+        recorder.event(&name, EventKind::NodeStarted);
+    }
+    for i in 1..=scenario.topology.clients {
+        let name = format!("client-{i}");
+        let config = ClientConfig {
+            name: name.clone(),
+            servers: cluster.servers.clone(),
+            workload: scenario.workload.clone(),
+            stop_at,
+        };
+        let recorder_c = recorder.clone();
+        let incarnation = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let node = handle
+            .create_node()
+            .name(&name)
+            .ip(ip(2, i))
+            .init(move || {
+                // A restarted client is a new session: its operations are a new sequence.
+                let n = incarnation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut config = config.clone();
+                if n > 0 {
+                    config.name = format!("{}#{}", config.name, n + 1);
+                }
+                run_client(config, recorder_c.clone())
+            })
+            .build();
+        cluster.ids.insert(name.clone(), node.id());
+        cluster.refs.push(NodeRef {
+            name: name.clone(),
+            role: Role::Client,
+        });
+        recorder.event(&name, EventKind::NodeStarted);
+    }
+    cluster
+}
+
+/// A full List at the latest revision from a fresh auditor node, retried until some server
+/// answers (bounded at a minute of simulated time). Returns the recorded operation's id.
+async fn final_audit(cluster: &Cluster, recorder: &Recorder, timeout_ms: u64) -> Option<u64> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    let servers = cluster.servers.clone();
+    let recorder = recorder.clone();
+    Handle::current()
+        .create_node()
+        .name("audit")
+        .ip(ip(9, 1))
+        .init(move || {
+            let (servers, recorder, tx) = (servers.clone(), recorder.clone(), tx.clone());
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let timeout = Duration::from_millis(timeout_ms);
+                let mut last = None;
+                'tries: while Instant::now() < deadline {
+                    for (name, addr) in &servers {
+                        let endpoint =
+                            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                                .expect("server addresses are valid URIs")
+                                .timeout(timeout)
+                                .connect_timeout(timeout);
+                        let Ok(channel) = endpoint.connect().await else {
+                            continue;
+                        };
+                        let request = Request::List {
+                            start: "/registry/".into(),
+                            end: "/registry0".into(),
+                            limit: 0,
+                            revision: 0,
+                        };
+                        let id = recorder.invoke("audit", name, request);
+                        last = Some(id);
+                        let answer = KvClient::new(channel)
+                            .range(RangeRequest {
+                                key: b"/registry/".to_vec(),
+                                range_end: b"/registry0".to_vec(),
+                                ..Default::default()
+                            })
+                            .await;
+                        match answer {
+                            Ok(resp) => {
+                                let resp = resp.into_inner();
+                                let kvs = resp.kvs.iter().map(|kv| crate::history::Kv {
+                                    key: String::from_utf8_lossy(&kv.key).into_owned(),
+                                    create_revision: kv.create_revision,
+                                    mod_revision: kv.mod_revision,
+                                    version: kv.version,
+                                    value: String::from_utf8_lossy(&kv.value).into_owned(),
+                                });
+                                recorder.complete(
+                                    id,
+                                    Outcome::Ok {
+                                        header_revision: resp
+                                            .header
+                                            .map(|h| h.revision)
+                                            .unwrap_or(0),
+                                        result: OpResult::Read {
+                                            kvs: kvs.collect(),
+                                            more: resp.more,
+                                            count: resp.count,
+                                        },
+                                    },
+                                );
+                                break 'tries;
+                            }
+                            Err(e) => recorder.complete(
+                                id,
+                                Outcome::Failed {
+                                    error: e.message().to_string(),
+                                },
+                            ),
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                if let Some(tx) = tx.lock().expect("audit channel lock poisoned").take() {
+                    let _ = tx.send(last);
+                }
+            }
+        })
+        .build();
+    rx.await.ok().flatten()
+}
+
+fn count_faults(history: &History) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for e in &history.events {
+        let kind = match &e.kind {
+            EventKind::PartitionStarted { one_way: false, .. } => "partition".to_string(),
+            EventKind::PartitionStarted { one_way: true, .. } => "partition-one-way".to_string(),
+            EventKind::NodeKilled => "kill".to_string(),
+            EventKind::Store {
+                event: store::observe::StoreEvent::FaultInjected { fault, .. },
+            } => fault.clone(),
+            _ => continue,
+        };
+        *out.entry(kind).or_insert(0) += 1;
+    }
+    out
+}

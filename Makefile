@@ -8,7 +8,7 @@ SEEDS    ?= 1..200
 DESIGN   ?=
 DESIGN_FLAG := $(if $(DESIGN),--design $(DESIGN),)
 
-.PHONY: build run test fuzz repro determinism bench list lint
+.PHONY: build run test fuzz repro determinism validate bench list lint
 
 build:
 	$(CARGO) build --release --bin faultline
@@ -32,6 +32,10 @@ repro: build
 ## Each seed twice in separate processes; trace hashes must match.
 determinism: build
 	$(BIN) determinism $(SCENARIO) --seeds 1..20
+
+## Fixed design and every variant on its targeted scenario: results/validation.md and .json.
+validate: build
+	$(BIN) validate --seeds 1..20
 
 ## Simulated seconds per wall second, seeds per minute and peak memory, one core.
 bench: build

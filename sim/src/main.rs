@@ -4,14 +4,20 @@
 //! input error. The simulation itself lives in `world`; this file parses arguments, runs one
 //! seed in-process or many seeds in child processes, and writes what they produced.
 
+mod bench;
 mod checkers;
+mod children;
+mod determinism;
 mod faults;
 mod fuzz;
 mod history;
+mod metrics;
+mod plot;
 mod recorder;
 mod report;
 mod scenario;
 mod trace;
+mod validate;
 mod workload;
 mod world;
 
@@ -41,9 +47,11 @@ enum Command {
     /// Run many seeds, each in its own process, and write summary.json.
     Fuzz(fuzz::FuzzArgs),
     /// Run each seed twice in separate processes and compare trace hashes.
-    Determinism(fuzz::DeterminismArgs),
+    Determinism(determinism::DeterminismArgs),
     /// Measure simulated seconds per wall second, seeds per minute and peak memory.
-    Bench(fuzz::BenchArgs),
+    Bench(bench::BenchArgs),
+    /// Run the fixed design and every variant on its targeted scenario; write the table.
+    Validate(validate::ValidateArgs),
     /// List scenarios, checks, fault kinds and design variants.
     List,
 }
@@ -132,6 +140,7 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
         faults_injected: Default::default(),
         fault_mix: serde_json::Value::Null,
         checks: vec![],
+        histograms: Default::default(),
         panic: None,
         repro,
         results_dir: dir.display().to_string(),
@@ -155,10 +164,29 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
     report.faults_injected = run.faults_injected.clone();
     report.fault_mix = serde_json::to_value(&run.fault_mix).unwrap_or_default();
     report.checks = report::summarize_checks(&checks);
+    report.histograms = metrics::compute(&run.history);
     if report.failed_checks().next().is_some() {
         report.status = "fail".into();
     }
     report::write(&dir, &report, Some(&run)).map_err(|e| InputError(format!("{e:#}")))?;
+    let marks: Vec<plot::Marker> = checks
+        .iter()
+        .filter_map(|c| {
+            c.first()
+                .map(|v| (c.check.to_string(), v.at_ns, v.message.clone()))
+        })
+        .collect();
+    let title = format!("{} seed {} ({})", scenario.name, args.seed, design);
+    if let Err(e) = plot::timeline(
+        &run.history,
+        &title,
+        &marks,
+        &dir.join("timeline.png"),
+        &dir.join("timeline.svg"),
+    ) {
+        // A plot is a convenience; its failure must not hide the run's verdict.
+        eprintln!("faultline: timeline plot not written: {e:#}");
+    }
     Ok(report)
 }
 
@@ -233,8 +261,9 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run(&args, false),
         Command::Repro(args) => cmd_run(&args, true),
         Command::Fuzz(args) => fuzz::fuzz(&args),
-        Command::Determinism(args) => fuzz::determinism(&args),
-        Command::Bench(args) => fuzz::bench(&args),
+        Command::Determinism(args) => determinism::determinism(&args),
+        Command::Bench(args) => bench::bench(&args),
+        Command::Validate(args) => validate::validate(&args),
         Command::List => Ok(cmd_list()),
     };
     match result {

@@ -51,6 +51,9 @@ pub struct Report {
     pub faults_injected: BTreeMap<String, u64>,
     pub fault_mix: serde_json::Value,
     pub checks: Vec<CheckSummary>,
+    /// Latency and lag percentiles (see `metrics`).
+    #[serde(default)]
+    pub histograms: crate::metrics::Metrics,
     pub panic: Option<String>,
     pub repro: String,
     pub results_dir: String,
@@ -201,6 +204,9 @@ pub fn render(report: &Report) -> String {
     );
     if let Some(p) = &report.panic {
         s += &format!("  panic        {p}\n");
+    }
+    if !report.histograms.is_empty() {
+        s += &crate::metrics::render_table(&report.histograms);
     }
     s += "  checks\n";
     for c in &report.checks {

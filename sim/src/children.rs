@@ -1,0 +1,297 @@
+//! Running seeds in child processes: one process per seed, a wall-clock watchdog, a worker
+//! pool, and the campaign loop shared by fuzz, validate, determinism and bench.
+//!
+//! A seed that panics, hangs or crashes is a failed seed with its number, never a crashed
+//! campaign. This runs outside the simulation: OS threads, files and the wall clock are fine.
+
+use crate::report::Report;
+use crate::RESULT_PREFIX;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// An inclusive seed range, written `A..B` (or a single seed `A`).
+#[derive(Clone, Debug)]
+pub struct Seeds {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl std::str::FromStr for Seeds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a seed range; write A..B (inclusive) or a single seed");
+        let (a, b) = match s.split_once("..") {
+            Some((a, b)) => (a, b.trim_start_matches('=')),
+            None => (s, s),
+        };
+        let first: u64 = a.trim().parse().map_err(|_| bad())?;
+        let last: u64 = b.trim().parse().map_err(|_| bad())?;
+        if last < first {
+            return Err(format!("seed range {s} is empty: {last} < {first}"));
+        }
+        Ok(Seeds { first, last })
+    }
+}
+
+impl Seeds {
+    pub fn iter(&self) -> impl Iterator<Item = u64> {
+        self.first..=self.last
+    }
+    pub fn count(&self) -> u64 {
+        self.last - self.first + 1
+    }
+}
+
+/// How one child run ended.
+pub enum ChildOutcome {
+    Done(Box<Report>),
+    /// No result line: crashed, killed by a signal, or hung and killed by the watchdog.
+    Died(String),
+}
+
+/// Runs `faultline run ... --json-line` for one seed, killing it after `timeout`.
+pub fn run_child(
+    scenario: &str,
+    seed: u64,
+    design: &[String],
+    out: &Path,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> ChildOutcome {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return ChildOutcome::Died(format!("cannot find own executable: {e}")),
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("run")
+        .arg(scenario)
+        .arg("--seed")
+        .arg(seed.to_string())
+        .arg("--out")
+        .arg(out)
+        .arg("--json-line");
+    for d in design {
+        cmd.arg("--design").arg(d);
+    }
+    let mut child = match cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => return ChildOutcome::Died(format!("cannot start child: {e}")),
+    };
+    // Drain the pipes on their own threads so a chatty child never blocks on a full pipe.
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let (out_text, err_text) = std::thread::scope(|s| {
+        let o = s.spawn(move || {
+            let mut t = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut t);
+            t
+        });
+        let e = s.spawn(move || {
+            let mut t = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut t);
+            t
+        });
+        let started = Instant::now();
+        let mut verdict = None;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    if !status.success() && status.code() != Some(1) {
+                        verdict = Some(format!("child exited with {status}"));
+                    }
+                    break;
+                }
+                Ok(None) if started.elapsed() > timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    verdict = Some(format!(
+                        "hung: still running after {} s of wall time, killed",
+                        timeout.as_secs()
+                    ));
+                    break;
+                }
+                Ok(None) if stop.load(Ordering::Relaxed) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    verdict = Some("interrupted".into());
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => {
+                    verdict = Some(format!("cannot wait for child: {e}"));
+                    break;
+                }
+            }
+        }
+        let out = o.join().unwrap_or_default();
+        let err = e.join().unwrap_or_default();
+        (
+            out,
+            verdict.map(|v| format!("{v}; stderr: {}", err.lines().last().unwrap_or(""))),
+        )
+    });
+    if let Some(line) = out_text.lines().find(|l| l.starts_with(RESULT_PREFIX)) {
+        if let Ok(report) = serde_json::from_str::<Report>(&line[RESULT_PREFIX.len()..]) {
+            return ChildOutcome::Done(Box::new(report));
+        }
+    }
+    ChildOutcome::Died(err_text.unwrap_or_else(|| "child printed no result".into()))
+}
+
+/// Runs every job on `jobs` workers; `each` sees every finished job in completion order.
+pub fn run_pool<J: Send, R: Send>(
+    jobs: Vec<J>,
+    workers: usize,
+    work: impl Fn(&J) -> R + Sync,
+    mut each: impl FnMut(&J, R),
+) {
+    let queue = Mutex::new(jobs.into_iter().collect::<VecDeque<J>>());
+    let (tx, rx) = std::sync::mpsc::channel::<(J, R)>();
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            let tx = tx.clone();
+            let (queue, work) = (&queue, &work);
+            s.spawn(move || loop {
+                let Some(job) = queue.lock().expect("queue lock poisoned").pop_front() else {
+                    return;
+                };
+                let r = work(&job);
+                if tx.send((job, r)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        for (job, r) in rx {
+            each(&job, r);
+        }
+    });
+}
+
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Stops launching seeds on Ctrl-C; reports still get written for those that finished.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let _ = ctrlc::set_handler(move || s.store(true, Ordering::Relaxed));
+    stop
+}
+
+/// What one seed of a campaign came to.
+#[derive(Clone, Debug)]
+pub struct SeedRecord {
+    pub scenario: String,
+    pub seed: u64,
+    pub wall_seconds: f64,
+    /// (check, message) per failed check; `panic`, `hang` or `crash` when the run itself died.
+    pub failures: Vec<(String, String)>,
+    pub repro: String,
+}
+
+/// How a campaign runs its seeds.
+pub struct CampaignConfig<'a> {
+    pub design: &'a [String],
+    pub jobs: usize,
+    pub out: &'a Path,
+    pub timeout: Duration,
+    pub stop: &'a AtomicBool,
+}
+
+/// Runs every (scenario path, name) for every seed on `cfg.jobs` workers; `each` sees each
+/// record as it finishes (for progress). Seeds not started before an interrupt are left out.
+pub fn campaign(
+    scenarios: &[(String, String)],
+    seeds: &Seeds,
+    cfg: &CampaignConfig<'_>,
+    mut each: impl FnMut(&SeedRecord),
+) -> Vec<SeedRecord> {
+    let CampaignConfig {
+        design,
+        jobs,
+        out,
+        timeout,
+        stop,
+    } = *cfg;
+    let work: Vec<(String, String, u64)> = scenarios
+        .iter()
+        .flat_map(|(path, name)| seeds.iter().map(move |s| (path.clone(), name.clone(), s)))
+        .collect();
+    let mut records = Vec::new();
+    run_pool(
+        work,
+        jobs,
+        |(path, _, seed)| {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            let started = Instant::now();
+            let outcome = run_child(path, *seed, design, out, timeout, stop);
+            Some((outcome, started.elapsed().as_secs_f64()))
+        },
+        |(path, name, seed), result| {
+            let Some((outcome, wall_seconds)) = result else {
+                return;
+            };
+            let mut failures = Vec::new();
+            match outcome {
+                ChildOutcome::Done(r) => {
+                    if let Some(p) = &r.panic {
+                        failures.push(("panic".to_string(), p.clone()));
+                    }
+                    for c in r.failed_checks() {
+                        let m = c
+                            .first_violation
+                            .as_ref()
+                            .map(|v| format!("at {:.3}s: {}", v.at_s, v.message))
+                            .unwrap_or_default();
+                        failures.push((c.name.clone(), m));
+                    }
+                }
+                ChildOutcome::Died(m) if m.starts_with("interrupted") => return,
+                ChildOutcome::Died(m) => {
+                    let check = if m.starts_with("hung") {
+                        "hang"
+                    } else {
+                        "crash"
+                    };
+                    failures.push((check.to_string(), m));
+                }
+            }
+            let record = SeedRecord {
+                scenario: name.clone(),
+                seed: *seed,
+                wall_seconds,
+                failures,
+                repro: crate::report::repro_command(path, *seed, design),
+            };
+            each(&record);
+            records.push(record);
+        },
+    );
+    records.sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
+    records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seeds;
+
+    #[test]
+    fn seed_ranges_are_inclusive_and_checked() {
+        let s: Seeds = "1..200".parse().unwrap();
+        assert_eq!((s.first, s.last, s.count()), (1, 200, 200));
+        let one: Seeds = "7".parse().unwrap();
+        assert_eq!(one.count(), 1);
+        assert!("9..3".parse::<Seeds>().is_err());
+        assert!("a..b".parse::<Seeds>().unwrap_err().contains("A..B"));
+    }
+}

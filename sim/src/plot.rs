@@ -1,0 +1,448 @@
+//! Timeline plots of one run (plotters), PNG and SVG, read at a glance: one lane per node with
+//! its down and partitioned spans, the current and compact revisions over time, compaction ticks
+//! by outcome, injected faults, and the first violation of each failing check.
+//!
+//! Runs after the simulation; uses the DejaVu font embedded by the `dejavu` crate, so no system
+//! fonts are needed. Everything drawn comes from the history, in a fixed order.
+
+use crate::history::{EventKind, History};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use store::observe::{BatchOutcome, StoreEvent};
+
+const WIDTH: u32 = 1600;
+const HEIGHT: u32 = 900;
+const UP: RGBColor = RGBColor(120, 190, 120);
+const DOWN: RGBColor = RGBColor(210, 40, 40);
+const CUT: RGBColor = RGBColor(245, 150, 30);
+const TICK_OK: RGBColor = RGBColor(30, 150, 60);
+const TICK_SKIPPED: RGBColor = RGBColor(150, 150, 150);
+const FAULT: RGBColor = RGBColor(140, 60, 170);
+const CURRENT: RGBColor = RGBColor(40, 90, 200);
+const COMPACT: RGBColor = RGBColor(20, 20, 20);
+
+/// A check's first violation: (check name, simulated ns, message).
+pub type Marker = (String, u64, String);
+
+fn register_font() {
+    // Registering twice is harmless; plotters keeps the last registration.
+    let _ =
+        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// Everything the picture shows, extracted from the history once.
+struct Timeline {
+    end: f64,
+    quiet_from: f64,
+    nodes: Vec<String>,
+    down: Vec<(String, f64, f64)>,
+    cut: Vec<(String, f64, f64)>,
+    current: Vec<(f64, i64)>,
+    compact: Vec<(f64, i64)>,
+    /// (time, in-memory compact revision, outcome) per tick.
+    ticks: Vec<(f64, i64, TickOutcome)>,
+    faults: Vec<(f64, String)>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum TickOutcome {
+    Ok,
+    Failed,
+    Skipped,
+}
+
+fn extract(h: &History) -> Timeline {
+    let end = secs(h.params.end_ns.max(1));
+    let mut nodes: Vec<String> = Vec::new();
+    let node = |n: &str, nodes: &mut Vec<String>| {
+        if n != "world" && !nodes.iter().any(|x| x == n) {
+            nodes.push(n.to_string());
+        }
+    };
+    let (mut down, mut cut) = (Vec::new(), Vec::new());
+    let mut killed: BTreeMap<String, f64> = BTreeMap::new();
+    let mut open_cuts: Vec<(Vec<String>, f64)> = Vec::new();
+    let (mut current, mut compact) = (vec![(0.0, 0)], vec![(0.0, 0)]);
+    let mut open_ticks: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ticks: Vec<(f64, i64, TickOutcome)> = Vec::new();
+    let mut faults = Vec::new();
+    for e in &h.events {
+        let t = secs(e.at_ns);
+        match &e.kind {
+            EventKind::NodeStarted => node(&e.node, &mut nodes),
+            EventKind::NodeKilled => {
+                killed.insert(e.node.clone(), t);
+                faults.push((t, format!("kill {}", e.node)));
+            }
+            EventKind::NodeRestarted => {
+                if let Some(from) = killed.remove(&e.node) {
+                    down.push((e.node.clone(), from, t));
+                }
+            }
+            EventKind::PartitionStarted { from, to, .. } => {
+                let mut members = from.clone();
+                members.extend(to.iter().cloned());
+                open_cuts.push((members, t));
+                faults.push((t, "partition".into()));
+            }
+            EventKind::PartitionHealed { from, to, .. } => {
+                let mut members = from.clone();
+                members.extend(to.iter().cloned());
+                if let Some(i) = open_cuts.iter().position(|(m, _)| *m == members) {
+                    let (members, start) = open_cuts.remove(i);
+                    for m in members {
+                        cut.push((m, start, t));
+                    }
+                }
+            }
+            EventKind::Store { event } => match event {
+                StoreEvent::DbInsert { id, .. } => current.push((t, *id)),
+                StoreEvent::DbCompact {
+                    committed: true,
+                    stored_after,
+                    ..
+                } => compact.push((t, *stored_after)),
+                StoreEvent::CompactTickStart {
+                    compact_revision, ..
+                } => {
+                    open_ticks.insert(e.node.clone(), ticks.len());
+                    ticks.push((t, *compact_revision, TickOutcome::Skipped));
+                }
+                StoreEvent::CompactBatch { outcome, .. } => {
+                    if let Some(&i) = open_ticks.get(&e.node) {
+                        match outcome {
+                            BatchOutcome::Failed { .. } => ticks[i].2 = TickOutcome::Failed,
+                            BatchOutcome::Committed { .. }
+                                if ticks[i].2 == TickOutcome::Skipped =>
+                            {
+                                ticks[i].2 = TickOutcome::Ok
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                StoreEvent::CompactTickEnd { .. } => {
+                    open_ticks.remove(&e.node);
+                }
+                StoreEvent::FaultInjected { fault, .. } => faults.push((t, fault.clone())),
+                _ => {}
+            },
+            EventKind::FaultsStopped => {}
+        }
+    }
+    for (n, from) in killed {
+        down.push((n, from, end));
+    }
+    for o in &h.ops {
+        node(&o.client, &mut nodes);
+    }
+    nodes.retain(|n| n != "audit" && !n.contains('#'));
+    if let Some(last) = current.last().copied() {
+        current.push((end, last.1));
+    }
+    if let Some(last) = compact.last().copied() {
+        compact.push((end, last.1));
+    }
+    Timeline {
+        end,
+        quiet_from: secs(h.params.faults_stop_ns),
+        nodes,
+        down,
+        cut,
+        current,
+        compact,
+        ticks,
+        faults,
+    }
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    tl: &Timeline,
+    title: &str,
+    marks: &[Marker],
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let root = root
+        .titled(title, ("sans-serif", 26).into_font())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let lanes_height = (80 + 34 * tl.nodes.len() as u32).min(HEIGHT / 2);
+    let (top, bottom) = root.split_vertically(lanes_height);
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("{e:?}");
+
+    // Lanes: one per node, bottom-up in creation order reversed so the first node is on top.
+    let n = tl.nodes.len().max(1);
+    let mut lanes = ChartBuilder::on(&top)
+        .margin(10)
+        .x_label_area_size(0)
+        .y_label_area_size(110)
+        .build_cartesian_2d(0.0..tl.end, 0.0..n as f64)
+        .map_err(err)?;
+    let names = tl.nodes.clone();
+    lanes
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_y_mesh()
+        .y_labels(n * 2 + 1)
+        .y_label_formatter(&|y| {
+            let i = (y - 0.5).round();
+            if (y - 0.5 - i).abs() > 0.01 || i < 0.0 || i as usize >= names.len() {
+                return String::new();
+            }
+            names[names.len() - 1 - i as usize].clone()
+        })
+        .y_label_style(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    let lane_of = |name: &str| {
+        tl.nodes
+            .iter()
+            .position(|x| x == name)
+            .map(|i| (n - 1 - i) as f64)
+    };
+    for name in &tl.nodes {
+        let y = lane_of(name).expect("listed");
+        lanes
+            .draw_series(std::iter::once(Rectangle::new(
+                [(0.0, y + 0.42), (tl.end, y + 0.58)],
+                UP.filled(),
+            )))
+            .map_err(err)?;
+    }
+    let spans =
+        |list: &[(String, f64, f64)], color: RGBColor, half: f64| -> Vec<Rectangle<(f64, f64)>> {
+            list.iter()
+                .filter_map(|(name, a, b)| {
+                    lane_of(name).map(|y| {
+                        Rectangle::new(
+                            [
+                                (*a, y + 0.5 - half),
+                                (b.max(*a + tl.end / 400.0), y + 0.5 + half),
+                            ],
+                            color.filled(),
+                        )
+                    })
+                })
+                .collect()
+        };
+    lanes
+        .draw_series(spans(&tl.cut, CUT, 0.22))
+        .map_err(err)?
+        .label("partitioned")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], CUT.filled()));
+    lanes
+        .draw_series(spans(&tl.down, DOWN, 0.3))
+        .map_err(err)?
+        .label("down (killed)")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], DOWN.filled()));
+    lanes
+        .draw_series(std::iter::once(Rectangle::new(
+            [(0.0, -1.0), (0.0, -1.0)],
+            UP.filled(),
+        )))
+        .map_err(err)?
+        .label("up")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], UP.filled()));
+    lanes
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+
+    // Revisions.
+    let max_rev = tl.current.iter().map(|(_, r)| *r).max().unwrap_or(1).max(1) as f64 * 1.08;
+    let mut revs = ChartBuilder::on(&bottom)
+        .margin(10)
+        .x_label_area_size(45)
+        .y_label_area_size(110)
+        .build_cartesian_2d(0.0..tl.end, 0.0..max_rev)
+        .map_err(err)?;
+    revs.configure_mesh()
+        .x_desc("simulated time (s)")
+        .y_desc("revision")
+        .axis_desc_style(("sans-serif", 16))
+        .label_style(("sans-serif", 14))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    let shade = tl.quiet_from.min(tl.end);
+    revs.draw_series(std::iter::once(Rectangle::new(
+        [(shade, 0.0), (tl.end, max_rev)],
+        RGBColor(235, 245, 235).filled(),
+    )))
+    .map_err(err)?
+    .label("quiet period (no faults)")
+    .legend(|(x, y)| {
+        Rectangle::new(
+            [(x, y - 5), (x + 16, y + 5)],
+            RGBColor(215, 235, 215).filled(),
+        )
+    });
+    let step = |pts: &[(f64, i64)]| -> Vec<(f64, f64)> {
+        let mut out = Vec::with_capacity(pts.len() * 2);
+        for w in pts.windows(2) {
+            out.push((w[0].0, w[0].1 as f64));
+            out.push((w[1].0, w[0].1 as f64));
+        }
+        if let Some(l) = pts.last() {
+            out.push((l.0, l.1 as f64));
+        }
+        out
+    };
+    revs.draw_series(LineSeries::new(step(&tl.current), CURRENT.stroke_width(2)))
+        .map_err(err)?
+        .label("current revision")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], CURRENT.stroke_width(2)));
+    revs.draw_series(LineSeries::new(step(&tl.compact), COMPACT.stroke_width(2)))
+        .map_err(err)?
+        .label("stored compact revision")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], COMPACT.stroke_width(2)));
+    for (kind, color, label) in [
+        (TickOutcome::Ok, TICK_OK, "compaction tick: compacted"),
+        (TickOutcome::Failed, DOWN, "compaction tick: a batch failed"),
+        (
+            TickOutcome::Skipped,
+            TICK_SKIPPED,
+            "compaction tick: nothing compacted",
+        ),
+    ] {
+        let pts: Vec<(f64, f64)> = tl
+            .ticks
+            .iter()
+            .filter(|t| t.2 == kind)
+            .map(|t| (t.0, t.1 as f64))
+            .collect();
+        revs.draw_series(pts.iter().map(|p| Circle::new(*p, 5, color.filled())))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
+    }
+    let fault_y = max_rev * 0.97;
+    revs.draw_series(
+        tl.faults
+            .iter()
+            .map(|(t, _)| TriangleMarker::new((*t, fault_y), 6, FAULT.filled())),
+    )
+    .map_err(err)?
+    .label("injected fault")
+    .legend(|(x, y)| TriangleMarker::new((x + 8, y), 6, FAULT.filled()));
+    for (check, at, _) in marks {
+        let t = secs(*at);
+        revs.draw_series(std::iter::once(PathElement::new(
+            vec![(t, 0.0), (t, max_rev)],
+            DOWN.stroke_width(3),
+        )))
+        .map_err(err)?;
+        revs.draw_series(std::iter::once(Text::new(
+            format!("first violation: {check} at {t:.1}s"),
+            (t, max_rev * 0.9),
+            ("sans-serif", 16).into_font().color(&DOWN),
+        )))
+        .map_err(err)?;
+    }
+    if !marks.is_empty() {
+        revs.draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, -1.0), (0.0, -1.0)],
+            DOWN.stroke_width(3),
+        )))
+        .map_err(err)?
+        .label("first violation of a check")
+        .legend(|(x, y)| {
+            PathElement::new(vec![(x + 8, y - 6), (x + 8, y + 6)], DOWN.stroke_width(3))
+        });
+    }
+    revs.configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Writes `timeline.png` and `timeline.svg` for one run.
+pub fn timeline(
+    h: &History,
+    title: &str,
+    marks: &[Marker],
+    png: &Path,
+    svg: &Path,
+) -> anyhow::Result<()> {
+    register_font();
+    let tl = extract(h);
+    draw(
+        BitMapBackend::new(png, (WIDTH, HEIGHT)).into_drawing_area(),
+        &tl,
+        title,
+        marks,
+    )?;
+    draw(
+        SVGBackend::new(svg, (WIDTH, HEIGHT)).into_drawing_area(),
+        &tl,
+        title,
+        marks,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::testutil::*;
+    use crate::history::WorldEvent;
+
+    #[test]
+    fn renders_lanes_revisions_and_violations_to_png_and_svg() {
+        let mut h = history();
+        h.params.end_ns = 100 * S;
+        h.params.faults_stop_ns = 80 * S;
+        for (t, n, k) in [
+            (0, "kine-1", EventKind::NodeStarted),
+            (0, "client-1", EventKind::NodeStarted),
+            (20, "kine-1", EventKind::NodeKilled),
+            (25, "kine-1", EventKind::NodeRestarted),
+        ] {
+            h.events.push(WorldEvent {
+                at_ns: t * S,
+                node: n.into(),
+                kind: k,
+            });
+        }
+        inserts(&mut h, 10.0, 1, 300);
+        let dir = std::env::temp_dir().join(format!("faultline-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (png, svg) = (dir.join("t.png"), dir.join("t.svg"));
+        let marks = vec![(
+            "compactor-continuity".to_string(),
+            50 * S,
+            "stalled".to_string(),
+        )];
+        timeline(&h, "test run", &marks, &png, &svg).unwrap();
+        assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
+        let text = std::fs::read_to_string(&svg).unwrap();
+        for needle in [
+            "kine-1",
+            "client-1",
+            "current revision",
+            "first violation: compactor-continuity",
+            "simulated time (s)",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from the SVG");
+        }
+    }
+}

@@ -256,7 +256,9 @@ pub fn campaign(
                         failures.push((c.name.clone(), m));
                     }
                 }
-                ChildOutcome::Died(m) if m.starts_with("interrupted") => return,
+                // On Ctrl-C the terminal signals the children too: a child that died then was
+                // interrupted, not crashed.
+                ChildOutcome::Died(_) if stop.load(Ordering::Relaxed) => return,
                 ChildOutcome::Died(m) => {
                     let check = if m.starts_with("hung") {
                         "hang"

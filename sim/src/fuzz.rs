@@ -218,13 +218,32 @@ pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
         &(serde_json::to_string_pretty(&summary).expect("serialises") + "\n"),
     )?;
     write(&out.join("junit.xml"), &junit(&records, &design_name))?;
+    let outcomes: Vec<crate::plot::SeedOutcome<'_>> = records
+        .iter()
+        .map(|r| {
+            (
+                r.scenario.as_str(),
+                r.seed,
+                r.failures.iter().map(|(c, _)| c.as_str()).collect(),
+            )
+        })
+        .collect();
+    let title = format!("outcomes across seeds ({design_name})");
+    if let Err(e) = crate::plot::outcomes(
+        &outcomes,
+        &title,
+        &out.join("outcomes.png"),
+        &out.join("outcomes.svg"),
+    ) {
+        eprintln!("faultline: outcomes plot not written: {e:#}");
+    }
     let checks: Vec<String> = summary
         .failing_seeds_by_check
         .iter()
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
     eprintln!(
-        "{} seeds, {} passed, {} failed{}{} in {:.1}s; reports: {}/summary.json, junit.xml",
+        "{} seeds, {} passed, {} failed{}{} in {:.1}s; reports: {}/summary.json, junit.xml, outcomes.png",
         summary.seeds,
         summary.passed,
         summary.failed_seeds,

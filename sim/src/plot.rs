@@ -446,3 +446,125 @@ mod tests {
         }
     }
 }
+
+/// One seed's outcome in a campaign: (scenario, seed, failed checks; empty when it passed).
+pub type SeedOutcome<'a> = (&'a str, u64, Vec<&'a str>);
+
+fn draw_outcomes<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    seeds: &[SeedOutcome<'_>],
+    title: &str,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("{e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    let root = root
+        .titled(title, ("sans-serif", 24).into_font())
+        .map_err(err)?;
+    // Rows: "<scenario>: pass" first, then one per failing check, per scenario.
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for (scenario, _, checks) in seeds {
+        let pass = (scenario.to_string(), String::new());
+        if !rows.contains(&pass) {
+            rows.push(pass);
+        }
+        for c in checks {
+            let row = (scenario.to_string(), c.to_string());
+            if !rows.contains(&row) {
+                rows.push(row);
+            }
+        }
+    }
+    rows.sort();
+    let lo = seeds.iter().map(|s| s.1).min().unwrap_or(0) as f64;
+    let hi = seeds.iter().map(|s| s.1).max().unwrap_or(0) as f64 + 1.0;
+    let n = rows.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(330)
+        .build_cartesian_2d(lo..hi, 0.0..n as f64)
+        .map_err(err)?;
+    let labels = rows.clone();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("seed")
+        .axis_desc_style(("sans-serif", 16))
+        .y_labels(n * 2 + 1)
+        .y_label_formatter(&|y| {
+            let i = (y - 0.5).round();
+            if (y - 0.5 - i).abs() > 0.01 || i < 0.0 || i as usize >= labels.len() {
+                return String::new();
+            }
+            let (s, c) = &labels[labels.len() - 1 - i as usize];
+            if c.is_empty() {
+                format!("{s}: passed")
+            } else {
+                format!("{s}: {c} failed")
+            }
+        })
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    let row_of = |s: &str, c: &str| {
+        rows.iter()
+            .position(|r| r.0 == s && r.1 == c)
+            .map(|i| (n - 1 - i) as f64)
+    };
+    let mut cells = Vec::new();
+    for (scenario, seed, checks) in seeds {
+        let x = *seed as f64;
+        if checks.is_empty() {
+            if let Some(y) = row_of(scenario, "") {
+                cells.push(Rectangle::new(
+                    [(x + 0.1, y + 0.2), (x + 0.9, y + 0.8)],
+                    UP.filled(),
+                ));
+            }
+        }
+        for c in checks {
+            if let Some(y) = row_of(scenario, c) {
+                cells.push(Rectangle::new(
+                    [(x + 0.1, y + 0.2), (x + 0.9, y + 0.8)],
+                    DOWN.filled(),
+                ));
+            }
+        }
+    }
+    chart.draw_series(cells).map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Writes a campaign's outcomes across seeds: one row per scenario's passes and per failing
+/// check, one cell per seed.
+pub fn outcomes(
+    seeds: &[SeedOutcome<'_>],
+    title: &str,
+    png: &Path,
+    svg: &Path,
+) -> anyhow::Result<()> {
+    register_font();
+    let mut rows: Vec<(&str, &str)> = Vec::new();
+    for (s, _, checks) in seeds {
+        rows.push((s, ""));
+        rows.extend(checks.iter().map(|c| (*s, *c)));
+    }
+    rows.sort();
+    rows.dedup();
+    let height = 150 + 70 * rows.len().max(1) as u32;
+    draw_outcomes(
+        BitMapBackend::new(png, (WIDTH, height)).into_drawing_area(),
+        seeds,
+        title,
+    )?;
+    draw_outcomes(
+        SVGBackend::new(svg, (WIDTH, height)).into_drawing_area(),
+        seeds,
+        title,
+    )?;
+    Ok(())
+}

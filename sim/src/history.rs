@@ -83,6 +83,17 @@ pub enum Request {
 }
 
 impl Request {
+    /// The operation kind's name, as reports and histograms label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Get { .. } => "get",
+            Request::List { .. } => "list",
+            Request::Create { .. } => "create",
+            Request::Update { .. } => "update",
+            Request::Delete { .. } => "delete",
+        }
+    }
+
     pub fn is_write(&self) -> bool {
         matches!(
             self,

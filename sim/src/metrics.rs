@@ -4,7 +4,7 @@
 //! stored compact revision, sampled each simulated second). Summaries go into report.json and
 //! the run's summary table. Reads only the history; never part of the trace hash.
 
-use crate::history::{History, Outcome, Request};
+use crate::history::{History, Outcome};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -51,13 +51,7 @@ pub fn compute(history: &History) -> Metrics {
         if matches!(&o.outcome, Outcome::Unknown { error } if error == "never completed") {
             continue;
         }
-        let kind = match o.request {
-            Request::Get { .. } => "get",
-            Request::List { .. } => "list",
-            Request::Create { .. } => "create",
-            Request::Update { .. } => "update",
-            Request::Delete { .. } => "delete",
-        };
+        let kind = o.request.kind();
         let micros = o.complete_ns.saturating_sub(o.invoke_ns) / 1_000;
         latency
             .entry(kind)

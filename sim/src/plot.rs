@@ -400,53 +400,6 @@ pub fn timeline(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::checkers::testutil::*;
-    use crate::history::WorldEvent;
-
-    #[test]
-    fn renders_lanes_revisions_and_violations_to_png_and_svg() {
-        let mut h = history();
-        h.params.end_ns = 100 * S;
-        h.params.faults_stop_ns = 80 * S;
-        for (t, n, k) in [
-            (0, "kine-1", EventKind::NodeStarted),
-            (0, "client-1", EventKind::NodeStarted),
-            (20, "kine-1", EventKind::NodeKilled),
-            (25, "kine-1", EventKind::NodeRestarted),
-        ] {
-            h.events.push(WorldEvent {
-                at_ns: t * S,
-                node: n.into(),
-                kind: k,
-            });
-        }
-        inserts(&mut h, 10.0, 1, 300);
-        let dir = std::env::temp_dir().join(format!("faultline-plot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (png, svg) = (dir.join("t.png"), dir.join("t.svg"));
-        let marks = vec![(
-            "compactor-continuity".to_string(),
-            50 * S,
-            "stalled".to_string(),
-        )];
-        timeline(&h, "test run", &marks, &png, &svg).unwrap();
-        assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
-        let text = std::fs::read_to_string(&svg).unwrap();
-        for needle in [
-            "kine-1",
-            "client-1",
-            "current revision",
-            "first violation: compactor-continuity",
-            "simulated time (s)",
-        ] {
-            assert!(text.contains(needle), "{needle} missing from the SVG");
-        }
-    }
-}
-
 /// One seed's outcome in a campaign: (scenario, seed, failed checks; empty when it passed).
 pub type SeedOutcome<'a> = (&'a str, u64, Vec<&'a str>);
 
@@ -567,4 +520,51 @@ pub fn outcomes(
         title,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::testutil::*;
+    use crate::history::WorldEvent;
+
+    #[test]
+    fn renders_lanes_revisions_and_violations_to_png_and_svg() {
+        let mut h = history();
+        h.params.end_ns = 100 * S;
+        h.params.faults_stop_ns = 80 * S;
+        for (t, n, k) in [
+            (0, "kine-1", EventKind::NodeStarted),
+            (0, "client-1", EventKind::NodeStarted),
+            (20, "kine-1", EventKind::NodeKilled),
+            (25, "kine-1", EventKind::NodeRestarted),
+        ] {
+            h.events.push(WorldEvent {
+                at_ns: t * S,
+                node: n.into(),
+                kind: k,
+            });
+        }
+        inserts(&mut h, 10.0, 1, 300);
+        let dir = std::env::temp_dir().join(format!("faultline-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (png, svg) = (dir.join("t.png"), dir.join("t.svg"));
+        let marks = vec![(
+            "compactor-continuity".to_string(),
+            50 * S,
+            "stalled".to_string(),
+        )];
+        timeline(&h, "test run", &marks, &png, &svg).unwrap();
+        assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
+        let text = std::fs::read_to_string(&svg).unwrap();
+        for needle in [
+            "kine-1",
+            "client-1",
+            "current revision",
+            "first violation: compactor-continuity",
+            "simulated time (s)",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from the SVG");
+        }
+    }
 }

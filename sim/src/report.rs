@@ -5,7 +5,7 @@
 //! one-line JSON result is also what a campaign's parent process reads from each child.
 
 use crate::checkers::CheckReport;
-use crate::history::{History, OpResult, Outcome, Request};
+use crate::history::{History, OpResult, Outcome};
 use crate::world::RunOutput;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -83,13 +83,7 @@ pub fn count_ops(h: &History) -> OpCounts {
     let mut c = OpCounts::default();
     for o in &h.ops {
         c.total += 1;
-        let kind = match o.request {
-            Request::Get { .. } => "get",
-            Request::List { .. } => "list",
-            Request::Create { .. } => "create",
-            Request::Update { .. } => "update",
-            Request::Delete { .. } => "delete",
-        };
+        let kind = o.request.kind();
         let outcome = match &o.outcome {
             Outcome::Ok {
                 result: OpResult::Write {

@@ -251,21 +251,7 @@ mod tests {
                 current_revision: 1000,
             },
         );
-        store(
-            h,
-            at,
-            "db",
-            StoreEvent::DbCompact {
-                from,
-                to,
-                committed: true,
-                deleted_rows: 0,
-                rows_before: 10,
-                rows_after: 10,
-                stored_before: from,
-                stored_after: to,
-            },
-        );
+        db_compact(h, at, (from, to), true, (10, 10));
     }
     fn failed(h: &mut History, at: f64, from: i64, to: i64) {
         batch(
@@ -361,21 +347,7 @@ mod tests {
         started(&mut h, 0.0);
         tick(&mut h, 30.0, 1, 0, 300);
         // The batch committed in the database, but the server saw it fail.
-        store(
-            &mut h,
-            30.0,
-            "db",
-            StoreEvent::DbCompact {
-                from: 0,
-                to: 100,
-                committed: true,
-                deleted_rows: 0,
-                rows_before: 5,
-                rows_after: 5,
-                stored_before: 0,
-                stored_after: 100,
-            },
-        );
+        db_compact(&mut h, 30.0, (0, 100), true, (5, 5));
         failed(&mut h, 30.0, 0, 100);
         end(&mut h, 30.0, 1, 0, 300);
         tick(&mut h, 60.0, 2, 0, 300);
@@ -414,7 +386,7 @@ mod tests {
             },
         );
         end(&mut h, 30.0, 1, 77, 300);
-        assert!(check(&h).first().unwrap().message.contains("never stored"));
+        assert_fires(&check(&h), "never stored");
     }
 
     #[test]
@@ -434,37 +406,9 @@ mod tests {
     #[test]
     fn a_partial_delete_that_survived_a_failed_batch_fires() {
         let mut h = history();
-        store(
-            &mut h,
-            5.0,
-            "db",
-            StoreEvent::DbCompact {
-                from: 0,
-                to: 100,
-                committed: false,
-                deleted_rows: 40,
-                rows_before: 200,
-                rows_after: 200,
-                stored_before: 0,
-                stored_after: 0,
-            },
-        );
+        db_compact(&mut h, 5.0, (0, 100), false, (200, 200));
         assert!(check(&h).passed(), "a rolled-back delete leaves every row");
-        store(
-            &mut h,
-            6.0,
-            "db",
-            StoreEvent::DbCompact {
-                from: 0,
-                to: 100,
-                committed: false,
-                deleted_rows: 40,
-                rows_before: 200,
-                rows_after: 160,
-                stored_before: 0,
-                stored_after: 0,
-            },
-        );
-        assert!(check(&h).first().unwrap().message.contains("partial work"));
+        db_compact(&mut h, 6.0, (0, 100), false, (200, 160));
+        assert_fires(&check(&h), "partial work");
     }
 }

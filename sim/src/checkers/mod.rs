@@ -141,6 +141,44 @@ pub(crate) mod testutil {
 
     pub const S: u64 = 1_000_000_000;
 
+    /// Asserts that `r` fired and that its first violation mentions `needle`.
+    pub fn assert_fires(r: &crate::checkers::CheckReport, needle: &str) {
+        let first = r
+            .first()
+            .unwrap_or_else(|| panic!("{} did not fire", r.check));
+        assert!(
+            first.message.contains(needle),
+            "{} fired with: {}",
+            r.check,
+            first.message
+        );
+    }
+
+    /// The database's record of one compaction transaction.
+    pub fn db_compact(
+        h: &mut History,
+        at_s: f64,
+        stored: (i64, i64),
+        committed: bool,
+        rows: (i64, i64),
+    ) {
+        store(
+            h,
+            at_s,
+            "db",
+            StoreEvent::DbCompact {
+                from: stored.0,
+                to: stored.1,
+                committed,
+                deleted_rows: rows.0 - rows.1,
+                rows_before: rows.0,
+                rows_after: rows.1,
+                stored_before: stored.0,
+                stored_after: if committed { stored.1 } else { stored.0 },
+            },
+        );
+    }
+
     pub fn history() -> History {
         History {
             params: HistoryParams {

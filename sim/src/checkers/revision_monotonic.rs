@@ -286,11 +286,7 @@ mod tests {
         op(&mut h, "c1", 1.0, 1.1, create("/a"), write_ok(2));
         op(&mut h, "c2", 1.0, 1.2, create("/b"), write_ok(2));
         let r = check(&h);
-        assert!(
-            r.first().unwrap().message.contains("share revision 2"),
-            "{:?}",
-            r.violations
-        );
+        assert_fires(&r, "share revision 2");
     }
 
     #[test]
@@ -309,11 +305,7 @@ mod tests {
         op(&mut h, "c1", 1.0, 1.1, list_all(), read_ok(9, vec![]));
         op(&mut h, "c1", 2.0, 2.1, list_all(), read_ok(7, vec![]));
         let r = check(&h);
-        assert!(
-            r.first().unwrap().message.contains("saw header revision 7"),
-            "{:?}",
-            r.violations
-        );
+        assert_fires(&r, "saw header revision 7");
     }
 
     #[test]
@@ -323,14 +315,7 @@ mod tests {
         let fr = op(&mut h, "audit", 9.0, 9.1, list_all(), read_ok(3, vec![]));
         h.params.final_read = Some(fr);
         let r = check(&h);
-        assert!(
-            r.first()
-                .unwrap()
-                .message
-                .contains("acknowledged write lost"),
-            "{:?}",
-            r.violations
-        );
+        assert_fires(&r, "acknowledged write lost");
 
         let mut h2 = h.clone();
         op(
@@ -364,21 +349,7 @@ mod tests {
     }
 
     fn compact(h: &mut History, at: f64, before: i64, after: i64) {
-        store(
-            h,
-            at,
-            "db",
-            StoreEvent::DbCompact {
-                from: before,
-                to: after,
-                committed: true,
-                deleted_rows: 0,
-                rows_before: 0,
-                rows_after: 0,
-                stored_before: before,
-                stored_after: after,
-            },
-        );
+        db_compact(h, at, (before, after), true, (0, 0));
     }
 
     #[test]
@@ -389,11 +360,7 @@ mod tests {
         assert!(check(&h).passed());
         compact(&mut h, 3.0, 40, 45);
         let r = check(&h);
-        assert!(
-            r.first().unwrap().message.contains("min_retain"),
-            "{:?}",
-            r.violations
-        );
+        assert_fires(&r, "min_retain");
     }
 
     #[test]
@@ -403,10 +370,6 @@ mod tests {
         compact(&mut h, 2.0, 0, 40);
         compact(&mut h, 3.0, 30, 35);
         let r = check(&h);
-        assert!(
-            r.first().unwrap().message.contains("never go back"),
-            "{:?}",
-            r.violations
-        );
+        assert_fires(&r, "never go back");
     }
 }

@@ -10,6 +10,7 @@ use crate::kine::compactor::{Compactor, CompactorConfig};
 use crate::kine::database::{DbRequest, DbResponse};
 use crate::kine::driver::{serve_database, Driver, Latency, SharedDatabase};
 use crate::kine::store::KineStore;
+use crate::kine::watch::{poll, WatchHub};
 use crate::observe::{SharedObserver, StoreEvent};
 use crate::proto::etcdserverpb::{
     kv_server::KvServer, lease_server::LeaseServer, maintenance_server::MaintenanceServer,
@@ -88,7 +89,9 @@ pub async fn run_kine_server(
         };
         tokio::spawn(compactor.run());
     }
-    let api = EtcdApi { store };
+    let hub = Arc::new(WatchHub::default());
+    tokio::spawn(poll(store.clone(), hub.clone()));
+    let api = EtcdApi { store, hub };
     tonic::transport::Server::builder()
         .add_service(KvServer::new(api.clone()))
         .add_service(LeaseServer::new(api.clone()))

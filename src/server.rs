@@ -1,13 +1,17 @@
-//! The etcd v3 gRPC services (KV, Lease, Maintenance) over the kine store.
+//! The etcd v3 gRPC services (KV, Watch, Lease, Maintenance) over the kine store.
 //!
 //! A thin adapter: it converts requests, calls the store and maps errors to etcd's status codes
-//! and messages. It holds no state of its own beyond the store handle. Watch answers
-//! `unimplemented` until the store's watch exists.
+//! and messages. Watch streams run one task per stream and one per watcher; the store's watch
+//! hub decides what they see.
 
 // tonic's `Status` is large and its service traits return it by value.
 #![allow(clippy::result_large_err)]
 
-use crate::kine::store::KineStore;
+use crate::kine::sql::{End, Row};
+use crate::kine::store::{to_kv, KineStore};
+use crate::kine::watch::{run_watcher, WatchEnd, WatchHub, WatchItem};
+use crate::proto::etcdserverpb::watch_create_request::FilterType;
+use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{
     kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance, watch_server::Watch,
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
@@ -15,7 +19,9 @@ use crate::proto::etcdserverpb::{
     LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     StatusRequest, StatusResponse, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
 };
+use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 use futures::{Stream, StreamExt};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
@@ -27,6 +33,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[derive(Clone)]
 pub struct EtcdApi {
     pub store: Arc<KineStore>,
+    pub hub: Arc<WatchHub>,
 }
 
 #[tonic::async_trait]
@@ -111,13 +118,188 @@ impl Maintenance for EtcdApi {
     }
 }
 
+/// A row as a watch event. A delete's key-value carries only the key and revision, as etcd's
+/// tombstones do; `prev_kv` comes from the row's old value.
+fn event_of(row: &Row, with_prev: bool) -> Event {
+    let kv = if row.deleted {
+        KeyValue {
+            key: row.name.clone().into_bytes(),
+            mod_revision: row.id,
+            ..Default::default()
+        }
+    } else {
+        to_kv(row, false)
+    };
+    let prev_kv = (with_prev && !row.created && row.prev_revision > 0).then(|| KeyValue {
+        key: row.name.clone().into_bytes(),
+        create_revision: row.create_revision,
+        mod_revision: row.prev_revision,
+        version: 1,
+        value: row.old_value.clone(),
+        lease: 0,
+    });
+    Event {
+        r#type: if row.deleted {
+            EventType::Delete
+        } else {
+            EventType::Put
+        } as i32,
+        kv: Some(kv),
+        prev_kv,
+    }
+}
+
+type Outbox = tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>;
+
+impl EtcdApi {
+    /// Runs one watcher and forwards what it yields as responses of `watch_id`.
+    fn spawn_watcher(
+        &self,
+        watch_id: i64,
+        create: crate::proto::etcdserverpb::WatchCreateRequest,
+        progress: tokio::sync::mpsc::Receiver<()>,
+        outbox: Outbox,
+    ) -> tokio::task::JoinHandle<()> {
+        let (store, hub) = (self.store.clone(), self.hub.clone());
+        tokio::spawn(async move {
+            let key = String::from_utf8_lossy(&create.key).into_owned();
+            let end = match create.range_end.as_slice() {
+                [] => None,
+                [0] => Some(End::Unbounded),
+                e => Some(End::Exclusive(String::from_utf8_lossy(e).into_owned())),
+            };
+            let no_put = create.filters.contains(&(FilterType::Noput as i32));
+            let no_delete = create.filters.contains(&(FilterType::Nodelete as i32));
+            let (items_tx, mut items) = tokio::sync::mpsc::channel(64);
+            let watcher = run_watcher(
+                store.clone(),
+                hub,
+                key,
+                end,
+                create.start_revision,
+                progress,
+                items_tx,
+            );
+            let forward = async {
+                while let Some(item) = items.recv().await {
+                    let (revision, events) = match item {
+                        WatchItem::Rows(rows) => {
+                            let last = rows.last().map(|r| r.id).unwrap_or(0);
+                            let events = rows
+                                .iter()
+                                .filter(|r| !(r.deleted && no_delete || !r.deleted && no_put))
+                                .map(|r| event_of(r, create.prev_kv))
+                                .collect::<Vec<_>>();
+                            if events.is_empty() {
+                                continue;
+                            }
+                            (last, events)
+                        }
+                        WatchItem::Progress(r) => (r, vec![]),
+                    };
+                    let resp = WatchResponse {
+                        header: store.header(revision),
+                        watch_id,
+                        events,
+                        ..Default::default()
+                    };
+                    if outbox.send(Ok(resp)).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            // The watcher ends (and drops its sender) before the forwarder drains and stops.
+            let (end, ()) = futures::join!(watcher, forward);
+            let (compact_revision, reason) = match end {
+                WatchEnd::Compacted { compact_revision } => {
+                    (compact_revision, crate::error::COMPACTED.to_string())
+                }
+                WatchEnd::Lagged => (
+                    0,
+                    "watcher fell behind; resume from the last revision".into(),
+                ),
+                WatchEnd::Failed(e) => (0, e.to_string()),
+            };
+            let _ = outbox
+                .send(Ok(WatchResponse {
+                    header: store.header(hub_revision(&store).await),
+                    watch_id,
+                    canceled: true,
+                    compact_revision,
+                    cancel_reason: reason,
+                    ..Default::default()
+                }))
+                .await;
+        })
+    }
+}
+
+async fn hub_revision(store: &KineStore) -> i64 {
+    store.revisions().await.map(|(c, _)| c).unwrap_or(0)
+}
+
 #[tonic::async_trait]
 impl Watch for EtcdApi {
     type WatchStream = BoxStream<WatchResponse>;
 
-    async fn watch(&self, _r: Request<Streaming<WatchRequest>>) -> Answer<Self::WatchStream> {
-        Err(Status::unimplemented(
-            "faultline's kine store does not serve Watch yet",
-        ))
+    async fn watch(&self, r: Request<Streaming<WatchRequest>>) -> Answer<Self::WatchStream> {
+        let mut inbound = r.into_inner();
+        let (outbox, mut responses) = tokio::sync::mpsc::channel(256);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut watchers: BTreeMap<
+                i64,
+                (tokio::task::JoinHandle<()>, tokio::sync::mpsc::Sender<()>),
+            > = BTreeMap::new();
+            let mut next_id = 0;
+            while let Some(Ok(req)) = inbound.next().await {
+                match req.request_union {
+                    Some(RequestUnion::CreateRequest(create)) => {
+                        let watch_id = if create.watch_id != 0 {
+                            create.watch_id
+                        } else {
+                            next_id
+                        };
+                        next_id = next_id.max(watch_id + 1);
+                        let created = WatchResponse {
+                            header: api.store.header(api.hub.polled()),
+                            watch_id,
+                            created: true,
+                            ..Default::default()
+                        };
+                        if outbox.send(Ok(created)).await.is_err() {
+                            break;
+                        }
+                        let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(4);
+                        let task = api.spawn_watcher(watch_id, create, progress_rx, outbox.clone());
+                        watchers.insert(watch_id, (task, progress_tx));
+                    }
+                    Some(RequestUnion::CancelRequest(cancel)) => {
+                        if let Some((task, _)) = watchers.remove(&cancel.watch_id) {
+                            task.abort();
+                            let _ = outbox
+                                .send(Ok(WatchResponse {
+                                    header: api.store.header(api.hub.polled()),
+                                    watch_id: cancel.watch_id,
+                                    canceled: true,
+                                    ..Default::default()
+                                }))
+                                .await;
+                        }
+                    }
+                    Some(RequestUnion::ProgressRequest(_)) => {
+                        for (_, progress) in watchers.values() {
+                            let _ = progress.try_send(());
+                        }
+                    }
+                    None => {}
+                }
+            }
+            for (task, _) in watchers.into_values() {
+                task.abort();
+            }
+        });
+        let stream = futures::stream::poll_fn(move |cx| responses.poll_recv(cx));
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -40,6 +40,10 @@ pub enum DbRequest {
         limit: i64,
     },
     Insert(NewRow),
+    /// Fills a gap in the id sequence with a deleted `gap-<id>` row, as kine's poller does.
+    Fill {
+        id: i64,
+    },
     /// One compaction batch (kine's `compact`): check the stored compact revision is `expected`,
     /// clamp `target` to `current - min_retain`, delete, record, commit.
     CompactBatch {
@@ -221,6 +225,16 @@ impl Database {
                 let id = log.insert(row)?;
                 inserted = Some((id, row.clone()));
                 DbResponse::Inserted(id)
+            }
+            DbRequest::Fill { id } => {
+                let row = NewRow {
+                    name: format!("gap-{id}"),
+                    deleted: true,
+                    ..Default::default()
+                };
+                log.insert_at(*id, &row)?;
+                inserted = Some((*id, row));
+                DbResponse::Inserted(*id)
             }
             DbRequest::CompactBatch {
                 expected,

@@ -9,8 +9,11 @@ pub mod database;
 pub mod driver;
 pub mod sql;
 pub mod store;
+pub mod watch;
 
 #[cfg(test)]
 mod compactor_tests;
 #[cfg(test)]
 mod store_tests;
+#[cfg(test)]
+mod watch_tests;

@@ -225,9 +225,18 @@ impl<'c> Log<'c> {
 
     /// Appends a row and returns its id (the new revision).
     pub fn insert(&self, row: &NewRow) -> Result<i64, SqlError> {
+        self.insert_with(None, row)
+    }
+
+    /// Inserts a row with a chosen id (a gap fill); fails if that id exists.
+    pub fn insert_at(&self, id: i64, row: &NewRow) -> Result<i64, SqlError> {
+        self.insert_with(Some(id), row)
+    }
+
+    fn insert_with(&self, id: Option<i64>, row: &NewRow) -> Result<i64, SqlError> {
         let res = self.conn.execute(
-            "INSERT INTO kine (name, created, deleted, create_revision, prev_revision, lease, value, old_value)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, lease, value, old_value)
+             VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 row.name,
                 row.created as i64,
@@ -236,7 +245,8 @@ impl<'c> Log<'c> {
                 row.prev_revision,
                 row.lease,
                 row.value,
-                row.old_value
+                row.old_value,
+                id
             ],
         );
         match res {

@@ -24,6 +24,8 @@ pub struct KineStore {
     driver: Driver,
     call_timeout: Duration,
     member_id: u64,
+    /// Wakes this server's watch poller after a local insert.
+    inserted: tokio::sync::Notify,
 }
 
 /// Converts a row into the key-value a client sees. kine keeps no per-key version counter, so a
@@ -73,7 +75,13 @@ impl KineStore {
             driver,
             call_timeout,
             member_id,
+            inserted: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Notified after every row this server appends.
+    pub fn inserted(&self) -> &tokio::sync::Notify {
+        &self.inserted
     }
 
     pub fn driver(&self) -> &Driver {

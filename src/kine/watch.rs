@@ -1,0 +1,219 @@
+//! kine's watch: one poll loop per server reading the log in id order, and watchers fed from it.
+//!
+//! The poller reads rows after the last revision it delivered, in batches, woken by local
+//! inserts or a one-second tick. Rows must arrive strictly in sequence: a missing id is retried,
+//! and after about a second filled with a deleted `gap-<id>` row that watchers never see. A
+//! watcher replays history from its start revision, then follows the poller without repeats.
+
+use super::database::{DbRequest, DbResponse};
+use super::sql::{End, Row};
+use super::store::KineStore;
+use crate::error::StoreError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// Rows fetched per poll (kine's default poll batch size).
+pub const POLL_BATCH: i64 = 500;
+/// How long a missing id is waited for before it is filled.
+pub const GAP_FILL_AFTER: Duration = Duration::from_secs(1);
+
+/// A name kine gives the rows it writes to fill a gap in the id sequence.
+pub fn is_fill(name: &str) -> bool {
+    name.starts_with("gap-")
+}
+
+/// What one server's poller shares with its watchers.
+pub struct WatchHub {
+    batches: broadcast::Sender<Arc<Vec<Row>>>,
+    polled: watch::Sender<i64>,
+}
+
+impl Default for WatchHub {
+    fn default() -> Self {
+        WatchHub {
+            batches: broadcast::channel(4096).0,
+            polled: watch::channel(0).0,
+        }
+    }
+}
+
+impl WatchHub {
+    /// The highest revision the poller has delivered.
+    pub fn polled(&self) -> i64 {
+        *self.polled.borrow()
+    }
+}
+
+/// Runs the poll loop until the node is killed.
+pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>) {
+    let mut last = loop {
+        match store.call(DbRequest::CurrentRevision).await {
+            Ok(DbResponse::Revision(r)) => break r,
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    };
+    hub.polled.send_replace(last);
+    // The missing id being waited for, and since when.
+    let mut gap: Option<(i64, tokio::time::Instant)> = None;
+    let mut more = false;
+    loop {
+        if !more {
+            // Woken by a local insert, or by the tick that catches other servers' inserts.
+            let _ = tokio::time::timeout(Duration::from_secs(1), store.inserted().notified()).await;
+        }
+        let rows = match store
+            .call(DbRequest::After {
+                start: String::new(),
+                end: End::Unbounded,
+                after: last,
+                limit: POLL_BATCH,
+            })
+            .await
+        {
+            Ok(DbResponse::Rows { rows, .. }) => rows,
+            _ => continue,
+        };
+        more = rows.len() as i64 == POLL_BATCH;
+        let mut batch = Vec::new();
+        for row in rows {
+            let next = last + 1;
+            if row.id != next {
+                match gap {
+                    Some((id, since)) if id == next && since.elapsed() >= GAP_FILL_AFTER => {
+                        // A failed fill means the row arrived after all; either way, poll again.
+                        let _ = store.call(DbRequest::Fill { id: next }).await;
+                    }
+                    Some((id, _)) if id == next => {}
+                    _ => gap = Some((next, tokio::time::Instant::now())),
+                }
+                more = true;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                break;
+            }
+            gap = None;
+            last = row.id;
+            if !is_fill(&row.name) {
+                batch.push(row);
+            }
+        }
+        if !batch.is_empty() {
+            // No receivers is fine: nobody is watching yet.
+            let _ = hub.batches.send(Arc::new(batch));
+        }
+        hub.polled.send_replace(last);
+    }
+}
+
+/// What a watcher hands its stream.
+#[derive(Debug)]
+pub enum WatchItem {
+    /// Rows of one or more revisions, in revision order.
+    Rows(Vec<Row>),
+    /// Every row up to this revision has been handed over.
+    Progress(i64),
+}
+
+/// Why a watch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The start revision is compacted; `compact_revision` is the oldest still available.
+    Compacted {
+        compact_revision: i64,
+    },
+    /// The watcher fell too far behind the poller and must resume from its last revision.
+    Lagged,
+    Failed(StoreError),
+}
+
+fn in_range(name: &str, key: &str, end: &Option<End>) -> bool {
+    match end {
+        None => name == key,
+        Some(End::Unbounded) => name >= key,
+        Some(End::Exclusive(e)) => name >= key && name < e.as_str(),
+    }
+}
+
+/// One watcher: history from `start_revision` (0 = from now), then live rows, for `key` (and
+/// `end`). `progress` asks for a progress item; items go to `out` until it closes.
+pub async fn run_watcher(
+    store: Arc<KineStore>,
+    hub: Arc<WatchHub>,
+    key: String,
+    end: Option<End>,
+    start_revision: i64,
+    mut progress: tokio::sync::mpsc::Receiver<()>,
+    out: tokio::sync::mpsc::Sender<WatchItem>,
+) -> WatchEnd {
+    // Subscribe before reading history, so nothing polled in between is missed.
+    let mut live = hub.batches.subscribe();
+    let mut sent = hub.polled();
+    if start_revision > 0 {
+        let (start, stop) = match &end {
+            None => (key.clone(), End::Exclusive(format!("{key}\0"))),
+            Some(e) => (key.clone(), e.clone()),
+        };
+        let history = store
+            .call(DbRequest::After {
+                start,
+                end: stop,
+                after: start_revision - 1,
+                limit: 0,
+            })
+            .await;
+        let (compact, rows) = match history {
+            Ok(DbResponse::Rows { compact, rows, .. }) => (compact, rows),
+            Ok(other) => unreachable!("After answered {other:?}"),
+            Err(e) => return WatchEnd::Failed(e),
+        };
+        if start_revision < compact {
+            return WatchEnd::Compacted {
+                compact_revision: compact,
+            };
+        }
+        let rows: Vec<Row> = rows
+            .into_iter()
+            .filter(|r| !is_fill(&r.name) && r.id <= sent && in_range(&r.name, &key, &end))
+            .collect();
+        if !rows.is_empty() && out.send(WatchItem::Rows(rows)).await.is_err() {
+            return WatchEnd::Failed(StoreError::Database("watch stream closed".into()));
+        }
+        // Live rows continue strictly after what history could have covered.
+        sent = sent.max(start_revision - 1);
+    }
+    loop {
+        tokio::select! {
+            biased;
+            batch = live.recv() => match batch {
+                Ok(batch) => {
+                    let rows: Vec<Row> = batch
+                        .iter()
+                        .filter(|r| r.id > sent && in_range(&r.name, &key, &end))
+                        .cloned()
+                        .collect();
+                    if let Some(last) = batch.last() {
+                        sent = sent.max(last.id);
+                    }
+                    if !rows.is_empty() && out.send(WatchItem::Rows(rows)).await.is_err() {
+                        return WatchEnd::Failed(StoreError::Database("watch stream closed".into()));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => return WatchEnd::Lagged,
+                Err(broadcast::error::RecvError::Closed) => {
+                    return WatchEnd::Failed(StoreError::Database("poller stopped".into()))
+                }
+            },
+            asked = progress.recv() => {
+                if asked.is_none() {
+                    return WatchEnd::Failed(StoreError::Database("watch stream closed".into()));
+                }
+                // The biased select drains batches first, so with none pending every row the
+                // poller has delivered is handed over; otherwise only what was sent counts.
+                let upto = if live.is_empty() { hub.polled().max(sent) } else { sent };
+                if out.send(WatchItem::Progress(upto)).await.is_err() {
+                    return WatchEnd::Failed(StoreError::Database("watch stream closed".into()));
+                }
+            }
+        }
+    }
+}

@@ -39,6 +39,49 @@ pub struct History {
     pub ops: Vec<Operation>,
     /// World and store events, ordered by time (ties keep the order they were recorded in).
     pub events: Vec<WorldEvent>,
+    /// Watch streams clients held, one per session (a resumed watch is a new session).
+    #[serde(default)]
+    pub watches: Vec<WatchSession>,
+}
+
+/// One watch stream from its creation to its end.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchSession {
+    pub id: u64,
+    pub client: String,
+    pub server: String,
+    /// The watched range `[start, end)`.
+    pub start_key: String,
+    pub end_key: String,
+    /// The requested start revision (etcd's `start_revision`, inclusive).
+    pub start_revision: i64,
+    pub opened_ns: SimNanos,
+    /// Every event, in the order received.
+    pub events: Vec<WatchEventRecord>,
+    /// Progress notifications: (time received, revision).
+    pub progress: Vec<(SimNanos, i64)>,
+    pub end: Option<WatchSessionEnd>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEventRecord {
+    pub at_ns: SimNanos,
+    /// The response this event came in (events of one response share it).
+    pub response: u64,
+    pub key: String,
+    pub deleted: bool,
+    pub mod_revision: i64,
+    pub create_revision: i64,
+    /// The previous key-value's mod revision, when the watch asked for prev_kv and got one.
+    pub prev_mod_revision: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchSessionEnd {
+    pub at_ns: SimNanos,
+    /// Set when the server cancelled the watch because its start was compacted.
+    pub compact_revision: i64,
+    pub reason: String,
 }
 
 /// One client request and what came of it.

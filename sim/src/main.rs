@@ -18,6 +18,7 @@ mod report;
 mod scenario;
 mod trace;
 mod validate;
+mod watcher;
 mod workload;
 mod world;
 

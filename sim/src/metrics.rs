@@ -67,7 +67,35 @@ pub fn compute(history: &History) -> Metrics {
     if !lag.is_empty() {
         out.insert("compaction_lag".into(), summarize(&lag, "revisions", 1.0));
     }
+    let delay = watch_delay(history);
+    if !delay.is_empty() {
+        out.insert(
+            "watch_delivery_delay".into(),
+            summarize(&delay, "ms", 1_000.0),
+        );
+    }
     out
+}
+
+/// Time from a row's commit to its arrival at each watcher that received it (replayed history
+/// included, which is why the tail can be long).
+fn watch_delay(history: &History) -> Histogram<u64> {
+    let mut committed_at: BTreeMap<i64, u64> = BTreeMap::new();
+    for (at, _, e) in history.store_events() {
+        if let StoreEvent::DbInsert { id, .. } = e {
+            committed_at.insert(*id, at);
+        }
+    }
+    let mut h = new_histogram();
+    for w in &history.watches {
+        for e in &w.events {
+            if let Some(at) = committed_at.get(&e.mod_revision) {
+                h.record(e.at_ns.saturating_sub(*at) / 1_000)
+                    .expect("auto-resizing");
+            }
+        }
+    }
+    h
 }
 
 /// Current minus stored compact revision, once per simulated second.

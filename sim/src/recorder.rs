@@ -5,7 +5,8 @@
 //! is the simulation's own deterministic order. It never reads the wall clock.
 
 use crate::history::{
-    EventKind, History, HistoryParams, Operation, Outcome, Request, SimNanos, WorldEvent,
+    EventKind, History, HistoryParams, Operation, Outcome, Request, SimNanos, WatchEventRecord,
+    WatchSession, WatchSessionEnd, WorldEvent,
 };
 use crate::trace::Trace;
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ struct State {
     events: Vec<WorldEvent>,
     trace: Trace,
     next_op: u64,
+    watches: Vec<WatchSession>,
+    next_response: u64,
 }
 
 #[derive(Clone)]
@@ -101,6 +104,84 @@ impl Recorder {
         s.trace.push(at_ns, &client, &line);
     }
 
+    /// Records a watch stream's creation; returns its session id.
+    pub fn open_watch(
+        &self,
+        client: &str,
+        server: &str,
+        range: (&str, &str),
+        start_revision: i64,
+    ) -> u64 {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let id = s.watches.len() as u64;
+        s.watches.push(WatchSession {
+            id,
+            client: client.into(),
+            server: server.into(),
+            start_key: range.0.into(),
+            end_key: range.1.into(),
+            start_revision,
+            opened_ns: at_ns,
+            ..Default::default()
+        });
+        s.trace.push(
+            at_ns,
+            client,
+            &format!("watch#{id} open on {server} from revision {start_revision}"),
+        );
+        id
+    }
+
+    /// Records the events of one watch response, in order.
+    pub fn watch_events(&self, session: u64, events: Vec<WatchEventRecord>) {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let response = s.next_response;
+        s.next_response += 1;
+        let revisions: Vec<String> = events.iter().map(|e| e.mod_revision.to_string()).collect();
+        let client = s.watches[session as usize].client.clone();
+        s.trace.push(
+            at_ns,
+            &client,
+            &format!("watch#{session} events at {}", revisions.join(",")),
+        );
+        let w = &mut s.watches[session as usize];
+        w.events.extend(events.into_iter().map(|mut e| {
+            e.at_ns = at_ns;
+            e.response = response;
+            e
+        }));
+    }
+
+    pub fn watch_progress(&self, session: u64, revision: i64) {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let client = s.watches[session as usize].client.clone();
+        s.trace.push(
+            at_ns,
+            &client,
+            &format!("watch#{session} progress {revision}"),
+        );
+        s.watches[session as usize].progress.push((at_ns, revision));
+    }
+
+    pub fn end_watch(&self, session: u64, compact_revision: i64, reason: &str) {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let client = s.watches[session as usize].client.clone();
+        s.trace.push(
+            at_ns,
+            &client,
+            &format!("watch#{session} ended: {reason} (compact revision {compact_revision})"),
+        );
+        s.watches[session as usize].end = Some(WatchSessionEnd {
+            at_ns,
+            compact_revision,
+            reason: reason.into(),
+        });
+    }
+
     /// An observer that attributes store events to `node`.
     pub fn observer(&self, node: &str) -> Arc<dyn Observer> {
         Arc::new(NodeObserver {
@@ -123,6 +204,7 @@ impl Recorder {
             params,
             ops: std::mem::take(&mut s.ops),
             events: std::mem::take(&mut s.events),
+            watches: std::mem::take(&mut s.watches),
         };
         (history, std::mem::take(&mut s.trace))
     }

@@ -129,6 +129,10 @@ pub struct Workload {
     /// Bytes of value per object.
     #[serde(default = "default_value_bytes")]
     pub value_bytes: usize,
+    /// Watcher nodes, each holding a watch on every object (with prev_kv and progress requests),
+    /// resuming from its last revision after any break.
+    #[serde(default)]
+    pub watchers: u32,
 }
 
 fn default_value_bytes() -> usize {

@@ -14,6 +14,7 @@ use crate::history::{EventKind, History, HistoryParams, OpResult, Outcome, Reque
 use crate::recorder::Recorder;
 use crate::scenario::{Scenario, TopologyKind};
 use crate::trace::Trace;
+use crate::watcher::{run_watcher, WatcherConfig};
 use crate::workload::{run_client, ClientConfig};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
@@ -317,6 +318,28 @@ fn build_cluster(
                 }
                 run_client(config, recorder_c.clone())
             })
+            .build();
+        cluster.ids.insert(name.clone(), node.id());
+        cluster.refs.push(NodeRef {
+            name: name.clone(),
+            role: Role::Client,
+        });
+        recorder.event(&name, EventKind::NodeStarted);
+    }
+    for i in 1..=scenario.workload.watchers {
+        let name = format!("watcher-{i}");
+        let config = WatcherConfig {
+            name: name.clone(),
+            servers: cluster.servers.clone(),
+            stop_at,
+            timeout: Duration::from_millis(scenario.workload.request_timeout_ms),
+        };
+        let recorder_c = recorder.clone();
+        let node = handle
+            .create_node()
+            .name(&name)
+            .ip(ip(3, i))
+            .init(move || run_watcher(config.clone(), recorder_c.clone()))
             .build();
         cluster.ids.insert(name.clone(), node.id());
         cluster.refs.push(NodeRef {

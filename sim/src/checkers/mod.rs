@@ -6,12 +6,14 @@
 
 mod compactor_continuity;
 mod revision_monotonic;
+mod watch;
 
 use crate::history::{History, SimNanos};
 use store::observe::StoreEvent;
 
 pub use compactor_continuity::CompactorContinuity;
 pub use revision_monotonic::RevisionMonotonic;
+pub use watch::WatchChecker;
 
 /// Reports keep the earliest violations only, so a broken run stays readable.
 const MAX_VIOLATIONS: usize = 20;
@@ -59,7 +61,11 @@ pub trait Checker {
 }
 
 pub fn all() -> Vec<Box<dyn Checker>> {
-    vec![Box::new(RevisionMonotonic), Box::new(CompactorContinuity)]
+    vec![
+        Box::new(RevisionMonotonic),
+        Box::new(CompactorContinuity),
+        Box::new(WatchChecker),
+    ]
 }
 
 /// Seconds with millisecond precision, for messages.
@@ -194,6 +200,7 @@ pub(crate) mod testutil {
             },
             ops: vec![],
             events: vec![],
+            watches: vec![],
         }
     }
 

@@ -20,6 +20,18 @@ pub enum CompactorVariant {
     Kine414,
 }
 
+/// How kine lists a key range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListVariant {
+    /// Sorted by key, counted from the start key, the start key honoured at every revision.
+    #[default]
+    Fixed,
+    /// kine PR 298: sorted by id, counted over the whole prefix, start key ignored at revision 0.
+    Kine298,
+    /// Before kine 135886d: a start key ending in NUL is inclusive, any other is exclusive.
+    StartKeyInclusive,
+}
+
 /// One selectable variant: its area, name and what it does, for `faultline list`.
 pub struct VariantInfo {
     pub area: &'static str,
@@ -57,12 +69,35 @@ pub const VARIANTS: &[VariantInfo] = &[
         caught_by: "compactor-continuity",
         scenario: "kine-compaction-failure",
     },
+    VariantInfo {
+        area: "list",
+        name: "fixed",
+        meaning: "kine's list: by key, counted from the start key, start key honoured",
+        caught_by: "",
+        scenario: "kine-ha-partitions",
+    },
+    VariantInfo {
+        area: "list",
+        name: "kine-298",
+        meaning: "lists sorted by id, count over the whole prefix, start key ignored at revision 0 (kine #298)",
+        caught_by: "list-continuation",
+        scenario: "kine-ha-partitions",
+    },
+    VariantInfo {
+        area: "list",
+        name: "start-key-inclusive",
+        meaning: "a start key ending in NUL is treated as inclusive, so the last key of a page repeats (kine 135886d)",
+        caught_by: "list-continuation",
+        scenario: "kine-ha-partitions",
+    },
 ];
 
 /// The resolved design of one run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Design {
     pub compactor: CompactorVariant,
+    #[serde(default)]
+    pub list: ListVariant,
 }
 
 /// A design selection that names an unknown area or variant.
@@ -110,6 +145,9 @@ impl Design {
             ("compactor", "fixed") => self.compactor = CompactorVariant::Fixed,
             ("compactor", "kine-357") => self.compactor = CompactorVariant::Kine357,
             ("compactor", "kine-414") => self.compactor = CompactorVariant::Kine414,
+            ("list", "fixed") => self.list = ListVariant::Fixed,
+            ("list", "kine-298") => self.list = ListVariant::Kine298,
+            ("list", "start-key-inclusive") => self.list = ListVariant::StartKeyInclusive,
             _ => unreachable!("variant {area}={variant} is listed but not wired"),
         }
         Ok(())
@@ -125,6 +163,14 @@ impl Design {
         };
         if let Some(v) = compactor {
             out.push(format!("compactor={v}"));
+        }
+        let list = match self.list {
+            ListVariant::Fixed => None,
+            ListVariant::Kine298 => Some("kine-298"),
+            ListVariant::StartKeyInclusive => Some("start-key-inclusive"),
+        };
+        if let Some(v) = list {
+            out.push(format!("list={v}"));
         }
         out
     }
@@ -176,7 +222,7 @@ mod tests {
         let e = d.apply("compactor=kine-999").unwrap_err().to_string();
         assert!(e.contains("fixed, kine-357, kine-414"), "{e}");
         let e = d.apply("nosuch=x").unwrap_err().to_string();
-        assert!(e.contains("allowed areas: compactor"), "{e}");
+        assert!(e.contains("allowed areas: compactor, list"), "{e}");
         assert!(matches!(
             d.apply("compactor"),
             Err(DesignError::Malformed(_))

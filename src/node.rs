@@ -59,11 +59,10 @@ pub async fn run_kine_server(
             .await
             .expect("a server can always bind an ephemeral endpoint"),
     };
-    let store = Arc::new(KineStore::new(
-        driver,
-        config.db_call_timeout,
-        config.member_id,
-    ));
+    let store = Arc::new(
+        KineStore::new(driver, config.db_call_timeout, config.member_id)
+            .with_list_variant(design.list),
+    );
     // kine cannot serve before its schema and compact marker exist; retry each second, as k3s
     // restarts kine until the database answers.
     let (current, compact) = loop {

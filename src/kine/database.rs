@@ -27,6 +27,9 @@ pub enum DbRequest {
         revision: i64,
         limit: i64,
         include_deleted: bool,
+        /// Order (and so limit) by id instead of by key: only the kine-298 variant asks this.
+        #[serde(default)]
+        by_id: bool,
     },
     Count {
         start: String,
@@ -185,9 +188,10 @@ impl Database {
                 revision,
                 limit,
                 include_deleted,
+                by_id,
             } => {
                 let (current, compact) = revisions(&log)?;
-                let rows = log.list(start, end, *revision, *limit, *include_deleted)?;
+                let rows = log.list(start, end, *revision, *limit, *include_deleted, *by_id)?;
                 DbResponse::Rows {
                     current,
                     compact,

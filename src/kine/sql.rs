@@ -152,6 +152,7 @@ impl<'c> Log<'c> {
         revision: i64,
         limit: i64,
         include_deleted: bool,
+        by_id: bool,
     ) -> Result<Vec<Row>, SqlError> {
         let rev = if revision <= 0 { i64::MAX } else { revision };
         let end_clause = match end {
@@ -165,7 +166,8 @@ impl<'c> Log<'c> {
         let sql = format!(
             "SELECT {COLUMNS} FROM kine WHERE id IN (
                 SELECT MAX(id) FROM kine WHERE name >= ?1 {end_clause} AND id <= ?2 GROUP BY name)
-             AND (deleted = 0 OR ?4) ORDER BY name ASC LIMIT ?5"
+             AND (deleted = 0 OR ?4) ORDER BY {} ASC LIMIT ?5",
+            if by_id { "id" } else { "name" }
         );
         let lim = if limit <= 0 { -1 } else { limit };
         let mut st = self.conn.prepare_cached(&sql)?;
@@ -324,14 +326,14 @@ mod tests {
         let b1row = log.get("/b", 0).unwrap().unwrap();
         put(&log, "/b", Some(&b1row), true);
         let all = End::Exclusive("/c".into());
-        let now = log.list("/", &all, 0, 0, false).unwrap();
+        let now = log.list("/", &all, 0, 0, false, false).unwrap();
         assert_eq!(now.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a2]);
-        let then = log.list("/", &all, b1, 0, false).unwrap();
+        let then = log.list("/", &all, b1, 0, false, false).unwrap();
         assert_eq!(then.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a1, b1]);
         assert_eq!(log.count("/", &all, b1).unwrap(), 2);
         // Count starts at the start key, not at the prefix.
         assert_eq!(log.count("/b", &all, b1).unwrap(), 1);
-        assert_eq!(log.list("/", &all, b1, 1, false).unwrap().len(), 1);
+        assert_eq!(log.list("/", &all, b1, 1, false, false).unwrap().len(), 1);
     }
 
     #[test]

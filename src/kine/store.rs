@@ -8,6 +8,7 @@
 use super::database::{DbRequest, DbResponse};
 use super::driver::Driver;
 use super::sql::{End, NewRow, Row};
+use crate::design::ListVariant;
 use crate::error::StoreError;
 use crate::proto::etcdserverpb::{
     compare, request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest,
@@ -26,6 +27,7 @@ pub struct KineStore {
     member_id: u64,
     /// Wakes this server's watch poller after a local insert.
     inserted: tokio::sync::Notify,
+    list: ListVariant,
 }
 
 /// Converts a row into the key-value a client sees. kine keeps no per-key version counter, so a
@@ -59,6 +61,15 @@ fn range_end(range_end: &[u8]) -> Option<End> {
     }
 }
 
+/// The prefix a `[prefix, prefix+1)` range end stands for.
+fn prefix_of(end: &End) -> Option<String> {
+    let End::Exclusive(e) = end else { return None };
+    let mut chars: Vec<char> = e.chars().collect();
+    let last = chars.pop()?;
+    chars.push(char::from_u32(last as u32 - 1)?);
+    Some(chars.into_iter().collect())
+}
+
 fn check_revision(revision: i64, current: i64, compact: i64) -> Result<(), StoreError> {
     if revision > current {
         return Err(StoreError::FutureRevision);
@@ -76,7 +87,14 @@ impl KineStore {
             call_timeout,
             member_id,
             inserted: tokio::sync::Notify::new(),
+            list: ListVariant::Fixed,
         }
+    }
+
+    /// Selects how lists behave (the fixed design unless a variant is asked for).
+    pub fn with_list_variant(mut self, list: ListVariant) -> Self {
+        self.list = list;
+        self
     }
 
     /// Notified after every row this server appends.
@@ -190,6 +208,25 @@ impl KineStore {
                 count,
             });
         }
+        // The one place the list variants differ from the fixed design.
+        let (key, count_start) = match self.list {
+            ListVariant::Fixed => (key.clone(), key),
+            ListVariant::Kine298 => {
+                let prefix = prefix_of(&end).unwrap_or_else(|| key.clone());
+                (
+                    if req.revision == 0 {
+                        prefix.clone()
+                    } else {
+                        key
+                    },
+                    prefix,
+                )
+            }
+            ListVariant::StartKeyInclusive => match key.strip_suffix('\0') {
+                Some(inclusive) => (inclusive.to_string(), inclusive.to_string()),
+                None => (format!("{key}\0"), format!("{key}\0")),
+            },
+        };
         // One row more than the limit tells whether there is more.
         let fetch = if req.limit > 0 { req.limit + 1 } else { 0 };
         let (current, compact, mut rows) = match self
@@ -199,6 +236,7 @@ impl KineStore {
                 revision: req.revision,
                 limit: fetch,
                 include_deleted: false,
+                by_id: self.list == ListVariant::Kine298,
             })
             .await?
         {
@@ -222,7 +260,7 @@ impl KineStore {
             };
             count = match self
                 .call(DbRequest::Count {
-                    start: key,
+                    start: count_start,
                     end,
                     revision: at,
                 })

@@ -5,6 +5,7 @@
 //! Violations carry the simulated time of the bad event and an explanation in domain terms.
 
 mod compactor_continuity;
+mod list_continuation;
 mod revision_monotonic;
 mod watch;
 
@@ -12,6 +13,7 @@ use crate::history::{History, SimNanos};
 use store::observe::StoreEvent;
 
 pub use compactor_continuity::CompactorContinuity;
+pub use list_continuation::ListContinuation;
 pub use revision_monotonic::RevisionMonotonic;
 pub use watch::WatchChecker;
 
@@ -64,6 +66,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
     vec![
         Box::new(RevisionMonotonic),
         Box::new(CompactorContinuity),
+        Box::new(ListContinuation),
         Box::new(WatchChecker),
     ]
 }

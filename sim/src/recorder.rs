@@ -154,31 +154,35 @@ impl Recorder {
         }));
     }
 
-    pub fn watch_progress(&self, session: u64, revision: i64) {
+    /// Traces `line` for a watch session and hands its record to `update`.
+    fn watch_update(
+        &self,
+        session: u64,
+        line: String,
+        update: impl FnOnce(u64, &mut WatchSession),
+    ) {
         let at_ns = self.now_ns();
         let mut s = self.lock();
         let client = s.watches[session as usize].client.clone();
-        s.trace.push(
-            at_ns,
-            &client,
-            &format!("watch#{session} progress {revision}"),
-        );
-        s.watches[session as usize].progress.push((at_ns, revision));
+        s.trace
+            .push(at_ns, &client, &format!("watch#{session} {line}"));
+        update(at_ns, &mut s.watches[session as usize]);
+    }
+
+    pub fn watch_progress(&self, session: u64, revision: i64) {
+        self.watch_update(session, format!("progress {revision}"), |at_ns, w| {
+            w.progress.push((at_ns, revision))
+        });
     }
 
     pub fn end_watch(&self, session: u64, compact_revision: i64, reason: &str) {
-        let at_ns = self.now_ns();
-        let mut s = self.lock();
-        let client = s.watches[session as usize].client.clone();
-        s.trace.push(
-            at_ns,
-            &client,
-            &format!("watch#{session} ended: {reason} (compact revision {compact_revision})"),
-        );
-        s.watches[session as usize].end = Some(WatchSessionEnd {
-            at_ns,
-            compact_revision,
-            reason: reason.into(),
+        let line = format!("ended: {reason} (compact revision {compact_revision})");
+        self.watch_update(session, line, |at_ns, w| {
+            w.end = Some(WatchSessionEnd {
+                at_ns,
+                compact_revision,
+                reason: reason.into(),
+            })
         });
     }
 

@@ -73,6 +73,16 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Records a created node under its name and role, and that it started.
+    fn register(&mut self, name: &str, id: NodeId, role: Role, recorder: &Recorder) {
+        self.ids.insert(name.to_string(), id);
+        self.refs.push(NodeRef {
+            name: name.to_string(),
+            role,
+        });
+        recorder.event(name, EventKind::NodeStarted);
+    }
+
     fn ids_of(&self, names: &[String]) -> Vec<NodeId> {
         names.iter().map(|n| self.ids[n]).collect()
     }
@@ -229,12 +239,7 @@ fn build_cluster(
                     )
                 })
                 .build();
-            cluster.ids.insert("db".into(), node.id());
-            cluster.refs.push(NodeRef {
-                name: "db".into(),
-                role: Role::Database,
-            });
-            recorder.event("db", EventKind::NodeStarted);
+            cluster.register("db", node.id(), Role::Database, recorder);
             Some(SocketAddr::new(ip(0, 1), DB_PORT))
         }
     };
@@ -287,13 +292,8 @@ fn build_cluster(
                 run_kine_server(config.clone(), design.clone(), observer, faults.clone())
             })
             .build();
-        cluster.ids.insert(name.clone(), node.id());
-        cluster.refs.push(NodeRef {
-            name: name.clone(),
-            role: Role::Server,
-        });
+        cluster.register(&name, node.id(), Role::Server, recorder);
         cluster.servers.push((name.clone(), listen));
-        recorder.event(&name, EventKind::NodeStarted);
     }
     for i in 1..=scenario.topology.clients {
         let name = format!("client-{i}");
@@ -319,12 +319,7 @@ fn build_cluster(
                 run_client(config, recorder_c.clone())
             })
             .build();
-        cluster.ids.insert(name.clone(), node.id());
-        cluster.refs.push(NodeRef {
-            name: name.clone(),
-            role: Role::Client,
-        });
-        recorder.event(&name, EventKind::NodeStarted);
+        cluster.register(&name, node.id(), Role::Client, recorder);
     }
     for i in 1..=scenario.workload.watchers {
         let name = format!("watcher-{i}");
@@ -341,12 +336,7 @@ fn build_cluster(
             .ip(ip(3, i))
             .init(move || run_watcher(config.clone(), recorder_c.clone()))
             .build();
-        cluster.ids.insert(name.clone(), node.id());
-        cluster.refs.push(NodeRef {
-            name: name.clone(),
-            role: Role::Client,
-        });
-        recorder.event(&name, EventKind::NodeStarted);
+        cluster.register(&name, node.id(), Role::Client, recorder);
     }
     cluster
 }

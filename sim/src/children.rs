@@ -129,10 +129,13 @@ pub fn run_child(
         }
         let out = o.join().unwrap_or_default();
         let err = e.join().unwrap_or_default();
-        (
-            out,
-            verdict.map(|v| format!("{v}; stderr: {}", err.lines().last().unwrap_or(""))),
-        )
+        // The last line of stderr is where a crash says why (a panic outside the run, an abort).
+        let last_err = err.lines().rev().find(|l| !l.trim().is_empty());
+        let verdict = verdict.map(|v| match last_err {
+            Some(line) => format!("{v}; stderr: {line}"),
+            None => v,
+        });
+        (out, verdict)
     });
     if let Some(line) = out_text.lines().find(|l| l.starts_with(RESULT_PREFIX)) {
         if let Ok(report) = serde_json::from_str::<Report>(&line[RESULT_PREFIX.len()..]) {

@@ -119,8 +119,16 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
     let (scenario, design) = resolve(&args.scenario, &args.design)?;
     let dir = report::seed_dir(&args.out, &scenario.name, args.seed);
     let started = std::time::Instant::now();
+    // Quiet hook: the report carries the panic; only its location is kept from the hook, since
+    // the payload caught below no longer knows where it came from.
+    let location = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let seen = location.clone();
     let previous_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    std::panic::set_hook(Box::new(move |info| {
+        if let (Some(l), Ok(mut slot)) = (info.location(), seen.lock()) {
+            slot.get_or_insert_with(|| l.to_string());
+        }
+    }));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         world::run_seed(&scenario, args.seed, &design)
     }));
@@ -150,7 +158,12 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
         Ok(run) => run,
         Err(payload) => {
             report.status = "panic".into();
-            report.panic = Some(panic_message(payload.as_ref()));
+            let message = panic_message(payload.as_ref());
+            let at = location.lock().ok().and_then(|l| l.clone());
+            report.panic = Some(match at {
+                Some(at) => format!("panicked at {at}: {message}"),
+                None => message,
+            });
             report::write(&dir, &report, None).map_err(|e| InputError(format!("{e:#}")))?;
             return Ok(report);
         }

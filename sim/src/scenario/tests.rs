@@ -1,0 +1,93 @@
+//! Loading and validation of scenario files: good files load, bad ones name file, line, field.
+
+use super::load::parse;
+
+const GOOD: &str = r#"name = "t"
+duration_s = 10
+quiet_s = 5
+
+[topology]
+kind = "single"
+servers = 1
+clients = 1
+
+[workload]
+resources = ["pods"]
+namespaces = 1
+names = 2
+ops_per_s = 1.0
+list_limit = 5
+request_timeout_ms = 1000
+
+[faults]
+kills_per_min = 1.0
+kill_downtime_s = [1, 2]
+"#;
+
+#[test]
+fn a_good_scenario_loads() {
+    let s = parse("good.toml", GOOD).unwrap();
+    assert_eq!(s.topology.clients, 1);
+    assert_eq!(s.kine.compact_min_retain, 1000, "kine's default");
+}
+
+#[test]
+fn a_misspelt_field_names_file_line_and_field() {
+    let text = GOOD.replace("kills_per_min = 1.0", "kills_per_mi = 1.0");
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(e.starts_with("bad.toml:19: faults.kills_per_mi:"), "{e}");
+    assert!(e.contains("kills_per_mi"), "{e}");
+}
+
+#[test]
+fn a_reversed_range_names_its_field_and_line() {
+    let text = GOOD.replace("kill_downtime_s = [1, 2]", "kill_downtime_s = [5, 2]");
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(e.starts_with("bad.toml:20: faults.kill_downtime_s:"), "{e}");
+}
+
+#[test]
+fn a_wrong_type_and_an_unknown_design_are_reported() {
+    let text = GOOD.replace("clients = 1", "clients = \"one\"");
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(e.starts_with("bad.toml:8: topology.clients:"), "{e}");
+    let text = format!("{GOOD}\n[design]\ncompactor = \"kine-999\"\n");
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(
+        e.contains("design.compactor") && e.contains("fixed, kine-357, kine-414"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_field_is_named_with_its_table() {
+    let text = GOOD.replace("clients = 1\n", "");
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(
+        e.starts_with("bad.toml:5: topology.clients: missing field"),
+        "{e}"
+    );
+    let text = GOOD.replace("quiet_s = 5\n", "");
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(e.contains(": quiet_s: missing field"), "{e}");
+}
+
+#[test]
+fn broken_toml_is_a_syntax_error_on_its_line() {
+    let text = GOOD.replace("names = 2", "names = = 2");
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(e.starts_with("bad.toml:13: not valid TOML:"), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
+}
+
+#[test]
+fn a_bad_mix_weight_names_its_operation_kind() {
+    let text = format!("{GOOD}\n[workload.mix]\ndelete = -1.0\n");
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(e.contains("workload.mix.delete:"), "{e}");
+    let text = format!(
+        "{GOOD}\n[workload.mix]\ncreate = 0.0\nupdate = 0.0\ndelete = 0.0\nget = 0.0\nlist = 0.0\n"
+    );
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(e.contains("workload.mix: at least one weight"), "{e}");
+}

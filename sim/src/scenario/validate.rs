@@ -1,0 +1,202 @@
+//! Semantic checks of a parsed scenario that serde cannot express: ranges, probabilities,
+//! topology sizes, allowed names and design selections.
+//!
+//! Each problem is returned as (dotted field, what is wrong and what is allowed), so the loader
+//! can put the line of that field in front of it.
+
+use super::Scenario;
+use super::TopologyKind;
+
+type Problem = (String, String);
+
+fn check(ok: bool, field: &str, message: impl Into<String>) -> Result<(), Problem> {
+    if ok {
+        Ok(())
+    } else {
+        Err((field.to_string(), message.into()))
+    }
+}
+
+fn range_ok(field: &str, r: [u64; 2]) -> Result<(), Problem> {
+    check(
+        r[0] <= r[1],
+        field,
+        format!(
+            "range [{}, {}] has its minimum above its maximum",
+            r[0], r[1]
+        ),
+    )
+}
+
+fn probability(field: &str, p: f64) -> Result<(), Problem> {
+    check(
+        (0.0..=1.0).contains(&p),
+        field,
+        format!("{p} is not a probability between 0 and 1"),
+    )
+}
+
+fn subset(field: &str, values: &[String], allowed: &[&str]) -> Result<(), Problem> {
+    for v in values {
+        check(
+            allowed.contains(&v.as_str()),
+            field,
+            format!("unknown value `{v}`; allowed: {}", allowed.join(", ")),
+        )?;
+    }
+    Ok(())
+}
+
+/// Range and consistency checks serde cannot express. Returns the dotted field and the problem.
+pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
+    check(!s.name.trim().is_empty(), "name", "must not be empty")?;
+    check(
+        s.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "name",
+        "only letters, digits, '-' and '_' (it names a results folder)",
+    )?;
+    check(s.duration_s > 0, "duration_s", "must be at least 1 second")?;
+    let t = &s.topology;
+    match t.kind {
+        TopologyKind::Single => check(
+            t.servers == 1,
+            "topology.servers",
+            "a single topology has exactly 1 server",
+        )?,
+        TopologyKind::Ha => check(
+            (1..=5).contains(&t.servers),
+            "topology.servers",
+            "an ha topology has 1 to 5 servers",
+        )?,
+    }
+    check(t.clients >= 1, "topology.clients", "at least 1 client")?;
+    check(
+        s.database.dialect == "sqlite",
+        "database.dialect",
+        format!("unknown dialect `{}`; allowed: sqlite", s.database.dialect),
+    )?;
+    range_ok("database.latency_ms", s.database.latency_ms)?;
+    range_ok("network.latency_ms", s.network.latency_ms)?;
+    let k = &s.kine;
+    check(
+        k.compact_interval_jitter_pct <= 100,
+        "kine.compact_interval_jitter_pct",
+        "a percentage from 0 to 100",
+    )?;
+    check(
+        k.compact_min_retain >= 0,
+        "kine.compact_min_retain",
+        "must not be negative",
+    )?;
+    check(
+        k.compact_batch_revisions >= store::kine::compactor::MIN_BATCH_REVISIONS,
+        "kine.compact_batch_revisions",
+        format!(
+            "kine's minimum is {}",
+            store::kine::compactor::MIN_BATCH_REVISIONS
+        ),
+    )?;
+    check(
+        k.compact_timeout_ms > 0,
+        "kine.compact_timeout_ms",
+        "must be positive",
+    )?;
+    check(
+        k.db_call_timeout_ms > 0,
+        "kine.db_call_timeout_ms",
+        "must be positive",
+    )?;
+    let w = &s.workload;
+    check(
+        !w.resources.is_empty(),
+        "workload.resources",
+        "name at least one resource",
+    )?;
+    check(
+        w.namespaces >= 1 && w.names >= 1,
+        "workload.names",
+        "at least one namespace and one name",
+    )?;
+    check(
+        w.ops_per_s > 0.0 && w.ops_per_s.is_finite(),
+        "workload.ops_per_s",
+        "must be positive and finite",
+    )?;
+    check(
+        w.list_limit >= 1,
+        "workload.list_limit",
+        "must be at least 1",
+    )?;
+    check(
+        w.request_timeout_ms > 0,
+        "workload.request_timeout_ms",
+        "must be positive",
+    )?;
+    let m = &w.mix;
+    let weights = [
+        ("create", m.create),
+        ("update", m.update),
+        ("delete", m.delete),
+        ("get", m.get),
+        ("list", m.list),
+    ];
+    for (kind, weight) in weights {
+        check(
+            weight >= 0.0 && weight.is_finite(),
+            &format!("workload.mix.{kind}"),
+            format!("{weight} is not a weight; weights are finite and not negative"),
+        )?;
+    }
+    check(
+        weights.iter().map(|(_, w)| w).sum::<f64>() > 0.0,
+        "workload.mix",
+        "at least one weight must be positive",
+    )?;
+    let f = &s.faults;
+    check(
+        f.partitions_per_min >= 0.0 && f.partitions_per_min.is_finite(),
+        "faults.partitions_per_min",
+        "must be finite and not negative",
+    )?;
+    check(
+        f.kills_per_min >= 0.0 && f.kills_per_min.is_finite(),
+        "faults.kills_per_min",
+        "must be finite and not negative",
+    )?;
+    range_ok("faults.partition_duration_s", f.partition_duration_s)?;
+    range_ok("faults.kill_downtime_s", f.kill_downtime_s)?;
+    probability("faults.one_way_probability", f.one_way_probability)?;
+    probability(
+        "faults.compact_failure_probability",
+        f.compact_failure_probability,
+    )?;
+    subset(
+        "faults.partition_kinds",
+        &f.partition_kinds,
+        &[
+            "server-database",
+            "client-server",
+            "server-server",
+            "isolate-node",
+        ],
+    )?;
+    subset(
+        "faults.kill_roles",
+        &f.kill_roles,
+        &["server", "database", "client"],
+    )?;
+    subset(
+        "faults.compact_failure_kinds",
+        &f.compact_failure_kinds,
+        &["database-locked", "timeout", "reply-lost"],
+    )?;
+    let mut design = store::design::Design::default();
+    for (area, variant) in &s.design {
+        design
+            .set(area, variant)
+            .map_err(|e| (format!("design.{area}"), e.to_string()))?;
+    }
+    Ok(())
+}

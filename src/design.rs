@@ -32,6 +32,32 @@ pub enum ListVariant {
     StartKeyInclusive,
 }
 
+/// How kine's watch poller treats a missing id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchVariant {
+    /// Wait for the id, then fill it after about a second.
+    #[default]
+    Fixed,
+    /// Skip the missing id at once: a row that commits late is never delivered.
+    GapSkip,
+}
+
+/// How the apiserver negotiates a WatchList request's content type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchListVariant {
+    /// A WatchList that accepts only the Table format is refused with 406.
+    #[default]
+    Fixed,
+    /// Kubernetes issue 126206: it is served anyway.
+    K8s126206,
+}
+
+/// Expected-behaviour knobs: not bugs, settings whose outcomes the scenarios show side by side.
+pub const KNOBS: &[(&str, &str)] = &[(
+    "kine.compact_min_retain",
+    "revisions kine's compactor never compacts (overrides the scenario's kine.compact_min_retain)",
+)];
+
 /// One selectable variant: its area, name and what it does, for `faultline list`.
 pub struct VariantInfo {
     pub area: &'static str,
@@ -90,6 +116,34 @@ pub const VARIANTS: &[VariantInfo] = &[
         caught_by: "list-continuation",
         scenario: "kine-ha-partitions",
     },
+    VariantInfo {
+        area: "watch",
+        name: "fixed",
+        meaning: "kine's poller waits for a missing id and fills it after about a second",
+        caught_by: "",
+        scenario: "watch-under-faults",
+    },
+    VariantInfo {
+        area: "watch",
+        name: "gap-skip",
+        meaning: "the poller skips a missing id at once, so a row that commits late is never delivered",
+        caught_by: "watch",
+        scenario: "watch-under-faults",
+    },
+    VariantInfo {
+        area: "watchlist",
+        name: "fixed",
+        meaning: "a WatchList accepting only Table is refused with 406 Not Acceptable",
+        caught_by: "",
+        scenario: "watchlist",
+    },
+    VariantInfo {
+        area: "watchlist",
+        name: "k8s-126206",
+        meaning: "a WatchList accepting only Table is served instead of refused (Kubernetes #126206)",
+        caught_by: "watchlist",
+        scenario: "watchlist",
+    },
 ];
 
 /// The resolved design of one run.
@@ -98,6 +152,13 @@ pub struct Design {
     pub compactor: CompactorVariant,
     #[serde(default)]
     pub list: ListVariant,
+    #[serde(default)]
+    pub watch: WatchVariant,
+    #[serde(default)]
+    pub watchlist: WatchListVariant,
+    /// `kine.compact_min_retain=N`: overrides the scenario's setting.
+    #[serde(default)]
+    pub compact_min_retain: Option<i64>,
 }
 
 /// A design selection that names an unknown area or variant.
@@ -105,6 +166,8 @@ pub struct Design {
 pub enum DesignError {
     #[error("design selection `{0}` is not of the form AREA=VARIANT")]
     Malformed(String),
+    #[error("`{knob}` needs a whole number of revisions, 0 or more; got `{value}`")]
+    BadKnobValue { knob: String, value: String },
     #[error("unknown design area `{area}`; allowed areas: {allowed}")]
     UnknownArea { area: String, allowed: String },
     #[error("unknown variant `{variant}` for design area `{area}`; allowed: {allowed}")]
@@ -127,6 +190,18 @@ impl Design {
 
     /// Sets `area` to `variant`.
     pub fn set(&mut self, area: &str, variant: &str) -> Result<(), DesignError> {
+        if area == "kine.compact_min_retain" {
+            let n = variant
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| DesignError::BadKnobValue {
+                    knob: area.to_string(),
+                    value: variant.to_string(),
+                })?;
+            self.compact_min_retain = Some(n);
+            return Ok(());
+        }
         let known: Vec<&VariantInfo> = VARIANTS.iter().filter(|v| v.area == area).collect();
         if known.is_empty() {
             return Err(DesignError::UnknownArea {
@@ -148,6 +223,10 @@ impl Design {
             ("list", "fixed") => self.list = ListVariant::Fixed,
             ("list", "kine-298") => self.list = ListVariant::Kine298,
             ("list", "start-key-inclusive") => self.list = ListVariant::StartKeyInclusive,
+            ("watch", "fixed") => self.watch = WatchVariant::Fixed,
+            ("watch", "gap-skip") => self.watch = WatchVariant::GapSkip,
+            ("watchlist", "fixed") => self.watchlist = WatchListVariant::Fixed,
+            ("watchlist", "k8s-126206") => self.watchlist = WatchListVariant::K8s126206,
             _ => unreachable!("variant {area}={variant} is listed but not wired"),
         }
         Ok(())
@@ -172,6 +251,15 @@ impl Design {
         if let Some(v) = list {
             out.push(format!("list={v}"));
         }
+        if self.watch == WatchVariant::GapSkip {
+            out.push("watch=gap-skip".into());
+        }
+        if self.watchlist == WatchListVariant::K8s126206 {
+            out.push("watchlist=k8s-126206".into());
+        }
+        if let Some(n) = self.compact_min_retain {
+            out.push(format!("kine.compact_min_retain={n}"));
+        }
         out
     }
 
@@ -191,9 +279,9 @@ impl fmt::Display for Design {
     }
 }
 
-/// The design areas, in the order `faultline list` shows them.
+/// The design areas and knobs, in the order `faultline list` shows them.
 pub fn areas() -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = Vec::new();
+    let mut out: Vec<&'static str> = KNOBS.iter().map(|(k, _)| *k).collect();
     for v in VARIANTS {
         if !out.contains(&v.area) {
             out.push(v.area);
@@ -214,6 +302,10 @@ mod tests {
         assert_eq!(d.to_string(), "compactor=kine-414");
         d.apply("compactor = fixed").unwrap();
         assert!(d.is_fixed());
+        d.apply("kine.compact_min_retain=1000").unwrap();
+        d.apply("watch=gap-skip").unwrap();
+        assert_eq!(d.compact_min_retain, Some(1000));
+        assert_eq!(d.to_string(), "watch=gap-skip,kine.compact_min_retain=1000");
     }
 
     #[test]
@@ -222,7 +314,15 @@ mod tests {
         let e = d.apply("compactor=kine-999").unwrap_err().to_string();
         assert!(e.contains("fixed, kine-357, kine-414"), "{e}");
         let e = d.apply("nosuch=x").unwrap_err().to_string();
-        assert!(e.contains("allowed areas: compactor, list"), "{e}");
+        assert!(
+            e.contains("allowed areas: kine.compact_min_retain, compactor, list, watch"),
+            "{e}"
+        );
+        let e = d
+            .apply("kine.compact_min_retain=lots")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("whole number"), "{e}");
         assert!(matches!(
             d.apply("compactor"),
             Err(DesignError::Malformed(_))

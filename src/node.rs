@@ -89,7 +89,7 @@ pub async fn run_kine_server(
         tokio::spawn(compactor.run());
     }
     let hub = Arc::new(WatchHub::default());
-    tokio::spawn(poll(store.clone(), hub.clone()));
+    tokio::spawn(poll(store.clone(), hub.clone(), design.watch));
     let api = EtcdApi { store, hub };
     tonic::transport::Server::builder()
         .add_service(KvServer::new(api.clone()))

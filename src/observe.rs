@@ -87,6 +87,9 @@ pub enum StoreEvent {
         create_revision: i64,
         prev_revision: i64,
     },
+    /// An insert that had reserved `id` was aborted before it committed (mysql-like dialect):
+    /// the id is a gap in the log for ever, unless the watch poller fills it.
+    DbInsertAborted { id: i64, key: String },
     /// The database ran a compaction transaction, committed or rolled back.
     DbCompact {
         from: i64,

@@ -54,10 +54,15 @@ pub struct Topology {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Database {
-    /// `sqlite` (ids visible in commit order). `mysql-like` is reserved for the watch issue.
+    /// `sqlite` (ids visible in commit order) or `mysql-like` (ids reserved when an insert
+    /// starts, visible when it commits: out of order, with gaps where inserts abort).
     pub dialect: String,
     /// Simulated time one database transaction takes, drawn per transaction.
     pub latency_ms: [u64; 2],
+    /// mysql-like only: percent of inserts whose commit is slow.
+    pub slow_commit_pct: u32,
+    /// mysql-like only: how long a slow commit holds its reserved id.
+    pub slow_commit_ms: [u64; 2],
 }
 
 impl Default for Database {
@@ -65,6 +70,22 @@ impl Default for Database {
         Database {
             dialect: "sqlite".into(),
             latency_ms: [1, 3],
+            slow_commit_pct: 5,
+            slow_commit_ms: [200, 2500],
+        }
+    }
+}
+
+impl Database {
+    /// The store's dialect for this section (validated at load).
+    pub fn store_dialect(&self) -> store::kine::database::Dialect {
+        use store::kine::database::Dialect;
+        match self.dialect.as_str() {
+            "mysql-like" => Dialect::MysqlLike {
+                slow_commit_pct: self.slow_commit_pct,
+                slow_commit_ms: (self.slow_commit_ms[0], self.slow_commit_ms[1]),
+            },
+            _ => Dialect::Sqlite,
         }
     }
 }

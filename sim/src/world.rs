@@ -181,7 +181,9 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
         servers: cluster.servers.iter().map(|(n, _)| n.clone()).collect(),
         compact_interval_ms: scenario.kine.compact_interval_s * 1000,
         compact_interval_jitter_pct: scenario.kine.compact_interval_jitter_pct,
-        compact_min_retain: scenario.kine.compact_min_retain,
+        compact_min_retain: design
+            .compact_min_retain
+            .unwrap_or(scenario.kine.compact_min_retain),
         compact_batch_revisions: scenario.kine.compact_batch_revisions,
         compact_timeout_ms: scenario.kine.compact_timeout_ms,
         faults_stop_ns,
@@ -219,7 +221,8 @@ fn build_cluster(
     };
     let call_timeout = Duration::from_millis(scenario.kine.db_call_timeout_ms);
     let disk: SharedDatabase = Arc::new(Mutex::new(
-        Database::open(recorder.observer("db")).expect("an in-memory database opens"),
+        Database::open_with(recorder.observer("db"), scenario.database.store_dialect())
+            .expect("an in-memory database opens"),
     ));
     let database = match scenario.topology.kind {
         TopologyKind::Single => None,
@@ -262,7 +265,9 @@ fn build_cluster(
             compactor: CompactorConfig {
                 interval: Duration::from_secs(scenario.kine.compact_interval_s),
                 jitter_pct: scenario.kine.compact_interval_jitter_pct,
-                min_retain: scenario.kine.compact_min_retain,
+                min_retain: design
+                    .compact_min_retain
+                    .unwrap_or(scenario.kine.compact_min_retain),
                 batch_revisions: scenario.kine.compact_batch_revisions,
                 timeout: Duration::from_millis(scenario.kine.compact_timeout_ms),
                 variant: design.compactor,

@@ -124,16 +124,147 @@ impl From<SqlError> for DbError {
     }
 }
 
-/// The database's committed state and its observer.
+/// How the database orders the rows it appends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum Dialect {
+    /// SQLite: one writer at a time, an insert's id is assigned when it commits, so ids become
+    /// visible in order and never leave a gap.
+    #[default]
+    Sqlite,
+    /// MySQL/PostgreSQL: an insert reserves its id when it starts and its row becomes visible
+    /// when it commits, after a drawn delay. Ids can become visible out of order, and an insert
+    /// that is aborted leaves its id unused for ever.
+    MysqlLike {
+        /// Percent of inserts whose commit is slow.
+        slow_commit_pct: u32,
+        /// How long a slow commit takes, drawn uniformly; other commits take 0-2 ms.
+        slow_commit_ms: (u64, u64),
+    },
+}
+
+impl Dialect {
+    /// How long an insert holds its reserved id before committing (zero for SQLite).
+    pub fn draw_commit_delay(&self) -> std::time::Duration {
+        use rand::Rng;
+        let ms = match *self {
+            Dialect::Sqlite => 0,
+            Dialect::MysqlLike {
+                slow_commit_pct,
+                slow_commit_ms: (lo, hi),
+            } => {
+                let mut rng = madsim::rand::thread_rng();
+                if rng.gen_range(0..100) < slow_commit_pct {
+                    rng.gen_range(lo..=hi.max(lo))
+                } else {
+                    rng.gen_range(0..=2)
+                }
+            }
+        };
+        std::time::Duration::from_millis(ms)
+    }
+}
+
+/// An insert that has reserved its id but not committed (mysql-like dialect only).
+#[derive(Clone, Debug)]
+struct Pending {
+    name: String,
+    prev_revision: i64,
+}
+
+/// The database's committed state, its in-flight reservations and its observer.
 pub struct Database {
     conn: rusqlite::Connection,
     observer: SharedObserver,
+    dialect: Dialect,
+    /// The next id a mysql-like insert reserves; like InnoDB's persisted counter it survives
+    /// restarts and never goes back.
+    next_id: i64,
+    pending: std::collections::BTreeMap<i64, Pending>,
 }
 
 impl Database {
     pub fn open(observer: SharedObserver) -> Result<Self, DbError> {
+        Self::open_with(observer, Dialect::Sqlite)
+    }
+
+    pub fn open_with(observer: SharedObserver, dialect: Dialect) -> Result<Self, DbError> {
         let conn = sql::open()?;
-        Ok(Database { conn, observer })
+        Ok(Database {
+            conn,
+            observer,
+            dialect,
+            next_id: 1,
+            pending: Default::default(),
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Starts a mysql-like insert: checks kine's (name, prev_revision) guard against committed
+    /// rows and other in-flight inserts, and reserves the next id. The row is not visible until
+    /// `commit_reserved`; if that never happens, the id stays a gap.
+    pub fn reserve(&mut self, row: &NewRow) -> Result<i64, DbError> {
+        let log = Log::new(&self.conn);
+        let clash = self
+            .pending
+            .values()
+            .any(|p| p.name == row.name && p.prev_revision == row.prev_revision);
+        if clash || log.has_row(&row.name, row.prev_revision)? {
+            return Err(DbError::UniqueViolation);
+        }
+        let id = self.next_id.max(log.current_revision()? + 1);
+        self.next_id = id + 1;
+        self.pending.insert(
+            id,
+            Pending {
+                name: row.name.clone(),
+                prev_revision: row.prev_revision,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Commits a reserved insert. If a premature gap fill took its id meanwhile, the insert is
+    /// retried under a fresh id, so it is never lost. Returns the id the row committed under.
+    pub fn commit_reserved(&mut self, id: i64, row: &NewRow) -> Result<i64, DbError> {
+        self.pending.remove(&id);
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| DbError::Other(e.to_string()))?;
+        let log = Log::of_tx(&tx);
+        let id = if log.has_id(id)? {
+            let fresh = self.next_id.max(log.current_revision()? + 1);
+            self.next_id = fresh + 1;
+            fresh
+        } else {
+            id
+        };
+        log.insert_at(id, row)?;
+        tx.commit().map_err(|e| DbError::Other(e.to_string()))?;
+        self.record_insert(id, row.clone());
+        Ok(id)
+    }
+
+    /// Gives up a reserved insert (its caller was cut off or timed out): its id stays unused.
+    pub fn abort_reserved(&mut self, id: i64) {
+        if let Some(p) = self.pending.remove(&id) {
+            self.observer
+                .record(StoreEvent::DbInsertAborted { id, key: p.name });
+        }
+    }
+
+    fn record_insert(&self, id: i64, row: NewRow) {
+        self.observer.record(StoreEvent::DbInsert {
+            id,
+            key: row.name,
+            created: row.created,
+            deleted: row.deleted,
+            create_revision: if row.created { id } else { row.create_revision },
+            prev_revision: row.prev_revision,
+        });
     }
 
     /// Swaps the observer, so events after a restart are attributed to the new incarnation.
@@ -141,8 +272,12 @@ impl Database {
         self.observer = observer;
     }
 
-    /// Reports the committed state, as a database does when it (re)opens its files.
-    pub fn announce(&self) -> Result<(), DbError> {
+    /// Reports the committed state, as a database does when it (re)opens its files. Inserts that
+    /// were in flight when it went down never commit.
+    pub fn announce(&mut self) -> Result<(), DbError> {
+        for id in self.pending.keys().copied().collect::<Vec<_>>() {
+            self.abort_reserved(id);
+        }
         let log = Log::new(&self.conn);
         self.observer.record(StoreEvent::DbStarted {
             current_revision: log.current_revision()?,
@@ -261,14 +396,7 @@ impl Database {
             tx.commit().map_err(|e| DbError::Other(e.to_string()))?;
         }
         if let Some((id, row)) = inserted {
-            self.observer.record(StoreEvent::DbInsert {
-                id,
-                key: row.name,
-                created: row.created,
-                deleted: row.deleted,
-                create_revision: if row.created { id } else { row.create_revision },
-                prev_revision: row.prev_revision,
-            });
+            self.record_insert(id, row);
         }
         if let Some(mut event) = compacted {
             if let StoreEvent::DbCompact { rows_after, .. } = &mut event {
@@ -463,5 +591,53 @@ mod tests {
                 current: 11
             })
         );
+    }
+
+    #[test]
+    fn a_mysql_like_insert_is_invisible_until_commit_and_guarded_while_pending() {
+        let obs = Arc::new(Collect::default());
+        let dialect = Dialect::MysqlLike {
+            slow_commit_pct: 0,
+            slow_commit_ms: (0, 0),
+        };
+        let mut db = Database::open_with(obs.clone(), dialect).unwrap();
+        db.execute(&DbRequest::Startup).unwrap();
+        let row = NewRow {
+            name: "/a".into(),
+            created: true,
+            ..Default::default()
+        };
+        let id = db.reserve(&row).unwrap();
+        assert_eq!(id, 2);
+        assert_eq!(
+            db.execute(&DbRequest::CurrentRevision).unwrap(),
+            DbResponse::Revision(1),
+            "not visible while pending"
+        );
+        assert_eq!(
+            db.reserve(&row),
+            Err(DbError::UniqueViolation),
+            "a second create of the same key clashes with the pending one"
+        );
+        let other = NewRow {
+            name: "/b".into(),
+            created: true,
+            ..Default::default()
+        };
+        let id_b = db.reserve(&other).unwrap();
+        assert_eq!(db.commit_reserved(id_b, &other).unwrap(), 3);
+        db.abort_reserved(id);
+        assert_eq!(
+            db.execute(&DbRequest::CurrentRevision).unwrap(),
+            DbResponse::Revision(3),
+            "3 visible, 2 a gap"
+        );
+        assert!(obs
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, StoreEvent::DbInsertAborted { id: 2, .. })));
+        assert_eq!(db.reserve(&row).unwrap(), 4, "ids never go back");
     }
 }

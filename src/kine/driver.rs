@@ -5,7 +5,7 @@
 //! the caller not knowing whether its transaction committed. Injected compaction faults are
 //! honoured here, where a real database or network would fail. Never holds a lock across `await`.
 
-use super::database::{Database, DbError, DbRequest, DbResponse};
+use super::database::{Database, DbError, DbRequest, DbResponse, Dialect};
 use crate::faults::CompactFault;
 use madsim::net::rpc::Request;
 use madsim::net::Endpoint;
@@ -98,7 +98,7 @@ impl Driver {
                         // before it ever commits.
                         tokio::time::sleep(timeout + Duration::from_secs(1)).await;
                     }
-                    let result = db.lock().expect("database lock poisoned").execute(&req);
+                    let result = execute(db, &req, None).await;
                     if fault == Some(CompactFault::ReplyLost) && result.is_ok() {
                         return Err(DriverError::ReplyLost);
                     }
@@ -117,6 +117,56 @@ impl Driver {
             }
         }
     }
+}
+
+/// Aborts a reserved insert unless it committed: dropped when the caller's deadline cancels the
+/// call or a kill ends the task mid-commit.
+struct Reservation<'a> {
+    db: &'a SharedDatabase,
+    id: Option<i64>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            if let Ok(mut db) = self.db.lock() {
+                db.abort_reserved(id);
+            }
+        }
+    }
+}
+
+/// Runs one request against the database. A mysql-like insert reserves its id, holds it for
+/// the drawn commit delay, then commits; if the caller's deadline (`abort_after`, the database
+/// noticing its client is gone) passes first, it rolls back and leaves a gap.
+async fn execute(
+    db: &SharedDatabase,
+    req: &DbRequest,
+    abort_after: Option<Duration>,
+) -> Result<DbResponse, DbError> {
+    let (dialect, row) = {
+        let guard = db.lock().expect("database lock poisoned");
+        match req {
+            DbRequest::Insert(row) if guard.dialect() != Dialect::Sqlite => (guard.dialect(), row),
+            _ => {
+                drop(guard);
+                return db.lock().expect("database lock poisoned").execute(req);
+            }
+        }
+    };
+    let started = tokio::time::Instant::now();
+    let id = db.lock().expect("database lock poisoned").reserve(row)?;
+    let mut reservation = Reservation { db, id: Some(id) };
+    tokio::time::sleep(dialect.draw_commit_delay()).await;
+    if abort_after.is_some_and(|limit| started.elapsed() >= limit) {
+        return Err(DbError::DeadlineExceeded); // the reservation aborts as it drops
+    }
+    reservation.id = None;
+    let id = db
+        .lock()
+        .expect("database lock poisoned")
+        .commit_reserved(id, row)?;
+    Ok(DbResponse::Inserted(id))
 }
 
 fn compact_fault(req: &DbRequest) -> Option<CompactFault> {
@@ -147,7 +197,7 @@ pub async fn serve_database(
                 tokio::time::sleep(call_timeout + Duration::from_secs(1)).await;
                 return Err(DbError::DeadlineExceeded);
             }
-            let result = db.lock().expect("database lock poisoned").execute(&req);
+            let result = execute(&db, &req, Some(call_timeout)).await;
             if fault == Some(CompactFault::ReplyLost) && result.is_ok() {
                 // Committed, but the reply is lost on the way back: hold it until the caller has
                 // long given up.

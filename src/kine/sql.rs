@@ -128,6 +128,24 @@ impl<'c> Log<'c> {
         )?)
     }
 
+    /// True when a row with this (name, prev_revision) exists: kine's unique guard.
+    pub fn has_row(&self, name: &str, prev_revision: i64) -> Result<bool, SqlError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM kine WHERE name = ?1 AND prev_revision = ?2)",
+            params![name, prev_revision],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// True when a row with this id exists.
+    pub fn has_id(&self, id: i64) -> Result<bool, SqlError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM kine WHERE id = ?1)",
+            [id],
+            |r| r.get(0),
+        )?)
+    }
+
     pub fn row_count(&self) -> Result<i64, SqlError> {
         Ok(self
             .conn

@@ -309,7 +309,12 @@ impl KineStore {
             .call(DbRequest::Insert(row), self.call_timeout)
             .await
         {
-            Ok(DbResponse::Inserted(id)) => Ok(Some(id)),
+            Ok(DbResponse::Inserted(id)) => {
+                // Wake this server's poller; a permit is kept if it is busy, as kine's buffered
+                // notify channel does.
+                self.inserted.notify_one();
+                Ok(Some(id))
+            }
             Ok(other) => unreachable!("Insert answered {other:?}"),
             Err(super::driver::DriverError::Db(super::database::DbError::UniqueViolation)) => {
                 Ok(None)

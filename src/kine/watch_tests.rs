@@ -1,11 +1,12 @@
 //! kine's watch inside a madsim runtime: history then live rows without repeats, compacted
 //! starts refused, progress only after delivery, and gaps in the id sequence filled.
 
-use super::database::{Database, DbRequest};
-use super::driver::{Driver, Latency};
-use super::sql::{End, Row};
+use super::database::{Database, DbRequest, Dialect};
+use super::driver::{Driver, Latency, SharedDatabase};
+use super::sql::{End, NewRow, Row};
 use super::store::KineStore;
 use super::watch::{poll, run_watcher, WatchEnd, WatchHub, WatchItem};
+use crate::design::WatchVariant;
 use crate::observe::Discard;
 use crate::proto::etcdserverpb::{CompactionRequest, PutRequest};
 use std::sync::{Arc, Mutex};
@@ -13,9 +14,21 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 async fn setup() -> (Arc<KineStore>, Arc<WatchHub>) {
-    let db = Database::open(Arc::new(Discard)).unwrap();
+    let (store, hub, _) = setup_with(Dialect::Sqlite, WatchVariant::Fixed).await;
+    (store, hub)
+}
+
+/// A store over a database of `dialect` (commits never slow unless a test holds one), its
+/// poller of `variant`, and the database itself so a test can hold an insert open.
+async fn setup_with(
+    dialect: Dialect,
+    variant: WatchVariant,
+) -> (Arc<KineStore>, Arc<WatchHub>, SharedDatabase) {
+    let db = Arc::new(Mutex::new(
+        Database::open_with(Arc::new(Discard), dialect).unwrap(),
+    ));
     let driver = Driver::Local {
-        db: Arc::new(Mutex::new(db)),
+        db: db.clone(),
         latency: Latency {
             min_ms: 1,
             max_ms: 2,
@@ -24,8 +37,22 @@ async fn setup() -> (Arc<KineStore>, Arc<WatchHub>) {
     let store = Arc::new(KineStore::new(driver, Duration::from_secs(1), 1));
     store.call(DbRequest::Startup).await.unwrap();
     let hub = Arc::new(WatchHub::default());
-    tokio::spawn(poll(store.clone(), hub.clone()));
-    (store, hub)
+    tokio::spawn(poll(store.clone(), hub.clone(), variant));
+    (store, hub, db)
+}
+
+const MYSQL_FAST: Dialect = Dialect::MysqlLike {
+    slow_commit_pct: 0,
+    slow_commit_ms: (0, 0),
+};
+
+fn late_row(name: &str) -> NewRow {
+    NewRow {
+        name: name.into(),
+        created: true,
+        value: b"late".to_vec(),
+        ..Default::default()
+    }
 }
 
 async fn put(store: &KineStore, key: &str) -> i64 {
@@ -180,5 +207,122 @@ async fn a_gap_is_filled_after_a_second_and_fills_are_never_delivered() {
             Ok(super::database::DbResponse::Row { row: Some(_), .. })
         ),
         "the missing id was filled: {filled:?}"
+    );
+}
+
+/// Ids of the rows a watcher of everything gets within `wait`.
+async fn delivered(rx: &mut mpsc::Receiver<WatchItem>, wait: Duration) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(WatchItem::Rows(r))) => ids.extend(r.iter().map(|r| r.id)),
+            Ok(Some(WatchItem::Progress(_))) => {}
+            _ => return ids,
+        }
+    }
+}
+
+/// An insert reserves id `late`, a later insert commits first, and the held one commits 300 ms
+/// later: the fixed poller waits and delivers both in id order; gap-skip never delivers it.
+async fn late_commit(variant: WatchVariant) -> (i64, i64, Vec<i64>) {
+    let (store, hub, db) = setup_with(MYSQL_FAST, variant).await;
+    let (mut rx, _p, _t) = watch(&store, &hub, "", 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let late = db.lock().unwrap().reserve(&late_row("/r/late")).unwrap();
+    let next = put(&store, "/r/next").await;
+    assert_eq!(next, late + 1, "ids are reserved in start order");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let committed = db
+        .lock()
+        .unwrap()
+        .commit_reserved(late, &late_row("/r/late"))
+        .unwrap();
+    assert_eq!(
+        committed, late,
+        "committed before any fill, under its own id"
+    );
+    (late, next, delivered(&mut rx, Duration::from_secs(3)).await)
+}
+
+#[madsim::test]
+async fn a_row_committing_out_of_order_is_waited_for() {
+    let (late, next, ids) = late_commit(WatchVariant::Fixed).await;
+    assert_eq!(ids, vec![late, next]);
+}
+
+#[madsim::test]
+async fn gap_skip_loses_a_row_committing_out_of_order() {
+    let (_, next, ids) = late_commit(WatchVariant::GapSkip).await;
+    assert_eq!(ids, vec![next], "the late row is never delivered");
+}
+
+#[madsim::test]
+async fn an_insert_racing_a_premature_fill_retries_under_a_new_id() {
+    let (store, hub, db) = setup_with(MYSQL_FAST, WatchVariant::Fixed).await;
+    let (mut rx, _p, _t) = watch(&store, &hub, "", 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let late = db.lock().unwrap().reserve(&late_row("/r/late")).unwrap();
+    let next = put(&store, "/r/next").await;
+    // Held past the poller's patience: its id is filled meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let committed = db
+        .lock()
+        .unwrap()
+        .commit_reserved(late, &late_row("/r/late"))
+        .unwrap();
+    assert!(committed > next, "retried under a fresh id: {committed}");
+    let ids = delivered(&mut rx, Duration::from_secs(3)).await;
+    assert_eq!(
+        ids,
+        vec![next, committed],
+        "not lost, and the fill never shows"
+    );
+}
+
+#[madsim::test]
+async fn an_insert_cut_by_its_deadline_leaves_a_gap_that_is_filled() {
+    let dialect = Dialect::MysqlLike {
+        slow_commit_pct: 100,
+        slow_commit_ms: (5_000, 5_000),
+    };
+    let (store, hub, db) = setup_with(dialect, WatchVariant::Fixed).await;
+    let (mut rx, _p, _t) = watch(&store, &hub, "", 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = store.revisions().await.unwrap().0;
+    // The store's 1 s deadline passes during the 5 s commit: the insert is rolled back.
+    let err = store
+        .put(&PutRequest {
+            key: b"/r/never".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .await;
+    assert!(err.is_err(), "timed out: {err:?}");
+    let aborted = before + 1;
+    let next = db.lock().unwrap().reserve(&late_row("/r/after")).unwrap();
+    assert_eq!(
+        next,
+        aborted + 1,
+        "the aborted id is never handed out again"
+    );
+    db.lock()
+        .unwrap()
+        .commit_reserved(next, &late_row("/r/after"))
+        .unwrap();
+    assert_eq!(delivered(&mut rx, Duration::from_secs(3)).await, vec![next]);
+    let filled = store
+        .call(DbRequest::Get {
+            name: format!("gap-{aborted}"),
+            revision: 0,
+        })
+        .await;
+    assert!(
+        matches!(
+            filled,
+            Ok(super::database::DbResponse::Row { row: Some(_), .. })
+        ),
+        "the aborted id was filled: {filled:?}"
     );
 }

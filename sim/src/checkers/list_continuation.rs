@@ -6,21 +6,25 @@
 //! page's revision therefore neither repeat nor skip a key.
 
 use super::{CheckReport, Checker, Violation};
-use crate::history::{History, OpResult, Outcome, Request};
+use crate::history::{History, OpResult, Outcome, Request, SimNanos};
 use std::collections::BTreeMap;
 use store::observe::StoreEvent;
 
 pub struct ListContinuation;
 
-/// Every committed row per key: (revision, deleted), ascending.
-fn key_histories(h: &History) -> BTreeMap<&str, Vec<(i64, bool)>> {
-    let mut keys: BTreeMap<&str, Vec<(i64, bool)>> = BTreeMap::new();
-    for (_, _, e) in h.store_events() {
+/// Every committed row per key: (revision, deleted, commit time), ascending by revision.
+type KeyRows<'a> = BTreeMap<&'a str, Vec<(i64, bool, SimNanos)>>;
+
+fn key_histories(h: &History) -> KeyRows<'_> {
+    let mut keys: KeyRows<'_> = BTreeMap::new();
+    for (at, _, e) in h.store_events() {
         if let StoreEvent::DbInsert {
             id, key, deleted, ..
         } = e
         {
-            keys.entry(key.as_str()).or_default().push((*id, *deleted));
+            keys.entry(key.as_str())
+                .or_default()
+                .push((*id, *deleted, at));
         }
     }
     for rows in keys.values_mut() {
@@ -29,22 +33,78 @@ fn key_histories(h: &History) -> BTreeMap<&str, Vec<(i64, bool)>> {
     keys
 }
 
-/// Live keys of `[start, end)` at revision `at`, ascending, with their mod revisions.
+/// Live keys of `[start, end)` at revision `at` among the rows committed by `by_ns`, ascending,
+/// with their mod revisions. (With a mysql-like database a row can commit after a higher id
+/// already has, so what revision `at` holds depends on when it is read.)
 fn state_at<'a>(
-    keys: &BTreeMap<&'a str, Vec<(i64, bool)>>,
+    keys: &KeyRows<'a>,
     start: &str,
     end: &str,
     at: i64,
+    by_ns: SimNanos,
 ) -> Vec<(&'a str, i64)> {
     keys.range::<str, _>((
         std::ops::Bound::Included(start),
         std::ops::Bound::Excluded(end),
     ))
     .filter_map(|(k, rows)| {
-        let i = rows.partition_point(|(id, _)| *id <= at);
-        (i > 0 && !rows[i - 1].1).then(|| (*k, rows[i - 1].0))
+        let last = rows
+            .iter()
+            .rev()
+            .find(|(id, _, t)| *id <= at && *t <= by_ns)?;
+        (!last.1).then_some((*k, last.0))
     })
     .collect()
+}
+
+/// What is wrong with one answered page (its rows and `more`) against the state `expected` it
+/// should show.
+fn judge_page(
+    expected: &[(&str, i64)],
+    at: i64,
+    limit: i64,
+    (got, more): (&[(&str, i64)], bool),
+) -> Vec<String> {
+    let page_len = if limit > 0 {
+        (limit as usize).min(expected.len())
+    } else {
+        expected.len()
+    };
+    let page = &expected[..page_len];
+    let mut problems = Vec::new();
+    if let Some(w) = got.windows(2).find(|w| w[0].0 >= w[1].0) {
+        problems.push(format!("keys out of order ({} then {})", w[0].0, w[1].0));
+    }
+    if got != page {
+        let missing = page.iter().find(|p| !got.contains(p));
+        let extra = got.iter().find(|g| !page.contains(g));
+        problems.push(format!(
+            "{} keys where the state at {at} gives {}{}{}",
+            got.len(),
+            page.len(),
+            missing
+                .map(|m| format!("; missing {} (rev {})", m.0, m.1))
+                .unwrap_or_default(),
+            extra
+                .map(|x| format!("; unexpected {} (rev {})", x.0, x.1))
+                .unwrap_or_default(),
+        ));
+    }
+    let should_have_more = limit > 0 && expected.len() > page_len;
+    if more != should_have_more {
+        problems.push(format!("more = {more}, expected {should_have_more}"));
+    }
+    problems
+}
+
+/// What is wrong with a page's count against the state `expected` at its revision.
+fn judge_count(expected: &[(&str, i64)], count: i64) -> Option<String> {
+    (count != expected.len() as i64).then(|| {
+        format!(
+            "count {count}, but {} keys lie from the start key on",
+            expected.len()
+        )
+    })
 }
 
 impl Checker for ListContinuation {
@@ -58,6 +118,8 @@ impl Checker for ListContinuation {
 
     fn check(&self, h: &History) -> CheckReport {
         let keys = key_histories(h);
+        let mut commits: Vec<SimNanos> = keys.values().flatten().map(|r| r.2).collect();
+        commits.sort_unstable();
         let mut out = Vec::new();
         for o in &h.ops {
             let Request::List {
@@ -81,46 +143,43 @@ impl Checker for ListContinuation {
             } else {
                 *header_revision
             };
-            let expected = state_at(&keys, start, end, at);
-            let page_len = if *limit > 0 {
-                (*limit as usize).min(expected.len())
-            } else {
-                expected.len()
-            };
-            let page = &expected[..page_len];
             let got: Vec<(&str, i64)> = kvs
                 .iter()
                 .map(|kv| (kv.key.as_str(), kv.mod_revision))
                 .collect();
-            let mut problems = Vec::new();
-            if let Some(w) = got.windows(2).find(|w| w[0].0 >= w[1].0) {
-                problems.push(format!("keys out of order ({} then {})", w[0].0, w[1].0));
+            // The read ran between invoke and completion: its rows (with `more`) must match the
+            // state as of one commit in that window. kine counts in a second query, which may
+            // see a later instant of the same window.
+            let mut instants = vec![o.complete_ns, o.invoke_ns];
+            let from = commits.partition_point(|t| *t <= o.invoke_ns);
+            let to = commits.partition_point(|t| *t <= o.complete_ns);
+            instants.extend(commits[from..to].iter().copied());
+            let mut page_problems: Option<Vec<String>> = None;
+            let mut count_problem: Option<Option<String>> = None;
+            for by in instants {
+                let expected = state_at(&keys, start, end, at, by);
+                let page = judge_page(&expected, at, *limit, (&got, *more));
+                let count = judge_count(&expected, *count);
+                if page_problems.as_ref().is_none_or(|p| !p.is_empty()) {
+                    page_problems = match page_problems {
+                        Some(first) if !page.is_empty() => Some(first),
+                        _ => Some(page),
+                    };
+                }
+                if count_problem.as_ref().is_none_or(|c| c.is_some()) {
+                    count_problem = match count_problem {
+                        Some(first) if count.is_some() => Some(first),
+                        _ => Some(count),
+                    };
+                }
+                if page_problems.as_ref().is_some_and(|p| p.is_empty())
+                    && count_problem.as_ref().is_some_and(|c| c.is_none())
+                {
+                    break;
+                }
             }
-            if got != page {
-                let missing = page.iter().find(|p| !got.contains(p));
-                let extra = got.iter().find(|g| !page.contains(g));
-                problems.push(format!(
-                    "{} keys where the state at {at} gives {}{}{}",
-                    got.len(),
-                    page.len(),
-                    missing
-                        .map(|m| format!("; missing {} (rev {})", m.0, m.1))
-                        .unwrap_or_default(),
-                    extra
-                        .map(|x| format!("; unexpected {} (rev {})", x.0, x.1))
-                        .unwrap_or_default(),
-                ));
-            }
-            let should_have_more = *limit > 0 && expected.len() > page_len;
-            if *more != should_have_more {
-                problems.push(format!("more = {more}, expected {should_have_more}"));
-            }
-            if *count != expected.len() as i64 {
-                problems.push(format!(
-                    "count {count}, but {} keys lie from the start key on",
-                    expected.len()
-                ));
-            }
+            let mut problems = page_problems.unwrap_or_default();
+            problems.extend(count_problem.flatten());
             if !problems.is_empty() {
                 out.push(Violation {
                     at_ns: o.complete_ns,
@@ -255,5 +314,42 @@ mod tests {
             &ListContinuation.check(&h),
             "count 3, but 1 keys lie from the start key on",
         );
+    }
+
+    #[test]
+    fn a_row_committing_after_a_higher_id_counts_only_once_committed() {
+        // mysql-like: id 7 commits at 9 s, id 6 only at 11 s.
+        let mut h = log();
+        for (id, key, at) in [(7, "/r/e", 9.0), (6, "/r/d", 11.0)] {
+            store(
+                &mut h,
+                at,
+                "db",
+                StoreEvent::DbInsert {
+                    id,
+                    key: key.into(),
+                    created: true,
+                    deleted: false,
+                    create_revision: id,
+                    prev_revision: 0,
+                },
+            );
+        }
+        // Read at 10 s: revision 7 without /r/d is what the database held then.
+        list(
+            &mut h,
+            "/r/",
+            (0, 0),
+            7,
+            vec![("/r/a", 2), ("/r/c", 4), ("/r/e", 7)],
+            (false, 3),
+        );
+        let r = ListContinuation.check(&h);
+        assert!(r.passed(), "{:?}", r.violations);
+        // The same answer after 11 s misses a committed row.
+        let req = h.ops[0].request.clone();
+        let outcome = h.ops[0].outcome.clone();
+        op(&mut h, "c2", 12.0, 12.1, req, outcome);
+        assert_fires(&ListContinuation.check(&h), "missing /r/d (rev 6)");
     }
 }

@@ -73,11 +73,20 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
     }
     check(t.clients >= 1, "topology.clients", "at least 1 client")?;
     check(
-        s.database.dialect == "sqlite",
+        ["sqlite", "mysql-like"].contains(&s.database.dialect.as_str()),
         "database.dialect",
-        format!("unknown dialect `{}`; allowed: sqlite", s.database.dialect),
+        format!(
+            "unknown dialect `{}`; allowed: sqlite, mysql-like",
+            s.database.dialect
+        ),
     )?;
     range_ok("database.latency_ms", s.database.latency_ms)?;
+    check(
+        s.database.slow_commit_pct <= 100,
+        "database.slow_commit_pct",
+        "a percentage from 0 to 100",
+    )?;
+    range_ok("database.slow_commit_ms", s.database.slow_commit_ms)?;
     range_ok("network.latency_ms", s.network.latency_ms)?;
     let k = &s.kine;
     check(

@@ -4,6 +4,7 @@
 //! (madsim's tokio, network and time), an [`observe::Observer`] it reports to, and the
 //! [`faults::FaultPoints`] it consults; so the same code runs outside a simulation.
 
+pub mod apiserver;
 pub mod design;
 pub mod error;
 pub mod faults;

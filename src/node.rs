@@ -4,6 +4,7 @@
 //! A restart calls it again; everything that must survive (the database) is passed in, and
 //! everything else is rebuilt. Startup waits for the database, bounded by the node's lifetime.
 
+use crate::apiserver::{serve_api, ApiServer};
 use crate::design::Design;
 use crate::faults::SharedFaults;
 use crate::kine::compactor::{Compactor, CompactorConfig};
@@ -41,6 +42,8 @@ pub struct KineServerConfig {
     pub database: DatabaseLocation,
     pub db_call_timeout: Duration,
     pub compactor: CompactorConfig,
+    /// Where the apiserver facade serves requests and watch streams, when this server runs one.
+    pub apiserver: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// Runs a kine server: connect to the database, start the compactor, serve the etcd API.
@@ -90,6 +93,14 @@ pub async fn run_kine_server(
     }
     let hub = Arc::new(WatchHub::default());
     tokio::spawn(poll(store.clone(), hub.clone(), design.watch));
+    if let Some((api_addr, watch_addr)) = config.apiserver {
+        let facade = Arc::new(ApiServer {
+            store: store.clone(),
+            hub: hub.clone(),
+            watchlist: design.watchlist,
+        });
+        tokio::spawn(serve_api(facade, api_addr, watch_addr));
+    }
     let api = EtcdApi { store, hub };
     tonic::transport::Server::builder()
         .add_service(KvServer::new(api.clone()))

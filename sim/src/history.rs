@@ -42,6 +42,87 @@ pub struct History {
     /// Watch streams clients held, one per session (a resumed watch is a new session).
     #[serde(default)]
     pub watches: Vec<WatchSession>,
+    /// Chunked LISTs through the apiserver facade, page by page.
+    #[serde(default)]
+    pub lists: Vec<ChunkedList>,
+    /// WATCH and WatchList streams through the apiserver facade (a resumed one is a new session).
+    #[serde(default)]
+    pub api_watches: Vec<ApiWatch>,
+}
+
+/// One chunked LIST through the apiserver: its pages in order, continued token by token.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChunkedList {
+    pub id: u64,
+    pub client: String,
+    pub resource: String,
+    pub limit: i64,
+    /// Set for the conformance flow: page 2 retried with the first token until a 410 arrives,
+    /// for at most this long after the first page.
+    pub conformance_window_ns: Option<SimNanos>,
+    /// The conformance flow's object count: every page together must hold this many.
+    pub expected_total: Option<usize>,
+    pub pages: Vec<ListPage>,
+    /// Why the list stopped, when it did not reach its last page.
+    pub abandoned: Option<String>,
+}
+
+/// One page request and its answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListPage {
+    pub server: String,
+    pub invoke_ns: SimNanos,
+    pub complete_ns: SimNanos,
+    pub continue_token: Option<String>,
+    pub answer: PageAnswer,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum PageAnswer {
+    Page {
+        /// (key, resourceVersion) of every item, in the order received.
+        items: Vec<(String, i64)>,
+        resource_version: i64,
+        continue_token: Option<String>,
+        remaining_item_count: Option<i64>,
+    },
+    Status {
+        code: u16,
+        reason: String,
+        continue_token: Option<String>,
+    },
+    /// No answer within the deadline.
+    NoAnswer { error: String },
+}
+
+/// One WATCH or WatchList stream through the apiserver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiWatch {
+    pub id: u64,
+    pub client: String,
+    pub server: String,
+    pub request: store::apiserver::WatchRequest,
+    pub opened_ns: SimNanos,
+    pub events: Vec<ApiWatchEvent>,
+    pub end: Option<ApiWatchEnd>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiWatchEvent {
+    pub at_ns: SimNanos,
+    pub kind: store::apiserver::EventType,
+    pub key: String,
+    pub resource_version: i64,
+    pub initial_events_end: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiWatchEnd {
+    pub at_ns: SimNanos,
+    /// The status that ended (or refused) the stream, if the server sent one.
+    pub code: Option<u16>,
+    pub reason: String,
 }
 
 /// One watch stream from its creation to its end.
@@ -237,6 +318,11 @@ pub enum EventKind {
     },
     /// The fault schedule ended; the quiet period begins.
     FaultsStopped,
+    /// A client polled an apiserver's `/readyz` and it was not ready.
+    NotReady {
+        server: String,
+        failing: Vec<String>,
+    },
     Store {
         event: StoreEvent,
     },

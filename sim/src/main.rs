@@ -7,6 +7,7 @@
 mod bench;
 mod checkers;
 mod children;
+mod controller;
 mod determinism;
 mod faults;
 mod fuzz;

@@ -103,7 +103,11 @@ fn extract(h: &History) -> Timeline {
                 }
             }
             EventKind::Store { event } => match event {
-                StoreEvent::DbInsert { id, .. } => current.push((t, *id)),
+                StoreEvent::DbInsert { id, .. } => {
+                    // With a mysql-like database ids commit out of order; current is the highest.
+                    let top = current.last().map_or(0, |c| c.1);
+                    current.push((t, top.max(*id)));
+                }
                 StoreEvent::DbCompact {
                     committed: true,
                     stored_after,
@@ -134,7 +138,7 @@ fn extract(h: &History) -> Timeline {
                 StoreEvent::FaultInjected { fault, .. } => faults.push((t, fault.clone())),
                 _ => {}
             },
-            EventKind::FaultsStopped => {}
+            EventKind::FaultsStopped | EventKind::NotReady { .. } => {}
         }
     }
     for (n, from) in killed {

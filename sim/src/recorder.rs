@@ -5,8 +5,9 @@
 //! is the simulation's own deterministic order. It never reads the wall clock.
 
 use crate::history::{
-    EventKind, History, HistoryParams, Operation, Outcome, Request, SimNanos, WatchEventRecord,
-    WatchSession, WatchSessionEnd, WorldEvent,
+    ApiWatch, ApiWatchEnd, ApiWatchEvent, ChunkedList, EventKind, History, HistoryParams, ListPage,
+    Operation, Outcome, PageAnswer, Request, SimNanos, WatchEventRecord, WatchSession,
+    WatchSessionEnd, WorldEvent,
 };
 use crate::trace::Trace;
 use std::collections::BTreeMap;
@@ -24,6 +25,8 @@ struct State {
     next_op: u64,
     watches: Vec<WatchSession>,
     next_response: u64,
+    lists: Vec<ChunkedList>,
+    api_watches: Vec<ApiWatch>,
 }
 
 #[derive(Clone)]
@@ -186,6 +189,123 @@ impl Recorder {
         });
     }
 
+    /// Starts a chunked LIST record; pages follow with `list_page`.
+    pub fn start_list(&self, mut list: ChunkedList) -> u64 {
+        let mut s = self.lock();
+        list.id = s.lists.len() as u64;
+        let id = list.id;
+        s.lists.push(list);
+        id
+    }
+
+    pub fn list_page(&self, list: u64, page: ListPage) {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let l = &s.lists[list as usize];
+        let line = format!(
+            "list#{list} {} page {} -> {}",
+            l.resource,
+            l.pages.len() + 1,
+            match &page.answer {
+                PageAnswer::Page {
+                    items,
+                    resource_version,
+                    remaining_item_count,
+                    ..
+                } => format!(
+                    "{} items rv={resource_version} remaining={remaining_item_count:?}",
+                    items.len()
+                ),
+                PageAnswer::Status { code, reason, .. } => format!("{code} {reason}"),
+                PageAnswer::NoAnswer { error } => format!("no answer: {error}"),
+            }
+        );
+        let client = l.client.clone();
+        s.trace.push(at_ns, &client, &line);
+        s.lists[list as usize].pages.push(page);
+    }
+
+    pub fn abandon_list(&self, list: u64, why: &str) {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let client = s.lists[list as usize].client.clone();
+        s.trace
+            .push(at_ns, &client, &format!("list#{list} abandoned: {why}"));
+        s.lists[list as usize].abandoned = Some(why.to_string());
+    }
+
+    pub fn open_api_watch(
+        &self,
+        client: &str,
+        server: &str,
+        request: store::apiserver::WatchRequest,
+    ) -> u64 {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let id = s.api_watches.len() as u64;
+        let line = format!(
+            "api-watch#{id} on {server}: {} rv={:?} sendInitialEvents={} match={:?} continue={} accept={:?}",
+            request.resource,
+            request.resource_version,
+            request.send_initial_events,
+            request.resource_version_match,
+            request.continue_token.is_some(),
+            request.accept
+        );
+        s.trace.push(at_ns, client, &line);
+        s.api_watches.push(ApiWatch {
+            id,
+            client: client.to_string(),
+            server: server.to_string(),
+            request,
+            opened_ns: at_ns,
+            events: Vec::new(),
+            end: None,
+        });
+        id
+    }
+
+    pub fn api_watch_event(&self, watch: u64, mut event: ApiWatchEvent) {
+        event.at_ns = self.now_ns();
+        let mut s = self.lock();
+        let w = &s.api_watches[watch as usize];
+        let line = format!(
+            "api-watch#{watch} {:?} {} rv={}{}",
+            event.kind,
+            printable(&event.key),
+            event.resource_version,
+            if event.initial_events_end {
+                " initial-events-end"
+            } else {
+                ""
+            }
+        );
+        let client = w.client.clone();
+        s.trace.push(event.at_ns, &client, &line);
+        s.api_watches[watch as usize].events.push(event);
+    }
+
+    /// True while the stream has no end recorded.
+    pub fn api_watch_open(&self, watch: u64) -> bool {
+        self.lock().api_watches[watch as usize].end.is_none()
+    }
+
+    pub fn end_api_watch(&self, watch: u64, code: Option<u16>, reason: &str) {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let client = s.api_watches[watch as usize].client.clone();
+        s.trace.push(
+            at_ns,
+            &client,
+            &format!("api-watch#{watch} ended: {code:?} {reason}"),
+        );
+        s.api_watches[watch as usize].end = Some(ApiWatchEnd {
+            at_ns,
+            code,
+            reason: reason.to_string(),
+        });
+    }
+
     /// An observer that attributes store events to `node`.
     pub fn observer(&self, node: &str) -> Arc<dyn Observer> {
         Arc::new(NodeObserver {
@@ -209,6 +329,8 @@ impl Recorder {
             ops: std::mem::take(&mut s.ops),
             events: std::mem::take(&mut s.events),
             watches: std::mem::take(&mut s.watches),
+            lists: std::mem::take(&mut s.lists),
+            api_watches: std::mem::take(&mut s.api_watches),
         };
         (history, std::mem::take(&mut s.trace))
     }

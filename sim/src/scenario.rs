@@ -27,6 +27,9 @@ pub struct Scenario {
     pub workload: Workload,
     #[serde(default)]
     pub faults: Faults,
+    /// Controllers reaching the store through the apiserver facade.
+    #[serde(default)]
+    pub controllers: Controllers,
     /// Design selections, area = variant (for example `compactor = "kine-357"`).
     #[serde(default)]
     pub design: std::collections::BTreeMap<String, String>,
@@ -243,3 +246,56 @@ pub use load::load;
 
 #[cfg(test)]
 mod tests;
+
+/// Controllers: clients of the apiserver facade that write, list in pages, and hold WatchLists
+/// resumed after breaks, as client-go does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Controllers {
+    /// Controller nodes (0 = none).
+    pub count: u32,
+    /// The resource they list, watch and write.
+    pub resource: String,
+    /// Objects controller-1 creates first in namespace `seed` (the conformance test's data).
+    pub seed_objects: u32,
+    /// Writes per second per controller on `churn_names` objects in namespace `churn`.
+    pub writes_per_s: f64,
+    pub churn_names: u32,
+    /// Each controller renews its Node lease this often, like a kubelet (0 = never).
+    pub lease_every_s: u64,
+    /// A chunked LIST of the resource this often (0 = never), pausing between pages.
+    pub list_every_s: u64,
+    pub list_limit: i64,
+    pub page_pause_s: [u64; 2],
+    /// Hold a WatchList on the resource, resumed from the last resourceVersion after breaks.
+    pub watch_lists: bool,
+    /// Send a WatchList request the apiserver must refuse (422 or 406) this often (0 = never).
+    pub probe_every_s: u64,
+    /// controller-1 runs the chunked-list conformance flow on the seeded objects.
+    pub conformance: bool,
+    pub conformance_retry_s: u64,
+    pub conformance_window_s: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Controllers {
+    fn default() -> Self {
+        Controllers {
+            count: 0,
+            resource: "widgets".into(),
+            seed_objects: 0,
+            writes_per_s: 0.0,
+            churn_names: 20,
+            lease_every_s: 10,
+            list_every_s: 0,
+            list_limit: 40,
+            page_pause_s: [0, 5],
+            watch_lists: false,
+            probe_every_s: 0,
+            conformance: false,
+            conformance_retry_s: 20,
+            conformance_window_s: 600,
+            request_timeout_ms: 3000,
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! run through the quiet period, takes a final audit read and returns the recorded history. The
 //! database is the only state that outlives a node's restart: it is the node's disk.
 
+use crate::controller::{run_controller, ApiServerAddr, ControllerConfig};
 use crate::faults::compaction::CompactionFaults;
 use crate::faults::kill::Lifecycle;
 use crate::faults::network::Links;
@@ -44,6 +45,9 @@ pub struct RunOutput {
 
 const ETCD_PORT: u16 = 2379;
 const DB_PORT: u16 = 3306;
+/// The apiserver facade: requests, and watch streams.
+pub const API_PORT: u16 = 6443;
+pub const WATCH_PORT: u16 = 6444;
 
 fn ip(net: u8, host: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, net, host as u8))
@@ -262,6 +266,10 @@ fn build_cluster(
             listen,
             database: location,
             db_call_timeout: call_timeout,
+            apiserver: Some((
+                SocketAddr::new(ip(1, i), API_PORT),
+                SocketAddr::new(ip(1, i), WATCH_PORT),
+            )),
             compactor: CompactorConfig {
                 interval: Duration::from_secs(scenario.kine.compact_interval_s),
                 jitter_pct: scenario.kine.compact_interval_jitter_pct,
@@ -340,6 +348,31 @@ fn build_cluster(
             .name(&name)
             .ip(ip(3, i))
             .init(move || run_watcher(config.clone(), recorder_c.clone()))
+            .build();
+        cluster.register(&name, node.id(), Role::Client, recorder);
+    }
+    let apiservers: Vec<ApiServerAddr> = (1..=scenario.topology.servers)
+        .map(|i| ApiServerAddr {
+            name: format!("kine-{i}"),
+            api: SocketAddr::new(ip(1, i), API_PORT),
+            watch: SocketAddr::new(ip(1, i), WATCH_PORT),
+        })
+        .collect();
+    for i in 1..=scenario.controllers.count {
+        let name = format!("controller-{i}");
+        let config = ControllerConfig {
+            name: name.clone(),
+            index: i,
+            servers: apiservers.clone(),
+            settings: scenario.controllers.clone(),
+            stop_at,
+        };
+        let recorder_c = recorder.clone();
+        let node = handle
+            .create_node()
+            .name(&name)
+            .ip(ip(4, i))
+            .init(move || run_controller(config.clone(), recorder_c.clone()))
             .build();
         cluster.register(&name, node.id(), Role::Client, recorder);
     }

@@ -5,8 +5,8 @@
 //! when keys remain, and count every key from its start key on. Pages continued at the first
 //! page's revision therefore neither repeat nor skip a key.
 
-use super::{CheckReport, Checker, Violation};
-use crate::history::{History, OpResult, Outcome, Request, SimNanos};
+use super::{CheckReport, Checker, DbTimeline, Violation};
+use crate::history::{ChunkedList, History, OpResult, Outcome, PageAnswer, Request, SimNanos};
 use std::collections::BTreeMap;
 use store::observe::StoreEvent;
 
@@ -194,7 +194,244 @@ impl Checker for ListContinuation {
                 });
             }
         }
+        let db = DbTimeline::of(h);
+        for list in &h.lists {
+            check_chunked(list, &keys, &commits, &db, &mut out);
+        }
         CheckReport::new(self.name(), out)
+    }
+}
+
+/// Instants a read between `invoke` and `complete` may have run at: each commit in between, and
+/// the ends.
+fn instants(commits: &[SimNanos], invoke: SimNanos, complete: SimNanos) -> Vec<SimNanos> {
+    let mut out = vec![complete, invoke];
+    let from = commits.partition_point(|t| *t <= invoke);
+    let to = commits.partition_point(|t| *t <= complete);
+    out.extend(commits[from..to].iter().copied());
+    out
+}
+
+/// One chunked LIST through the apiserver: each page against the state at its resource
+/// version from its token's start key, `remainingItemCount`, the tokens it hands out, the 410
+/// path, and the conformance flow's window and totals.
+fn check_chunked(
+    list: &ChunkedList,
+    keys: &KeyRows<'_>,
+    commits: &[SimNanos],
+    db: &DbTimeline,
+    out: &mut Vec<Violation>,
+) {
+    let first_token = list.pages.iter().find_map(|p| p.continue_token.as_deref());
+    // The list's key prefix: what the first page's start was (a namespace or the resource).
+    let prefix = match list.pages.iter().find_map(|p| match &p.answer {
+        PageAnswer::Page { items, .. } if p.continue_token.is_none() => items.first().cloned(),
+        _ => None,
+    }) {
+        Some((key, _)) if list.conformance_window_ns.is_some() => {
+            key.rsplit_once('/').map(|(ns, _)| format!("{ns}/"))
+        }
+        _ => Some(store::apiserver::resource_prefix(&list.resource)),
+    };
+    let Some(prefix) = prefix else { return };
+    let end = String::from_utf8_lossy(&store::apiserver::prefix_end(&prefix)).into_owned();
+    let mut fire = |at_ns: SimNanos, what: String| {
+        out.push(Violation {
+            at_ns,
+            message: format!(
+                "list#{} by {} ({} limit {}): {what}",
+                list.id, list.client, list.resource, list.limit
+            ),
+        })
+    };
+    // The rv of the pages before the latest 410, which the next page's revision must differ from.
+    let mut expired_rv: Option<i64> = None;
+    let mut got_410_at: Option<SimNanos> = None;
+    let mut first_page_at: Option<SimNanos> = None;
+    let mut seen: Vec<String> = Vec::new();
+    for (n, page) in list.pages.iter().enumerate() {
+        let n = n + 1;
+        let (start, token_rv) = match &page.continue_token {
+            None => (prefix.clone(), None),
+            Some(t) => match store::apiserver::decode_continue(&prefix, t) {
+                Ok((start, rv)) => (start, Some(rv)),
+                Err(e) => {
+                    fire(
+                        page.complete_ns,
+                        format!("page {n} sent an unreadable token: {e}"),
+                    );
+                    continue;
+                }
+            },
+        };
+        match &page.answer {
+            PageAnswer::Page {
+                items,
+                resource_version: rv,
+                continue_token,
+                remaining_item_count,
+            } => {
+                if token_rv.is_none() {
+                    first_page_at.get_or_insert(page.complete_ns);
+                }
+                match token_rv {
+                    Some(t) if t > 0 && *rv != t => fire(
+                        page.complete_ns,
+                        format!("page {n} came at resource version {rv}, not its token's {t}"),
+                    ),
+                    Some(-1) => {
+                        if expired_rv.is_some_and(|old| *rv <= old) {
+                            fire(
+                                page.complete_ns,
+                                format!(
+                                    "page {n}, continued after 410 Expired, came at resource version {rv}, not newer than the expired {}",
+                                    expired_rv.unwrap_or(0)
+                                ),
+                            );
+                        }
+                        expired_rv = None;
+                    }
+                    _ => {}
+                }
+                let got: Vec<(&str, i64)> = items.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+                let more = continue_token.is_some();
+                let mut page_ok: Option<Vec<String>> = None;
+                let mut remaining_ok = false;
+                for by in instants(commits, page.invoke_ns, page.complete_ns) {
+                    let expected = state_at(keys, &start, &end, *rv, by);
+                    let problems = judge_page(&expected, *rv, list.limit, (&got, more));
+                    let after = expected.len().saturating_sub(got.len()) as i64;
+                    remaining_ok |= match remaining_item_count {
+                        Some(r) => more && *r == after,
+                        None => !more,
+                    };
+                    match &page_ok {
+                        Some(p) if p.is_empty() => {}
+                        Some(_) if !problems.is_empty() => {}
+                        _ => page_ok = Some(problems),
+                    }
+                }
+                if let Some(problems) = page_ok.filter(|p| !p.is_empty()) {
+                    fire(
+                        page.complete_ns,
+                        format!(
+                            "page {n} from {} at {rv}: {}",
+                            start.escape_debug(),
+                            problems.join("; ")
+                        ),
+                    );
+                }
+                if !remaining_ok {
+                    fire(
+                        page.complete_ns,
+                        format!(
+                            "page {n} at {rv}: remainingItemCount {remaining_item_count:?} does not count the items after it"
+                        ),
+                    );
+                }
+                if let (Some(t), Some(last)) = (continue_token, items.last()) {
+                    match store::apiserver::decode_continue(&prefix, t) {
+                        Ok((next, trv)) if next == format!("{}\0", last.0) && trv == *rv => {}
+                        other => fire(
+                            page.complete_ns,
+                            format!(
+                                "page {n} handed out a token for {other:?}, not for after {} at {rv}",
+                                last.0
+                            ),
+                        ),
+                    }
+                }
+                // Pages of one list, however continued, never repeat a key.
+                if list.conformance_window_ns.is_none()
+                    || got_410_at.is_some()
+                    || token_rv.is_none()
+                {
+                    for (k, _) in items {
+                        if seen.last().is_some_and(|l| l >= k) {
+                            fire(
+                                page.complete_ns,
+                                format!("page {n} repeats or goes back to {k}"),
+                            );
+                            break;
+                        }
+                        seen.push(k.clone());
+                    }
+                }
+            }
+            PageAnswer::Status {
+                code: 410,
+                continue_token,
+                ..
+            } => {
+                got_410_at.get_or_insert(page.complete_ns);
+                let Some(rv) = token_rv else {
+                    fire(
+                        page.complete_ns,
+                        format!("page {n}: 410 Expired for a first page"),
+                    );
+                    continue;
+                };
+                let compacted = db.compact_at(page.complete_ns);
+                if rv >= compacted || rv < 0 {
+                    fire(
+                        page.complete_ns,
+                        format!(
+                            "page {n}: 410 Expired for resource version {rv}, but the compact revision was {compacted}"
+                        ),
+                    );
+                }
+                expired_rv = Some(rv);
+                match continue_token
+                    .as_deref()
+                    .map(|t| store::apiserver::decode_continue(&prefix, t))
+                {
+                    Some(Ok((next, -1))) if next == start => {}
+                    other => fire(
+                        page.complete_ns,
+                        format!(
+                            "page {n}: the 410's token should continue from {} at rv -1, got {other:?}",
+                            start.escape_debug()
+                        ),
+                    ),
+                }
+            }
+            PageAnswer::Status { code, reason, .. } if *code < 500 => fire(
+                page.complete_ns,
+                format!("page {n} with a well-formed token refused: {code} {reason}"),
+            ),
+            _ => {}
+        }
+    }
+    let Some(window) = list.conformance_window_ns else {
+        return;
+    };
+    match (first_page_at, got_410_at) {
+        (Some(first), None) if list.abandoned.is_some() => fire(
+            first + window,
+            format!(
+                "no 410 Expired arrived within the {} s window: page 2 was retried {} times with the first page's token{} (compact revision by then: {})",
+                window / 1_000_000_000,
+                list.pages.len().saturating_sub(1),
+                first_token
+                    .and_then(|t| store::apiserver::decode_continue(&prefix, t).ok())
+                    .map(|(_, rv)| format!(" at resource version {rv}"))
+                    .unwrap_or_default(),
+                db.compact_at(first + window)
+            ),
+        ),
+        (Some(first), Some(at)) if at > first + window => fire(
+            at,
+            format!("the 410 Expired came {} s after the first page, past the window", (at - first) / 1_000_000_000),
+        ),
+        _ => {}
+    }
+    if let (Some(total), None, Some(_)) = (list.expected_total, &list.abandoned, got_410_at) {
+        if seen.len() != total {
+            fire(
+                list.pages.last().map_or(0, |p| p.complete_ns),
+                format!("the pages hold {} objects in all, not {total}", seen.len()),
+            );
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod compactor_continuity;
 mod list_continuation;
 mod revision_monotonic;
 mod watch;
+mod watchlist;
 
 use crate::history::{History, SimNanos};
 use store::observe::StoreEvent;
@@ -16,6 +17,7 @@ pub use compactor_continuity::CompactorContinuity;
 pub use list_continuation::ListContinuation;
 pub use revision_monotonic::RevisionMonotonic;
 pub use watch::WatchChecker;
+pub use watchlist::WatchList;
 
 /// Reports keep the earliest violations only, so a broken run stays readable.
 const MAX_VIOLATIONS: usize = 20;
@@ -68,6 +70,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(CompactorContinuity),
         Box::new(ListContinuation),
         Box::new(WatchChecker),
+        Box::new(WatchList),
     ]
 }
 
@@ -204,6 +207,8 @@ pub(crate) mod testutil {
             ops: vec![],
             events: vec![],
             watches: vec![],
+            lists: vec![],
+            api_watches: vec![],
         }
     }
 

@@ -87,6 +87,30 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
         "a percentage from 0 to 100",
     )?;
     range_ok("database.slow_commit_ms", s.database.slow_commit_ms)?;
+    let c = &s.controllers;
+    check(c.count <= 20, "controllers.count", "at most 20 controllers")?;
+    check(
+        c.writes_per_s.is_finite() && c.writes_per_s >= 0.0,
+        "controllers.writes_per_s",
+        "a finite rate, 0 or more",
+    )?;
+    check(c.list_limit >= 1, "controllers.list_limit", "at least 1")?;
+    range_ok("controllers.page_pause_s", c.page_pause_s)?;
+    check(
+        !c.conformance || c.seed_objects as i64 > c.list_limit,
+        "controllers.seed_objects",
+        "the conformance flow needs more seeded objects than one page holds",
+    )?;
+    check(
+        !c.conformance || c.conformance_retry_s >= 1,
+        "controllers.conformance_retry_s",
+        "at least 1 second",
+    )?;
+    check(
+        c.request_timeout_ms >= 1,
+        "controllers.request_timeout_ms",
+        "at least 1 ms",
+    )?;
     range_ok("network.latency_ms", s.network.latency_ms)?;
     let k = &s.kine;
     check(

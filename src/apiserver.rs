@@ -1,0 +1,858 @@
+//! The Kubernetes apiserver facade: what controllers reach instead of the etcd API.
+//!
+//! Requests and answers are typed values with HTTP status codes rather than real HTTP. It serves
+//! GET, chunked LIST with continue tokens (and 410 Expired with an rv=-1 token once the first
+//! page's revision is compacted), create/update/delete with optimistic concurrency, WATCH from a
+//! resourceVersion with bookmarks, WatchList with its validation, and `/readyz` with named
+//! checks, per SEMANTICS.md section 3. Watches are streams over the simulated network: the first
+//! message is the request, every later one an answer, so a partition stalls them as it would a
+//! TCP connection, and clients keep a deadline.
+
+use crate::design::WatchListVariant;
+use crate::error::StoreError;
+use crate::kine::sql::{End, Row};
+use crate::kine::store::KineStore;
+use crate::kine::watch::{run_watcher, WatchEnd, WatchHub, WatchItem};
+use crate::proto::etcdserverpb::{
+    compare, request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
+};
+use base64::Engine;
+use madsim::net::rpc::Request;
+use madsim::net::Endpoint;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where every object lives in the key space.
+pub const REGISTRY: &str = "/registry/";
+/// The annotation on the bookmark that ends a WatchList's initial events.
+pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+/// How often a watch with bookmarks allowed gets one (it doubles as the stream's keepalive).
+pub const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+const TOKEN_VERSION: &str = "meta.k8s.io/v1";
+
+/// The key prefix of a resource, with its trailing slash.
+pub fn resource_prefix(resource: &str) -> String {
+    format!("{REGISTRY}{resource}/")
+}
+
+/// The key prefix a LIST or WATCH covers: a resource, or one namespace of it.
+pub fn list_prefix(resource: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("{REGISTRY}{resource}/{ns}/"),
+        None => resource_prefix(resource),
+    }
+}
+
+/// The key of one object.
+pub fn object_key(resource: &str, namespace: &str, name: &str) -> String {
+    format!("{REGISTRY}{resource}/{namespace}/{name}")
+}
+
+/// An object as the apiserver returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Object {
+    pub key: String,
+    /// The object's resourceVersion: the revision that last wrote it.
+    pub resource_version: i64,
+    pub value: String,
+}
+
+/// A refusal or failure, as a Kubernetes `Status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub code: u16,
+    pub reason: String,
+    pub message: String,
+    /// Set on 410 Expired for a compacted continuation: the token that lists the remainder.
+    pub continue_token: Option<String>,
+}
+
+impl Status {
+    fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
+        Status {
+            code,
+            reason: reason.into(),
+            message: message.into(),
+            continue_token: None,
+        }
+    }
+
+    fn from_store(e: &StoreError) -> Self {
+        match e {
+            StoreError::Compacted => Status::new(410, "Expired", e.to_string()),
+            StoreError::FutureRevision => Status::new(504, "Timeout", e.to_string()),
+            StoreError::OutcomeUnknown => Status::new(504, "Timeout", e.to_string()),
+            StoreError::Database(_) | StoreError::Unsupported(_) => {
+                Status::new(500, "InternalError", e.to_string())
+            }
+        }
+    }
+}
+
+/// One request to the facade (everything but watches).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiRequest {
+    Get {
+        resource: String,
+        namespace: String,
+        name: String,
+    },
+    /// LIST of a resource across namespaces. `limit` 0 = everything; `continue_token` continues
+    /// a chunked list; `resource_version` (exact) only on a first page.
+    List {
+        resource: String,
+        /// One namespace, or every namespace.
+        namespace: Option<String>,
+        limit: i64,
+        continue_token: Option<String>,
+        resource_version: Option<i64>,
+    },
+    Create {
+        resource: String,
+        namespace: String,
+        name: String,
+        value: String,
+    },
+    /// Update guarded by the resourceVersion the client last saw.
+    Update {
+        resource: String,
+        namespace: String,
+        name: String,
+        value: String,
+        resource_version: i64,
+    },
+    Delete {
+        resource: String,
+        namespace: String,
+        name: String,
+        resource_version: i64,
+    },
+    Readyz,
+}
+
+/// A LIST page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectList {
+    pub items: Vec<Object>,
+    pub resource_version: i64,
+    pub continue_token: Option<String>,
+    pub remaining_item_count: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiResponse {
+    Object(Object),
+    List(ObjectList),
+    /// A successful delete: the revision of the deletion.
+    Deleted {
+        resource_version: i64,
+    },
+    Status(Status),
+    /// `/readyz`: 200 when every named check passes, else 500; one line per check.
+    Readyz {
+        code: u16,
+        checks: Vec<String>,
+    },
+}
+
+/// The message a client sends for one request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiCall(pub ApiRequest);
+
+impl Request for ApiCall {
+    type Response = ApiResponse;
+    const ID: u64 = madsim::net::rpc::hash_str("faultline.apiserver.ApiCall");
+}
+
+/// A WATCH or WatchList request, the first message on a watch stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchRequest {
+    pub resource: String,
+    pub resource_version: Option<i64>,
+    pub send_initial_events: bool,
+    /// `resourceVersionMatch`, e.g. `NotOlderThan`.
+    pub resource_version_match: Option<String>,
+    pub allow_watch_bookmarks: bool,
+    pub continue_token: Option<String>,
+    /// Content types the client accepts (`application/json`, or only the Table format).
+    pub accept: Vec<String>,
+}
+
+/// The Table format's content type, as a client asking for Table rows sends it.
+pub const ACCEPT_TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+pub const ACCEPT_JSON: &str = "application/json";
+
+impl WatchRequest {
+    /// True for `sendInitialEvents=true` (a WatchList).
+    pub fn is_watch_list(&self) -> bool {
+        self.send_initial_events
+    }
+
+    fn accepts_only_table(&self) -> bool {
+        !self.accept.is_empty() && self.accept.iter().all(|a| a.contains("as=Table"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+    Bookmark,
+}
+
+/// One message on a watch stream after the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchMessage {
+    /// The watch was refused or ended with this status (a 410 Expired, a 422, a 406).
+    Status(Status),
+    Event {
+        kind: EventType,
+        object: Object,
+        /// Only on the bookmark that ends a WatchList's initial events.
+        initial_events_end: bool,
+    },
+}
+
+/// The decoded form of a continue token.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Token {
+    v: String,
+    rv: i64,
+    start: String,
+}
+
+/// Encodes a continue token for listing the keys under `prefix` after `last_key` at `rv`.
+pub fn encode_continue(prefix: &str, last_key: &str, rv: i64) -> String {
+    let start = last_key.strip_prefix(prefix).unwrap_or(last_key);
+    let token = Token {
+        v: TOKEN_VERSION.into(),
+        rv,
+        start: format!("{start}\u{0}"),
+    };
+    let json = serde_json::to_vec(&token).expect("a token always serialises");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+/// Decodes a continue token for keys under `prefix` into (full start key, rv), refusing the
+/// tokens the apiserver refuses.
+pub fn decode_continue(prefix: &str, token: &str) -> Result<(String, i64), String> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|e| format!("continue key is not valid: {e}"))?;
+    let t: Token =
+        serde_json::from_slice(&bytes).map_err(|e| format!("continue key is not valid: {e}"))?;
+    if t.v != TOKEN_VERSION {
+        return Err(format!(
+            "continue key is not valid: server does not recognize this encoded key version {:?}",
+            t.v
+        ));
+    }
+    if t.rv == 0 {
+        return Err("continue key is not valid: incorrect encoded start resourceVersion".into());
+    }
+    if t.start.is_empty() {
+        return Err("continue key is not valid: encoded start key empty".into());
+    }
+    // A start key must stay inside the resource: a cleaned path equal to itself.
+    let rooted = if t.start.starts_with('/') {
+        t.start.clone()
+    } else {
+        format!("/{}", t.start)
+    };
+    if clean_path(&rooted) != rooted {
+        return Err(format!("continue key is not valid: {}", t.start));
+    }
+    Ok((format!("{prefix}{}", &rooted[1..]), t.rv))
+}
+
+/// Lexical path cleaning as Go's `path.Clean` does it, for rooted paths.
+fn clean_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// The first key after every key with `prefix` (etcd's prefix range end).
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// The apiserver's Txn: if mod_revision(key) == expected then put (or delete) else get.
+pub fn guarded_txn(key: &str, expected: i64, value: Option<&str>) -> TxnRequest {
+    let key_bytes = key.as_bytes().to_vec();
+    let write = match value {
+        Some(v) => request_op::Request::RequestPut(PutRequest {
+            key: key_bytes.clone(),
+            value: v.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+        None => request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+            key: key_bytes.clone(),
+            ..Default::default()
+        }),
+    };
+    TxnRequest {
+        compare: vec![Compare {
+            result: compare::CompareResult::Equal as i32,
+            target: compare::CompareTarget::Mod as i32,
+            key: key_bytes.clone(),
+            target_union: Some(compare::TargetUnion::ModRevision(expected)),
+            range_end: vec![],
+        }],
+        success: vec![RequestOp {
+            request: Some(write),
+        }],
+        failure: vec![RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key: key_bytes,
+                ..Default::default()
+            })),
+        }],
+    }
+}
+
+fn object_of(row: &Row) -> Object {
+    Object {
+        key: row.name.clone(),
+        resource_version: row.id,
+        value: String::from_utf8_lossy(&row.value).into_owned(),
+    }
+}
+
+/// One server's apiserver.
+pub struct ApiServer {
+    pub store: Arc<KineStore>,
+    pub hub: Arc<WatchHub>,
+    pub watchlist: WatchListVariant,
+}
+
+impl ApiServer {
+    pub async fn handle(&self, req: ApiRequest) -> ApiResponse {
+        match req {
+            ApiRequest::Get {
+                resource,
+                namespace,
+                name,
+            } => self.get(&object_key(&resource, &namespace, &name)).await,
+            ApiRequest::List {
+                resource,
+                namespace,
+                limit,
+                continue_token,
+                resource_version,
+            } => {
+                let prefix = list_prefix(&resource, namespace.as_deref());
+                self.list(&prefix, limit, continue_token, resource_version)
+                    .await
+            }
+            ApiRequest::Create {
+                resource,
+                namespace,
+                name,
+                value,
+            } => {
+                let key = object_key(&resource, &namespace, &name);
+                self.write(&key, 0, Some(&value), "AlreadyExists").await
+            }
+            ApiRequest::Update {
+                resource,
+                namespace,
+                name,
+                value,
+                resource_version,
+            } => {
+                let key = object_key(&resource, &namespace, &name);
+                self.write(&key, resource_version, Some(&value), "Conflict")
+                    .await
+            }
+            ApiRequest::Delete {
+                resource,
+                namespace,
+                name,
+                resource_version,
+            } => {
+                let key = object_key(&resource, &namespace, &name);
+                self.write(&key, resource_version, None, "Conflict").await
+            }
+            ApiRequest::Readyz => self.readyz().await,
+        }
+    }
+
+    async fn get(&self, key: &str) -> ApiResponse {
+        let req = RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        match self.store.range(&req).await {
+            Ok(resp) => match resp.kvs.first() {
+                Some(kv) => ApiResponse::Object(Object {
+                    key: key.to_string(),
+                    resource_version: kv.mod_revision,
+                    value: String::from_utf8_lossy(&kv.value).into_owned(),
+                }),
+                None => {
+                    ApiResponse::Status(Status::new(404, "NotFound", format!("{key} not found")))
+                }
+            },
+            Err(e) => ApiResponse::Status(Status::from_store(&e)),
+        }
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        expected: i64,
+        value: Option<&str>,
+        clash: &str,
+    ) -> ApiResponse {
+        match self.store.txn(&guarded_txn(key, expected, value)).await {
+            Ok(resp) if resp.succeeded => {
+                let rv = resp.header.map(|h| h.revision).unwrap_or(0);
+                match value {
+                    Some(v) => ApiResponse::Object(Object {
+                        key: key.to_string(),
+                        resource_version: rv,
+                        value: v.to_string(),
+                    }),
+                    None => ApiResponse::Deleted {
+                        resource_version: rv,
+                    },
+                }
+            }
+            Ok(resp) => {
+                let now = resp.responses.iter().find_map(|r| match &r.response {
+                    Some(response_op::Response::ResponseRange(rr)) => {
+                        rr.kvs.first().map(|kv| kv.mod_revision)
+                    }
+                    _ => None,
+                });
+                let (code, reason) = match (now, expected) {
+                    (None, e) if e > 0 => (404, "NotFound"),
+                    _ if clash == "AlreadyExists" => (409, "AlreadyExists"),
+                    _ => (409, "Conflict"),
+                };
+                ApiResponse::Status(Status::new(
+                    code,
+                    reason,
+                    format!("{key}: stored resourceVersion is {now:?}, request had {expected}"),
+                ))
+            }
+            Err(e) => ApiResponse::Status(Status::from_store(&e)),
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        limit: i64,
+        token: Option<String>,
+        resource_version: Option<i64>,
+    ) -> ApiResponse {
+        let (start, continue_rv) = match &token {
+            Some(t) => match decode_continue(prefix, t) {
+                Ok((start, rv)) => (start, Some(rv)),
+                Err(msg) => return ApiResponse::Status(Status::new(400, "BadRequest", msg)),
+            },
+            None => (prefix.to_string(), None),
+        };
+        // rv -1: the remainder at the latest revision (inconsistent with the earlier pages).
+        let revision = match continue_rv {
+            Some(rv) if rv > 0 => rv,
+            Some(_) => 0,
+            None => resource_version.unwrap_or(0),
+        };
+        let req = RangeRequest {
+            key: start.as_bytes().to_vec(),
+            range_end: prefix_end(prefix),
+            limit,
+            revision,
+            ..Default::default()
+        };
+        let resp = match self.store.range(&req).await {
+            Ok(resp) => resp,
+            Err(StoreError::Compacted) if continue_rv.is_some_and(|rv| rv > 0) => {
+                let key_of_start = start.strip_suffix('\0').unwrap_or(&start);
+                let mut status = Status::new(
+                    410,
+                    "Expired",
+                    "the continue token's resource version has been compacted; list again from \
+                     the start, or continue with the token in this status for the rest of the \
+                     list at the latest revision (not consistent with the earlier pages)",
+                );
+                status.continue_token = Some(encode_continue(prefix, key_of_start, -1));
+                return ApiResponse::Status(status);
+            }
+            Err(e) => return ApiResponse::Status(Status::from_store(&e)),
+        };
+        let rv = if revision > 0 {
+            revision
+        } else {
+            resp.header.as_ref().map(|h| h.revision).unwrap_or(0)
+        };
+        let items: Vec<Object> = resp
+            .kvs
+            .iter()
+            .map(|kv| Object {
+                key: String::from_utf8_lossy(&kv.key).into_owned(),
+                resource_version: kv.mod_revision,
+                value: String::from_utf8_lossy(&kv.value).into_owned(),
+            })
+            .collect();
+        let (continue_token, remaining_item_count) = match (resp.more, items.last()) {
+            (true, Some(last)) => (
+                Some(encode_continue(prefix, &last.key, rv)),
+                Some(resp.count - items.len() as i64),
+            ),
+            _ => (None, None),
+        };
+        ApiResponse::List(ObjectList {
+            items,
+            resource_version: rv,
+            continue_token,
+            remaining_item_count,
+        })
+    }
+
+    async fn readyz(&self) -> ApiResponse {
+        let etcd = tokio::time::timeout(Duration::from_secs(2), self.store.revisions())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let cache = self.hub.polled() > 0;
+        let checks = [
+            ("ping", true),
+            ("etcd", etcd),
+            ("poststarthook/watch-cache-synced", cache),
+        ];
+        let code = if checks.iter().all(|(_, ok)| *ok) {
+            200
+        } else {
+            500
+        };
+        ApiResponse::Readyz {
+            code,
+            checks: checks
+                .iter()
+                .map(|(name, ok)| {
+                    if *ok {
+                        format!("[+]{name} ok")
+                    } else {
+                        format!("[-]{name} failed: reason withheld")
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Validates a watch request the way the apiserver does: content negotiation first, then
+    /// the WatchList parameter rules.
+    pub fn refuse(&self, req: &WatchRequest) -> Option<Status> {
+        if req.is_watch_list()
+            && req.accepts_only_table()
+            && self.watchlist == WatchListVariant::Fixed
+        {
+            return Some(Status::new(
+                406,
+                "NotAcceptable",
+                "the WatchList stream cannot be served as Table",
+            ));
+        }
+        let not_older = req.resource_version_match.as_deref() == Some("NotOlderThan");
+        if req.send_initial_events && !not_older {
+            return Some(Status::new(
+                422,
+                "Invalid",
+                "sendInitialEvents: Forbidden: sendInitialEvents is allowed only with resourceVersionMatch=NotOlderThan",
+            ));
+        }
+        if req.resource_version_match.is_some() && !req.send_initial_events {
+            return Some(Status::new(
+                422,
+                "Invalid",
+                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is set",
+            ));
+        }
+        if req.continue_token.is_some() {
+            return Some(Status::new(
+                422,
+                "Invalid",
+                "continue: Forbidden: continue is forbidden for watch",
+            ));
+        }
+        if !req.send_initial_events && req.resource_version.is_none() {
+            return Some(Status::new(
+                422,
+                "Invalid",
+                "resourceVersion: Required: this facade serves watches from a resourceVersion",
+            ));
+        }
+        None
+    }
+
+    /// Serves one watch stream until the client goes away or the watch ends.
+    pub async fn watch(
+        self: Arc<Self>,
+        req: WatchRequest,
+        out: tokio::sync::mpsc::Sender<WatchMessage>,
+    ) {
+        if let Some(status) = self.refuse(&req) {
+            let _ = out.send(WatchMessage::Status(status)).await;
+            return;
+        }
+        let prefix = resource_prefix(&req.resource);
+        let end = End::Exclusive(String::from_utf8_lossy(&prefix_end(&prefix)).into_owned());
+        let start_after = if req.send_initial_events {
+            match self.initial_events(&req, &prefix, &out).await {
+                Ok(Some(at)) => at,
+                Ok(None) => return,
+                Err(status) => {
+                    let _ = out.send(WatchMessage::Status(status)).await;
+                    return;
+                }
+            }
+        } else {
+            req.resource_version.unwrap_or(0)
+        };
+        let (items_tx, mut items) = tokio::sync::mpsc::channel(256);
+        let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(4);
+        let watcher = tokio::spawn(run_watcher(
+            self.store.clone(),
+            self.hub.clone(),
+            prefix.clone(),
+            Some(end),
+            start_after + 1,
+            progress_rx,
+            items_tx,
+        ));
+        let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
+        bookmark.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                item = items.recv() => match item {
+                    Some(WatchItem::Rows(rows)) => {
+                        for row in rows {
+                            let kind = if row.deleted {
+                                EventType::Deleted
+                            } else if row.created {
+                                EventType::Added
+                            } else {
+                                EventType::Modified
+                            };
+                            let msg = WatchMessage::Event { kind, object: object_of(&row), initial_events_end: false };
+                            if out.send(msg).await.is_err() {
+                                watcher.abort();
+                                return;
+                            }
+                        }
+                    }
+                    Some(WatchItem::Progress(rv)) => {
+                        let msg = WatchMessage::Event {
+                            kind: EventType::Bookmark,
+                            object: Object { key: String::new(), resource_version: rv, value: String::new() },
+                            initial_events_end: false,
+                        };
+                        if out.send(msg).await.is_err() {
+                            watcher.abort();
+                            return;
+                        }
+                    }
+                    None => {
+                        let status = match watcher.await {
+                            Ok(WatchEnd::Compacted { compact_revision }) => Status::new(
+                                410,
+                                "Expired",
+                                format!("too old resource version: {start_after} ({compact_revision})"),
+                            ),
+                            Ok(other) => Status::new(500, "InternalError", format!("watch ended: {other:?}")),
+                            Err(e) => Status::new(500, "InternalError", e.to_string()),
+                        };
+                        let _ = out.send(WatchMessage::Status(status)).await;
+                        return;
+                    }
+                },
+                _ = bookmark.tick(), if req.allow_watch_bookmarks => {
+                    let _ = progress_tx.try_send(());
+                }
+            }
+        }
+    }
+
+    /// Sends a WatchList's initial ADDED events and its initial-events-end bookmark; returns the
+    /// bookmark's revision, after which ordinary events follow.
+    async fn initial_events(
+        &self,
+        req: &WatchRequest,
+        prefix: &str,
+        out: &tokio::sync::mpsc::Sender<WatchMessage>,
+    ) -> Result<Option<i64>, Status> {
+        // The revision the initial state must be at least as new as.
+        let required = match req.resource_version {
+            Some(rv) if rv > 0 => rv,
+            _ => {
+                self.store
+                    .revisions()
+                    .await
+                    .map_err(|e| Status::from_store(&e))?
+                    .0
+            }
+        };
+        // Like the watch cache, wait (bounded) until the poller has settled every id up to it:
+        // then the state at that revision can no longer change.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while self.hub.polled() < required {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::new(
+                    504,
+                    "Timeout",
+                    format!(
+                        "Too large resource version: {required}, current: {}",
+                        self.hub.polled()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let at = self.hub.polled();
+        let resp = self
+            .store
+            .range(&RangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_end(prefix),
+                revision: at,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Status::from_store(&e))?;
+        for kv in &resp.kvs {
+            let msg = WatchMessage::Event {
+                kind: EventType::Added,
+                object: Object {
+                    key: String::from_utf8_lossy(&kv.key).into_owned(),
+                    resource_version: kv.mod_revision,
+                    value: String::from_utf8_lossy(&kv.value).into_owned(),
+                },
+                initial_events_end: false,
+            };
+            if out.send(msg).await.is_err() {
+                return Ok(None);
+            }
+        }
+        let end = WatchMessage::Event {
+            kind: EventType::Bookmark,
+            object: Object {
+                key: String::new(),
+                resource_version: at,
+                value: String::new(),
+            },
+            initial_events_end: true,
+        };
+        if out.send(end).await.is_err() {
+            return Ok(None);
+        }
+        Ok(Some(at))
+    }
+}
+
+/// Serves the facade: requests on `api_addr`, watch streams on `watch_addr`, until the node is
+/// killed.
+pub async fn serve_api(api: Arc<ApiServer>, api_addr: SocketAddr, watch_addr: SocketAddr) {
+    let rpc = Endpoint::bind(api_addr)
+        .await
+        .expect("the apiserver binds its address");
+    let handler_api = api.clone();
+    rpc.add_rpc_handler(move |ApiCall(req): ApiCall| {
+        let api = handler_api.clone();
+        async move { api.handle(req).await }
+    });
+    let streams = Endpoint::bind(watch_addr)
+        .await
+        .expect("the apiserver binds its watch address");
+    loop {
+        let Ok((tx, mut rx, _peer)) = streams.accept1().await else {
+            continue;
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let Ok(first) = rx.recv().await else { return };
+            let Ok(req) = first.downcast::<WatchRequest>() else {
+                return;
+            };
+            let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(64);
+            let serving = tokio::spawn(api.watch(*req, out_tx));
+            while let Some(msg) = out_rx.recv().await {
+                if tx.send(Box::new(msg)).await.is_err() {
+                    break;
+                }
+            }
+            serving.abort();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_round_trips_and_starts_after_the_last_key() {
+        let prefix = list_prefix("widgets", Some("seed"));
+        let t = encode_continue(&prefix, "/registry/widgets/seed/obj-0039", 17);
+        assert!(
+            !t.contains('=') && !t.contains('+') && !t.contains('/'),
+            "{t}"
+        );
+        assert_eq!(
+            decode_continue(&prefix, &t).unwrap(),
+            ("/registry/widgets/seed/obj-0039\0".to_string(), 17)
+        );
+    }
+
+    fn token(json: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        let p = resource_prefix("widgets");
+        for (bad, why) in [
+            ("not base64 at all!", "continue key is not valid"),
+            (
+                &token(r#"{"v":"meta.k8s.io/v1","rv":0,"start":"a"}"#),
+                "resourceVersion",
+            ),
+            (
+                &token(r#"{"v":"meta.k8s.io/v1","rv":5,"start":""}"#),
+                "start key empty",
+            ),
+            (
+                &token(r#"{"v":"meta.k8s.io/v1","rv":5,"start":"../secrets/x"}"#),
+                "not valid",
+            ),
+            (&token(r#"{"v":"v2","rv":5,"start":"a"}"#), "version"),
+        ] {
+            let e = decode_continue(&p, bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(decode_continue(
+            &p,
+            &token(r#"{"v":"meta.k8s.io/v1","rv":-1,"start":"ns/a\u0000"}"#)
+        )
+        .is_ok());
+    }
+}

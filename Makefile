@@ -23,7 +23,7 @@ test:
 
 ## Both kine scenarios over SEEDS (default 1..200); reports in results/fuzz-*/summary.json.
 fuzz: build
-	$(BIN) fuzz scenarios/kine-compaction-failure.toml scenarios/kine-ha-partitions.toml --seeds $(SEEDS) $(DESIGN_FLAG)
+	$(BIN) fuzz scenarios/*.toml --seeds $(SEEDS) $(DESIGN_FLAG)
 
 ## Replay one seed with its full trace: make repro SCENARIO=... SEED=... [DESIGN=area=variant]
 repro: build

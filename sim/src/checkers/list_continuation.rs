@@ -589,4 +589,143 @@ mod tests {
         op(&mut h, "c2", 12.0, 12.1, req, outcome);
         assert_fires(&ListContinuation.check(&h), "missing /r/d (rev 6)");
     }
+
+    use crate::history::ListPage;
+
+    const SEED: &str = "/registry/widgets/seed/";
+
+    /// seed/a..d at 2..5, an unrelated row at 6, compacted to 6 at 8 s.
+    fn seeded() -> History {
+        let mut h = history();
+        for (id, key) in [
+            (2, "a"),
+            (3, "b"),
+            (4, "c"),
+            (5, "d"),
+            (6, "/registry/leases/x"),
+        ] {
+            let key = if key.starts_with('/') {
+                key.to_string()
+            } else {
+                format!("{SEED}{key}")
+            };
+            store(
+                &mut h,
+                id as f64,
+                "db",
+                StoreEvent::DbInsert {
+                    id,
+                    key,
+                    created: true,
+                    deleted: false,
+                    create_revision: id,
+                    prev_revision: 0,
+                },
+            );
+        }
+        db_compact(&mut h, 8.0, (0, 6), true, (6, 6));
+        h
+    }
+
+    fn page(at_s: f64, token: Option<String>, answer: PageAnswer) -> ListPage {
+        ListPage {
+            server: "kine-1".into(),
+            invoke_ns: (at_s * 1e9) as u64,
+            complete_ns: (at_s * 1e9) as u64 + 1_000_000,
+            continue_token: token,
+            answer,
+        }
+    }
+
+    fn items(keys: &[(&str, i64)]) -> Vec<(String, i64)> {
+        keys.iter()
+            .map(|(k, r)| (format!("{SEED}{k}"), *r))
+            .collect()
+    }
+
+    fn token(last: &str, rv: i64) -> String {
+        store::apiserver::encode_continue(SEED, &format!("{SEED}{last}"), rv)
+    }
+
+    /// The conformance flow: page 1 at 5, page 2 expired after the compaction, the rest at
+    /// `rest_rv` holding `rest`.
+    fn conformance(expired_at_s: f64, rest_rv: i64, rest: &[(&str, i64)]) -> History {
+        let mut h = seeded();
+        h.lists.push(ChunkedList {
+            id: 0,
+            client: "controller-1".into(),
+            resource: "widgets".into(),
+            limit: 2,
+            conformance_window_ns: Some(600_000_000_000),
+            expected_total: Some(4),
+            pages: vec![
+                page(
+                    5.5,
+                    None,
+                    PageAnswer::Page {
+                        items: items(&[("a", 2), ("b", 3)]),
+                        resource_version: 5,
+                        continue_token: Some(token("b", 5)),
+                        remaining_item_count: Some(2),
+                    },
+                ),
+                page(
+                    expired_at_s,
+                    Some(token("b", 5)),
+                    PageAnswer::Status {
+                        code: 410,
+                        reason: "Expired".into(),
+                        continue_token: Some(token("b", -1)),
+                    },
+                ),
+                page(
+                    9.5,
+                    Some(token("b", -1)),
+                    PageAnswer::Page {
+                        items: items(rest),
+                        resource_version: rest_rv,
+                        continue_token: None,
+                        remaining_item_count: None,
+                    },
+                ),
+            ],
+            abandoned: None,
+        });
+        h
+    }
+
+    #[test]
+    fn a_list_continued_through_410_at_a_new_revision_passes() {
+        let h = conformance(9.0, 6, &[("c", 4), ("d", 5)]);
+        let r = ListContinuation.check(&h);
+        assert!(r.passed(), "{:?}", r.violations);
+    }
+
+    #[test]
+    fn a_410_before_compaction_a_stale_revision_or_a_repeat_fire() {
+        let h = conformance(7.0, 6, &[("c", 4), ("d", 5)]);
+        assert_fires(
+            &ListContinuation.check(&h),
+            "but the compact revision was 0",
+        );
+        let h = conformance(9.0, 5, &[("c", 4), ("d", 5)]);
+        assert_fires(&ListContinuation.check(&h), "not newer than the expired 5");
+        let h = conformance(9.0, 6, &[("b", 3), ("c", 4)]);
+        assert_fires(
+            &ListContinuation.check(&h),
+            "unexpected /registry/widgets/seed/b",
+        );
+    }
+
+    #[test]
+    fn a_conformance_run_without_410_in_its_window_fires() {
+        let mut h = conformance(9.0, 6, &[("c", 4), ("d", 5)]);
+        let list = &mut h.lists[0];
+        list.pages.truncate(1);
+        list.abandoned = Some("no 410 Expired within 600 s".into());
+        assert_fires(
+            &ListContinuation.check(&h),
+            "no 410 Expired arrived within the 600 s window",
+        );
+    }
 }

@@ -13,8 +13,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use store::proto::etcdserverpb::{
-    compare, kv_client::KvClient, request_op, response_op, Compare, DeleteRangeRequest, PutRequest,
-    RangeRequest, RequestOp, TxnRequest, TxnResponse,
+    kv_client::KvClient, response_op, RangeRequest, TxnRequest, TxnResponse,
 };
 use store::proto::mvccpb::KeyValue;
 use tokio::time::Instant;
@@ -329,36 +328,7 @@ impl Client {
 
 /// The apiserver's Txn: if mod_revision(key) == expected then put (or delete) else get.
 fn txn(key: &str, expected: i64, value: Option<&String>) -> TxnRequest {
-    let key_bytes = key.as_bytes().to_vec();
-    let write = match value {
-        Some(v) => request_op::Request::RequestPut(PutRequest {
-            key: key_bytes.clone(),
-            value: v.clone().into_bytes(),
-            ..Default::default()
-        }),
-        None => request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-            key: key_bytes.clone(),
-            ..Default::default()
-        }),
-    };
-    TxnRequest {
-        compare: vec![Compare {
-            result: compare::CompareResult::Equal as i32,
-            target: compare::CompareTarget::Mod as i32,
-            key: key_bytes.clone(),
-            target_union: Some(compare::TargetUnion::ModRevision(expected)),
-            range_end: vec![],
-        }],
-        success: vec![RequestOp {
-            request: Some(write),
-        }],
-        failure: vec![RequestOp {
-            request: Some(request_op::Request::RequestRange(RangeRequest {
-                key: key_bytes,
-                ..Default::default()
-            })),
-        }],
-    }
+    store::apiserver::guarded_txn(key, expected, value.map(String::as_str))
 }
 
 fn read_outcome(

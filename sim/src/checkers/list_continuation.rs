@@ -113,7 +113,7 @@ impl Checker for ListContinuation {
     }
 
     fn meaning(&self) -> &'static str {
-        "each List page holds exactly the first keys of its range at its revision, ascending, with correct more and count, so continued pages neither repeat nor skip"
+        "each List page (etcd or apiserver) holds exactly the first keys of its range at its revision, ascending, with correct more/count/remainingItemCount and tokens; a 410 comes only for a compacted revision, with an rv=-1 token, and the list continues at a newer revision without repeats"
     }
 
     fn check(&self, h: &History) -> CheckReport {

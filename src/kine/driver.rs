@@ -144,15 +144,10 @@ async fn execute(
     req: &DbRequest,
     abort_after: Option<Duration>,
 ) -> Result<DbResponse, DbError> {
-    let (dialect, row) = {
-        let guard = db.lock().expect("database lock poisoned");
-        match req {
-            DbRequest::Insert(row) if guard.dialect() != Dialect::Sqlite => (guard.dialect(), row),
-            _ => {
-                drop(guard);
-                return db.lock().expect("database lock poisoned").execute(req);
-            }
-        }
+    let dialect = db.lock().expect("database lock poisoned").dialect();
+    let row = match req {
+        DbRequest::Insert(row) if dialect != Dialect::Sqlite => row,
+        _ => return db.lock().expect("database lock poisoned").execute(req),
     };
     let started = tokio::time::Instant::now();
     let id = db.lock().expect("database lock poisoned").reserve(row)?;

@@ -150,36 +150,14 @@ impl Checker for ListContinuation {
             // The read ran between invoke and completion: its rows (with `more`) must match the
             // state as of one commit in that window. kine counts in a second query, which may
             // see a later instant of the same window.
-            let mut instants = vec![o.complete_ns, o.invoke_ns];
-            let from = commits.partition_point(|t| *t <= o.invoke_ns);
-            let to = commits.partition_point(|t| *t <= o.complete_ns);
-            instants.extend(commits[from..to].iter().copied());
-            let mut page_problems: Option<Vec<String>> = None;
-            let mut count_problem: Option<Option<String>> = None;
-            for by in instants {
-                let expected = state_at(&keys, start, end, at, by);
-                let page = judge_page(&expected, at, *limit, (&got, *more));
-                let count = judge_count(&expected, *count);
-                if page_problems.as_ref().is_none_or(|p| !p.is_empty()) {
-                    page_problems = match page_problems {
-                        Some(first) if !page.is_empty() => Some(first),
-                        _ => Some(page),
-                    };
-                }
-                if count_problem.as_ref().is_none_or(|c| c.is_some()) {
-                    count_problem = match count_problem {
-                        Some(first) if count.is_some() => Some(first),
-                        _ => Some(count),
-                    };
-                }
-                if page_problems.as_ref().is_some_and(|p| p.is_empty())
-                    && count_problem.as_ref().is_some_and(|c| c.is_none())
-                {
-                    break;
-                }
-            }
-            let mut problems = page_problems.unwrap_or_default();
-            problems.extend(count_problem.flatten());
+            let window = instants(&commits, o.invoke_ns, o.complete_ns);
+            let state = |by| state_at(&keys, start, end, at, by);
+            let mut problems = at_some_instant(&window, |by| {
+                judge_page(&state(by), at, *limit, (&got, *more))
+            });
+            problems.extend(at_some_instant(&window, |by| {
+                judge_count(&state(by), *count).into_iter().collect()
+            }));
             if !problems.is_empty() {
                 out.push(Violation {
                     at_ns: o.complete_ns,
@@ -210,6 +188,19 @@ fn instants(commits: &[SimNanos], invoke: SimNanos, complete: SimNanos) -> Vec<S
     let to = commits.partition_point(|t| *t <= complete);
     out.extend(commits[from..to].iter().copied());
     out
+}
+
+/// The problems `judge` finds at the first instant, unless some instant finds none.
+fn at_some_instant(instants: &[SimNanos], judge: impl Fn(SimNanos) -> Vec<String>) -> Vec<String> {
+    let mut first = None;
+    for &by in instants {
+        let problems = judge(by);
+        if problems.is_empty() {
+            return problems;
+        }
+        first.get_or_insert(problems);
+    }
+    first.unwrap_or_default()
 }
 
 /// One chunked LIST through the apiserver: each page against the state at its resource
@@ -295,23 +286,12 @@ fn check_chunked(
                 }
                 let got: Vec<(&str, i64)> = items.iter().map(|(k, r)| (k.as_str(), *r)).collect();
                 let more = continue_token.is_some();
-                let mut page_ok: Option<Vec<String>> = None;
-                let mut remaining_ok = false;
-                for by in instants(commits, page.invoke_ns, page.complete_ns) {
-                    let expected = state_at(keys, &start, &end, *rv, by);
-                    let problems = judge_page(&expected, *rv, list.limit, (&got, more));
-                    let after = expected.len().saturating_sub(got.len()) as i64;
-                    remaining_ok |= match remaining_item_count {
-                        Some(r) => more && *r == after,
-                        None => !more,
-                    };
-                    match &page_ok {
-                        Some(p) if p.is_empty() => {}
-                        Some(_) if !problems.is_empty() => {}
-                        _ => page_ok = Some(problems),
-                    }
-                }
-                if let Some(problems) = page_ok.filter(|p| !p.is_empty()) {
+                let window = instants(commits, page.invoke_ns, page.complete_ns);
+                let state = |by| state_at(keys, &start, &end, *rv, by);
+                let problems = at_some_instant(&window, |by| {
+                    judge_page(&state(by), *rv, list.limit, (&got, more))
+                });
+                if !problems.is_empty() {
                     fire(
                         page.complete_ns,
                         format!(
@@ -321,11 +301,24 @@ fn check_chunked(
                         ),
                     );
                 }
-                if !remaining_ok {
+                // remainingItemCount: the items after this page, present exactly with a token.
+                let remaining = at_some_instant(&window, |by| {
+                    let after = state(by).len().saturating_sub(got.len()) as i64;
+                    let ok = match remaining_item_count {
+                        Some(r) => more && *r == after,
+                        None => !more,
+                    };
+                    if ok {
+                        vec![]
+                    } else {
+                        vec![format!("{after} items follow")]
+                    }
+                });
+                if let Some(why) = remaining.first() {
                     fire(
                         page.complete_ns,
                         format!(
-                            "page {n} at {rv}: remainingItemCount {remaining_item_count:?} does not count the items after it"
+                            "page {n} at {rv}: remainingItemCount {remaining_item_count:?} does not count the items after it ({why})"
                         ),
                     );
                 }

@@ -17,6 +17,7 @@ use crate::proto::etcdserverpb::{
     compare, request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
     RequestOp, TxnRequest,
 };
+use crate::proto::etcdserverpb::{RangeResponse, TxnResponse};
 use base64::Engine;
 use madsim::net::rpc::Request;
 use madsim::net::Endpoint;
@@ -84,7 +85,9 @@ impl Status {
         match e {
             StoreError::Compacted => Status::new(410, "Expired", e.to_string()),
             StoreError::FutureRevision => Status::new(504, "Timeout", e.to_string()),
-            StoreError::OutcomeUnknown => Status::new(504, "Timeout", e.to_string()),
+            StoreError::OutcomeUnknown | StoreError::NoLeader => {
+                Status::new(504, "Timeout", e.to_string())
+            }
             StoreError::Database(_) | StoreError::Unsupported(_) => {
                 Status::new(500, "InternalError", e.to_string())
             }
@@ -335,10 +338,51 @@ fn object_of(row: &Row) -> Object {
     }
 }
 
+/// Where an apiserver keeps its objects.
+pub enum Backend {
+    /// kine in the same process: the watch cache polls its log directly.
+    Kine {
+        store: Arc<KineStore>,
+        hub: Arc<WatchHub>,
+    },
+    /// etcd members, reached over gRPC (LIST, GET and writes only: this facade serves watches
+    /// over kine alone).
+    Etcd(Arc<crate::k3s::etcd_client::EtcdClient>),
+}
+
+impl Backend {
+    async fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
+        match self {
+            Backend::Kine { store, .. } => store.range(req).await,
+            Backend::Etcd(c) => c.range(req.clone()).await,
+        }
+    }
+
+    async fn txn(&self, req: &TxnRequest) -> Result<TxnResponse, StoreError> {
+        match self {
+            Backend::Kine { store, .. } => store.txn(req).await,
+            Backend::Etcd(c) => c.txn(req.clone()).await,
+        }
+    }
+
+    async fn current_revision(&self) -> Result<i64, StoreError> {
+        match self {
+            Backend::Kine { store, .. } => store.revisions().await.map(|(c, _)| c),
+            Backend::Etcd(c) => c.current_revision().await,
+        }
+    }
+
+    fn kine(&self) -> Option<(&Arc<KineStore>, &Arc<WatchHub>)> {
+        match self {
+            Backend::Kine { store, hub } => Some((store, hub)),
+            Backend::Etcd(_) => None,
+        }
+    }
+}
+
 /// One server's apiserver.
 pub struct ApiServer {
-    pub store: Arc<KineStore>,
-    pub hub: Arc<WatchHub>,
+    pub backend: Backend,
     pub watchlist: WatchListVariant,
 }
 
@@ -399,7 +443,7 @@ impl ApiServer {
             key: key.as_bytes().to_vec(),
             ..Default::default()
         };
-        match self.store.range(&req).await {
+        match self.backend.range(&req).await {
             Ok(resp) => match resp.kvs.first() {
                 Some(kv) => ApiResponse::Object(Object {
                     key: key.to_string(),
@@ -421,7 +465,7 @@ impl ApiServer {
         value: Option<&str>,
         clash: &str,
     ) -> ApiResponse {
-        match self.store.txn(&guarded_txn(key, expected, value)).await {
+        match self.backend.txn(&guarded_txn(key, expected, value)).await {
             Ok(resp) if resp.succeeded => {
                 let rv = resp.header.map(|h| h.revision).unwrap_or(0);
                 match value {
@@ -484,7 +528,7 @@ impl ApiServer {
             revision,
             ..Default::default()
         };
-        let resp = match self.store.range(&req).await {
+        let resp = match self.backend.range(&req).await {
             Ok(resp) => resp,
             Err(StoreError::Compacted) if continue_rv.is_some_and(|rv| rv > 0) => {
                 let key_of_start = start.strip_suffix('\0').unwrap_or(&start);
@@ -530,10 +574,10 @@ impl ApiServer {
     }
 
     async fn readyz(&self) -> ApiResponse {
-        let etcd = tokio::time::timeout(Duration::from_secs(2), self.store.revisions())
+        let etcd = tokio::time::timeout(Duration::from_secs(2), self.backend.current_revision())
             .await
             .is_ok_and(|r| r.is_ok());
-        let cache = self.hub.polled() > 0;
+        let cache = self.backend.kine().is_none_or(|(_, hub)| hub.polled() > 0);
         let checks = [
             ("ping", true),
             ("etcd", etcd),
@@ -614,10 +658,20 @@ impl ApiServer {
             let _ = out.send(WatchMessage::Status(status)).await;
             return;
         }
+        let Some((store, hub)) = self.backend.kine() else {
+            let status = Status::new(
+                501,
+                "NotImplemented",
+                "this facade serves watches over kine only",
+            );
+            let _ = out.send(WatchMessage::Status(status)).await;
+            return;
+        };
+        let (store, hub) = (store.clone(), hub.clone());
         let prefix = resource_prefix(&req.resource);
         let end = End::Exclusive(String::from_utf8_lossy(&prefix_end(&prefix)).into_owned());
         let start_after = if req.send_initial_events {
-            match self.initial_events(&req, &prefix, &out).await {
+            match self.initial_events(&req, &prefix, &hub, &out).await {
                 Ok(Some(at)) => at,
                 Ok(None) => return,
                 Err(status) => {
@@ -631,8 +685,8 @@ impl ApiServer {
         let (items_tx, mut items) = tokio::sync::mpsc::channel(256);
         let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(4);
         let watcher = tokio::spawn(run_watcher(
-            self.store.clone(),
-            self.hub.clone(),
+            store,
+            hub,
             prefix.clone(),
             Some(end),
             start_after + 1,
@@ -699,38 +753,37 @@ impl ApiServer {
         &self,
         req: &WatchRequest,
         prefix: &str,
+        hub: &WatchHub,
         out: &tokio::sync::mpsc::Sender<WatchMessage>,
     ) -> Result<Option<i64>, Status> {
         // The revision the initial state must be at least as new as.
         let required = match req.resource_version {
             Some(rv) if rv > 0 => rv,
-            _ => {
-                self.store
-                    .revisions()
-                    .await
-                    .map_err(|e| Status::from_store(&e))?
-                    .0
-            }
+            _ => self
+                .backend
+                .current_revision()
+                .await
+                .map_err(|e| Status::from_store(&e))?,
         };
         // Like the watch cache, wait (bounded) until the poller has settled every id up to it:
         // then the state at that revision can no longer change.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while self.hub.polled() < required {
+        while hub.polled() < required {
             if tokio::time::Instant::now() >= deadline {
                 return Err(Status::new(
                     504,
                     "Timeout",
                     format!(
                         "Too large resource version: {required}, current: {}",
-                        self.hub.polled()
+                        hub.polled()
                     ),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let at = self.hub.polled();
+        let at = hub.polled();
         let resp = self
-            .store
+            .backend
             .range(&RangeRequest {
                 key: prefix.as_bytes().to_vec(),
                 range_end: prefix_end(prefix),

@@ -40,6 +40,42 @@ pub enum WatchVariant {
     Fixed,
     /// Skip the missing id at once: a row that commits late is never delivered.
     GapSkip,
+    /// etcd member watch (etcd issues 18089, 19179): a watch opened exactly at the compact
+    /// revision drops the DELETE event at that revision.
+    Etcd18089,
+}
+
+/// How a node's client load balancer fails over and back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LbVariant {
+    /// The default server is used only while every other server fails; once one passes, the
+    /// default server's connections are closed so clients fail back.
+    #[default]
+    Fixed,
+    /// k3s issue 11311: falls back to the default (join) server and never fails back; an
+    /// etcd-only default server passes its check because its supervisor answers.
+    K3s11311,
+}
+
+/// How a control-plane-only node starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartupVariant {
+    /// Starts with any previously known server reachable.
+    #[default]
+    Fixed,
+    /// k3s issue 11333: insists on its join server at start.
+    K3s11333,
+}
+
+/// How an etcd member recovers its current revision after a crash mid-compaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompactionVariant {
+    /// The current revision is at least the scheduled compact revision.
+    #[default]
+    Fixed,
+    /// etcd issue 17780: only the revisions left in the backend count, so compacting a tombstone
+    /// at the latest revision and crashing before the finished mark lowers the current revision.
+    Etcd17780,
 }
 
 /// How the apiserver negotiates a WatchList request's content type.
@@ -131,6 +167,13 @@ pub const VARIANTS: &[VariantInfo] = &[
         scenario: "watch-under-faults",
     },
     VariantInfo {
+        area: "watch",
+        name: "etcd-18089",
+        meaning: "an etcd watch opened exactly at the compact revision drops the DELETE at it (etcd #18089)",
+        caught_by: "watch",
+        scenario: "etcd-compaction-crash",
+    },
+    VariantInfo {
         area: "watchlist",
         name: "fixed",
         meaning: "a WatchList accepting only Table is refused with 406 Not Acceptable",
@@ -144,6 +187,48 @@ pub const VARIANTS: &[VariantInfo] = &[
         caught_by: "watchlist",
         scenario: "watchlist",
     },
+    VariantInfo {
+        area: "lb",
+        name: "fixed",
+        meaning: "the default server only while all others fail; fail back once one passes",
+        caught_by: "",
+        scenario: "etcd-only-rejoin",
+    },
+    VariantInfo {
+        area: "lb",
+        name: "k3s-11311",
+        meaning: "falls back to the default (join) server and never fails back (k3s #11311)",
+        caught_by: "etcd-only-rejoin",
+        scenario: "etcd-only-rejoin",
+    },
+    VariantInfo {
+        area: "startup",
+        name: "fixed",
+        meaning: "a node starts while any previously known server is reachable",
+        caught_by: "",
+        scenario: "etcd-only-rejoin",
+    },
+    VariantInfo {
+        area: "startup",
+        name: "k3s-11333",
+        meaning: "a control-plane-only node insists on its join server at start (k3s #11333)",
+        caught_by: "etcd-only-rejoin",
+        scenario: "etcd-only-rejoin",
+    },
+    VariantInfo {
+        area: "compaction",
+        name: "fixed",
+        meaning: "an etcd member's current revision is at least its scheduled compact revision",
+        caught_by: "",
+        scenario: "etcd-compaction-crash",
+    },
+    VariantInfo {
+        area: "compaction",
+        name: "etcd-17780",
+        meaning: "a crash mid-compaction of a tombstone at the latest revision lowers the revision (etcd #17780)",
+        caught_by: "revision-monotonic",
+        scenario: "etcd-compaction-crash",
+    },
 ];
 
 /// The resolved design of one run.
@@ -156,6 +241,12 @@ pub struct Design {
     pub watch: WatchVariant,
     #[serde(default)]
     pub watchlist: WatchListVariant,
+    #[serde(default)]
+    pub lb: LbVariant,
+    #[serde(default)]
+    pub startup: StartupVariant,
+    #[serde(default)]
+    pub compaction: CompactionVariant,
     /// `kine.compact_min_retain=N`: overrides the scenario's setting.
     #[serde(default)]
     pub compact_min_retain: Option<i64>,
@@ -225,6 +316,13 @@ impl Design {
             ("list", "start-key-inclusive") => self.list = ListVariant::StartKeyInclusive,
             ("watch", "fixed") => self.watch = WatchVariant::Fixed,
             ("watch", "gap-skip") => self.watch = WatchVariant::GapSkip,
+            ("watch", "etcd-18089") => self.watch = WatchVariant::Etcd18089,
+            ("lb", "fixed") => self.lb = LbVariant::Fixed,
+            ("lb", "k3s-11311") => self.lb = LbVariant::K3s11311,
+            ("startup", "fixed") => self.startup = StartupVariant::Fixed,
+            ("startup", "k3s-11333") => self.startup = StartupVariant::K3s11333,
+            ("compaction", "fixed") => self.compaction = CompactionVariant::Fixed,
+            ("compaction", "etcd-17780") => self.compaction = CompactionVariant::Etcd17780,
             ("watchlist", "fixed") => self.watchlist = WatchListVariant::Fixed,
             ("watchlist", "k8s-126206") => self.watchlist = WatchListVariant::K8s126206,
             _ => unreachable!("variant {area}={variant} is listed but not wired"),
@@ -251,11 +349,22 @@ impl Design {
         if let Some(v) = list {
             out.push(format!("list={v}"));
         }
-        if self.watch == WatchVariant::GapSkip {
-            out.push("watch=gap-skip".into());
+        match self.watch {
+            WatchVariant::Fixed => {}
+            WatchVariant::GapSkip => out.push("watch=gap-skip".into()),
+            WatchVariant::Etcd18089 => out.push("watch=etcd-18089".into()),
         }
         if self.watchlist == WatchListVariant::K8s126206 {
             out.push("watchlist=k8s-126206".into());
+        }
+        if self.lb == LbVariant::K3s11311 {
+            out.push("lb=k3s-11311".into());
+        }
+        if self.startup == StartupVariant::K3s11333 {
+            out.push("startup=k3s-11333".into());
+        }
+        if self.compaction == CompactionVariant::Etcd17780 {
+            out.push("compaction=etcd-17780".into());
         }
         if let Some(n) = self.compact_min_retain {
             out.push(format!("kine.compact_min_retain={n}"));

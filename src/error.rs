@@ -23,6 +23,9 @@ pub enum StoreError {
     Database(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The etcd member knows no leader: nothing was proposed.
+    #[error("etcdserver: no leader")]
+    NoLeader,
 }
 
 impl From<DriverError> for StoreError {
@@ -40,7 +43,7 @@ impl From<StoreError> for tonic::Status {
         let msg = e.to_string();
         match e {
             StoreError::Compacted | StoreError::FutureRevision => tonic::Status::out_of_range(msg),
-            StoreError::OutcomeUnknown => tonic::Status::unavailable(msg),
+            StoreError::OutcomeUnknown | StoreError::NoLeader => tonic::Status::unavailable(msg),
             StoreError::Database(_) => tonic::Status::unknown(msg),
             StoreError::Unsupported(_) => tonic::Status::invalid_argument(msg),
         }

@@ -34,6 +34,13 @@ impl CompactFault {
 pub trait FaultPoints: Send + Sync {
     /// Called once per compaction batch, before the batch is sent to the database.
     fn compact_batch(&self, server: &str) -> Option<CompactFault>;
+
+    /// Called by an etcd member at a named crash point (etcd's robustness tests use gofail
+    /// failpoints here). `true` means the member dies at this point: it stops and the host kills
+    /// and later restarts its node.
+    fn member_crash(&self, _member: &str, _point: &str) -> bool {
+        false
+    }
 }
 
 /// Injects nothing.

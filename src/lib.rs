@@ -7,7 +7,9 @@
 pub mod apiserver;
 pub mod design;
 pub mod error;
+pub mod etcd;
 pub mod faults;
+pub mod k3s;
 pub mod kine;
 pub mod node;
 pub mod observe;

@@ -95,8 +95,10 @@ pub async fn run_kine_server(
     tokio::spawn(poll(store.clone(), hub.clone(), design.watch));
     if let Some((api_addr, watch_addr)) = config.apiserver {
         let facade = Arc::new(ApiServer {
-            store: store.clone(),
-            hub: hub.clone(),
+            backend: crate::apiserver::Backend::Kine {
+                store: store.clone(),
+                hub: hub.clone(),
+            },
             watchlist: design.watchlist,
         });
         tokio::spawn(serve_api(facade, api_addr, watch_addr));

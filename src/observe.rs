@@ -107,4 +107,37 @@ pub enum StoreEvent {
         compact_revision: i64,
         rows: i64,
     },
+    /// An etcd member started from its disk image (or empty, to join).
+    MemberStarted {
+        member_id: u64,
+        applied_index: u64,
+        current_revision: i64,
+        compact_revision: i64,
+        scheduled_compact_revision: i64,
+    },
+    /// An etcd member's MVCC store passed a compaction phase (`scheduled`, `deleted`,
+    /// `finished`) for `revision`.
+    MemberCompaction { revision: i64, phase: String },
+    /// A supervisor added a member to the etcd cluster for a joining node.
+    MemberAdded { member_id: u64, node: String },
+    /// A kill dropped the node's unsynced disk writes; `torn` when part of the last write stayed.
+    DiskLost { files: u64, bytes: u64, torn: bool },
+    /// The node's client load balancer now routes new connections to `server` (`None` when it
+    /// knows no server); `apiserver` says whether that server runs an apiserver.
+    LbRoute {
+        server: Option<String>,
+        apiserver: bool,
+        reason: String,
+    },
+    /// The kubelet tried to renew its Node lease through the load balancer.
+    NodeLeaseRenew {
+        via: Option<String>,
+        ok: bool,
+        error: String,
+    },
+    /// A component waiting for the apiserver polled `/readyz` through `via`; these checks failed.
+    ApiserverWaiting {
+        via: Option<String>,
+        failing: Vec<String>,
+    },
 }

@@ -29,6 +29,32 @@ pub struct HistoryParams {
     /// The id of the final audit read: a full List at the latest revision taken after the quiet
     /// period, once every node is up and every partition healed.
     pub final_read: Option<u64>,
+    /// etcd topology: each node's role (`server`, `etcd-only`, `control-plane-only`, `agent`).
+    #[serde(default)]
+    pub node_roles: std::collections::BTreeMap<String, String>,
+    /// etcd topology: how long after faults stop every node must be routed to an apiserver and
+    /// Ready again (derived from the health-check period, lease interval and grace period).
+    #[serde(default)]
+    pub rejoin_bound_ns: SimNanos,
+    /// etcd topology: a Node is NotReady after this long without a lease renewal.
+    #[serde(default)]
+    pub node_lease_grace_ns: SimNanos,
+    /// etcd topology: each member's status, read after the quiet period.
+    #[serde(default)]
+    pub members_final: Vec<MemberFinal>,
+}
+
+/// One etcd member's status as the final audit read it (serializable, from the member itself).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberFinal {
+    pub node: String,
+    pub member_id: u64,
+    /// False when the member did not answer the audit.
+    pub reachable: bool,
+    pub revision: i64,
+    pub applied_index: u64,
+    /// The member id this member believes leads (0: none).
+    pub leader: u64,
 }
 
 /// Everything that was recorded in one run.

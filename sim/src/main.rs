@@ -9,6 +9,7 @@ mod checkers;
 mod children;
 mod controller;
 mod determinism;
+mod etcd_world;
 mod faults;
 mod fuzz;
 mod history;

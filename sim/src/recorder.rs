@@ -27,6 +27,8 @@ struct State {
     next_response: u64,
     lists: Vec<ChunkedList>,
     api_watches: Vec<ApiWatch>,
+    /// Revisions already reported committed: every etcd member applies (and reports) each one.
+    committed: std::collections::BTreeSet<i64>,
 }
 
 #[derive(Clone)]
@@ -343,6 +345,12 @@ struct NodeObserver {
 
 impl Observer for NodeObserver {
     fn record(&self, event: StoreEvent) {
+        if let StoreEvent::DbInsert { id, .. } = &event {
+            // The first report of a commit is the fact; the other members' are echoes.
+            if !self.recorder.lock().committed.insert(*id) {
+                return;
+            }
+        }
         self.recorder.event(&self.node, EventKind::Store { event });
     }
 }

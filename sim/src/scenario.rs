@@ -23,6 +23,8 @@ pub struct Scenario {
     #[serde(default)]
     pub kine: Kine,
     #[serde(default)]
+    pub etcd: Etcd,
+    #[serde(default)]
     pub network: Network,
     pub workload: Workload,
     #[serde(default)]
@@ -42,6 +44,8 @@ pub enum TopologyKind {
     Single,
     /// Several kine servers sharing one database node over the network.
     Ha,
+    /// Embedded etcd: every server runs an etcd member (raft-replicated, with its own disk).
+    Etcd,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,6 +120,39 @@ impl Default for Kine {
             compact_batch_revisions: 1000,
             compact_timeout_ms: 5000,
             db_call_timeout_ms: 2000,
+        }
+    }
+}
+
+/// Embedded etcd settings (SEMANTICS.md sections 1 and 5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Etcd {
+    /// How often the apiservers compact (Kubernetes: every 5 minutes); 0 turns it off.
+    pub compact_interval_s: u64,
+    /// `apiserver` (compare-and-swap on compact_rev_key, compacting what the previous interval
+    /// saw) or `latest` (compact to the current revision, as etcd's robustness traffic does).
+    pub compact_mode: String,
+    /// Applied entries between a member's snapshots (etcd's snapshot-count, scaled down).
+    pub snapshot_entries: u64,
+    /// Log entries a member keeps behind its snapshot for slow followers.
+    pub keep_entries: u64,
+    /// Chance that a kill tears the last unsynced write instead of dropping it whole.
+    pub torn_write_probability: f64,
+    /// Chance that a member crashes between deleting a compaction's rows and saving it as
+    /// finished (etcd's `compactBeforeSetFinishedCompact` failpoint).
+    pub compaction_crash_probability: f64,
+}
+
+impl Default for Etcd {
+    fn default() -> Self {
+        Etcd {
+            compact_interval_s: 300,
+            compact_mode: "apiserver".into(),
+            snapshot_entries: 500,
+            keep_entries: 100,
+            torn_write_probability: 0.3,
+            compaction_crash_probability: 0.0,
         }
     }
 }

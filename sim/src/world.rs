@@ -43,13 +43,13 @@ pub struct RunOutput {
     pub fault_mix: FaultMix,
 }
 
-const ETCD_PORT: u16 = 2379;
+pub(crate) const ETCD_PORT: u16 = 2379;
 const DB_PORT: u16 = 3306;
 /// The apiserver facade: requests, and watch streams.
 pub const API_PORT: u16 = 6443;
 pub const WATCH_PORT: u16 = 6444;
 
-fn ip(net: u8, host: u32) -> IpAddr {
+pub(crate) fn ip(net: u8, host: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, net, host as u8))
 }
 
@@ -70,15 +70,15 @@ pub fn run_seed(scenario: &Scenario, seed: u64, design: &Design) -> RunOutput {
     rt.block_on(async move { orchestrate(scenario, seed, design).await })
 }
 
-struct Cluster {
-    ids: BTreeMap<String, NodeId>,
-    refs: Vec<NodeRef>,
-    servers: Vec<(String, SocketAddr)>,
+pub(crate) struct Cluster {
+    pub ids: BTreeMap<String, NodeId>,
+    pub refs: Vec<NodeRef>,
+    pub servers: Vec<(String, SocketAddr)>,
 }
 
 impl Cluster {
     /// Records a created node under its name and role, and that it started.
-    fn register(&mut self, name: &str, id: NodeId, role: Role, recorder: &Recorder) {
+    pub fn register(&mut self, name: &str, id: NodeId, role: Role, recorder: &Recorder) {
         self.ids.insert(name.to_string(), id);
         self.refs.push(NodeRef {
             name: name.to_string(),
@@ -99,16 +99,39 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
     let faults_stop = start + fault_period;
     let end = faults_stop + Duration::from_secs(scenario.quiet_s);
     let mix = draw_mix(&scenario.faults, seed);
-    let compaction_faults = Arc::new(CompactionFaults::new(
-        seed,
-        mix.compact_failure_probability,
-        &scenario.faults.compact_failure_kinds,
-        faults_stop,
-    ));
+    let (crash_tx, mut crashes) = tokio::sync::mpsc::unbounded_channel();
+    let compaction_faults = Arc::new(
+        CompactionFaults::new(
+            seed,
+            mix.compact_failure_probability,
+            &scenario.faults.compact_failure_kinds,
+            faults_stop,
+        )
+        .with_member_crashes(scenario.etcd.compaction_crash_probability, crash_tx),
+    );
     let cluster = build_cluster(&scenario, &design, &recorder, compaction_faults, end);
 
     let links = Arc::new(Links::default());
     let lifecycle = Arc::new(Lifecycle::default());
+    {
+        // A member that died at a crash point is killed here and restarted shortly after.
+        let (lifecycle, recorder, ids) = (lifecycle.clone(), recorder.clone(), cluster.ids.clone());
+        tokio::spawn(async move {
+            while let Some(node) = crashes.recv().await {
+                let id = ids[&node];
+                if lifecycle.kill(id) {
+                    recorder.event(&node, EventKind::NodeKilled);
+                    let (lifecycle, recorder) = (lifecycle.clone(), recorder.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        if lifecycle.restart(id) {
+                            recorder.event(&node, EventKind::NodeRestarted);
+                        }
+                    });
+                }
+            }
+        });
+    }
     let plan = schedule::draw(
         seed,
         &scenario.faults,
@@ -180,6 +203,12 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
     )
     .await;
     let final_read = final_audit(&cluster, &recorder, scenario.workload.request_timeout_ms).await;
+    let members_final = if scenario.topology.kind == TopologyKind::Etcd {
+        crate::etcd_world::member_audit(&cluster.servers, scenario.workload.request_timeout_ms)
+            .await
+    } else {
+        vec![]
+    };
 
     let params = HistoryParams {
         servers: cluster.servers.iter().map(|(n, _)| n.clone()).collect(),
@@ -193,6 +222,8 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
         faults_stop_ns,
         end_ns: recorder.now_ns(),
         final_read,
+        members_final,
+        ..Default::default()
     };
     let sim_ns = recorder.now_ns();
     let (history, trace) = recorder.finish(params);
@@ -229,6 +260,16 @@ fn build_cluster(
             .expect("an in-memory database opens"),
     ));
     let database = match scenario.topology.kind {
+        TopologyKind::Etcd => {
+            crate::etcd_world::build_etcd_servers(
+                scenario,
+                design,
+                recorder,
+                faults.clone(),
+                &mut cluster,
+            );
+            None
+        }
         TopologyKind::Single => None,
         TopologyKind::Ha => {
             let (disk, recorder_c) = (disk.clone(), recorder.clone());
@@ -250,7 +291,12 @@ fn build_cluster(
             Some(SocketAddr::new(ip(0, 1), DB_PORT))
         }
     };
-    for i in 1..=scenario.topology.servers {
+    let kine_servers = if scenario.topology.kind == TopologyKind::Etcd {
+        0
+    } else {
+        scenario.topology.servers
+    };
+    for i in 1..=kine_servers {
         let name = format!("kine-{i}");
         let listen = SocketAddr::new(ip(1, i), ETCD_PORT);
         let location = match database {
@@ -351,7 +397,7 @@ fn build_cluster(
             .build();
         cluster.register(&name, node.id(), Role::Client, recorder);
     }
-    let apiservers: Vec<ApiServerAddr> = (1..=scenario.topology.servers)
+    let apiservers: Vec<ApiServerAddr> = (1..=kine_servers)
         .map(|i| ApiServerAddr {
             name: format!("kine-{i}"),
             api: SocketAddr::new(ip(1, i), API_PORT),

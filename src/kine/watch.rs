@@ -80,7 +80,7 @@ pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>, variant: WatchVaria
         for row in rows {
             let next = last + 1;
             // The re-created bug (gap-skip) gives up on a missing id at once.
-            if row.id != next && variant == WatchVariant::Fixed {
+            if row.id != next && variant != WatchVariant::GapSkip {
                 match gap {
                     Some((id, since)) if id == next && since.elapsed() >= GAP_FILL_AFTER => {
                         // A failed fill means the row arrived after all; either way, poll again.

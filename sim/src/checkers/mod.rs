@@ -5,6 +5,7 @@
 //! Violations carry the simulated time of the bad event and an explanation in domain terms.
 
 mod compactor_continuity;
+mod etcd_only_rejoin;
 mod list_continuation;
 mod revision_monotonic;
 mod watch;
@@ -14,6 +15,7 @@ use crate::history::{History, SimNanos};
 use store::observe::StoreEvent;
 
 pub use compactor_continuity::CompactorContinuity;
+pub use etcd_only_rejoin::EtcdOnlyRejoin;
 pub use list_continuation::ListContinuation;
 pub use revision_monotonic::RevisionMonotonic;
 pub use watch::WatchChecker;
@@ -71,6 +73,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(ListContinuation),
         Box::new(WatchChecker),
         Box::new(WatchList),
+        Box::new(EtcdOnlyRejoin),
     ]
 }
 
@@ -203,6 +206,7 @@ pub(crate) mod testutil {
                 faults_stop_ns: 1_000 * S,
                 end_ns: 1_000 * S,
                 final_read: None,
+                ..Default::default()
             },
             ops: vec![],
             events: vec![],

@@ -15,6 +15,9 @@ pub struct CompactionFaults {
     probability: f64,
     kinds: Vec<CompactFault>,
     stop_at: Instant,
+    /// etcd members: chance of dying at a crash point, and where to ask the world for the kill.
+    member_crash_probability: f64,
+    crashes: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl CompactionFaults {
@@ -33,7 +36,21 @@ impl CompactionFaults {
             probability,
             kinds,
             stop_at,
+            member_crash_probability: 0.0,
+            crashes: None,
         }
+    }
+
+    /// Lets members crash at their crash points with `probability`; each crash's member name is
+    /// sent on `crashes` for the world to kill and restart its node.
+    pub fn with_member_crashes(
+        mut self,
+        probability: f64,
+        crashes: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Self {
+        self.member_crash_probability = probability;
+        self.crashes = Some(crashes);
+        self
     }
 }
 
@@ -47,5 +64,19 @@ impl FaultPoints for CompactionFaults {
             return None;
         }
         Some(self.kinds[rng.gen_range(0..self.kinds.len())])
+    }
+
+    fn member_crash(&self, member: &str, _point: &str) -> bool {
+        let Some(crashes) = &self.crashes else {
+            return false;
+        };
+        if self.member_crash_probability <= 0.0 || Instant::now() >= self.stop_at {
+            return false;
+        }
+        let mut rng = self.rng.lock().expect("fault generator lock poisoned");
+        if !rng.gen_bool(self.member_crash_probability.min(1.0)) {
+            return false;
+        }
+        crashes.send(member.to_string()).is_ok()
     }
 }

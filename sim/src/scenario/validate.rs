@@ -70,7 +70,35 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
             "topology.servers",
             "an ha topology has 1 to 5 servers",
         )?,
+        TopologyKind::Etcd => check(
+            (1..=7).contains(&t.servers),
+            "topology.servers",
+            "an etcd topology has 1 to 7 servers",
+        )?,
     }
+    check(
+        (0.0..=1.0).contains(&s.etcd.torn_write_probability),
+        "etcd.torn_write_probability",
+        "a probability, 0 to 1",
+    )?;
+    check(
+        (0.0..=1.0).contains(&s.etcd.compaction_crash_probability),
+        "etcd.compaction_crash_probability",
+        "a probability, 0 to 1",
+    )?;
+    check(
+        ["apiserver", "latest"].contains(&s.etcd.compact_mode.as_str()),
+        "etcd.compact_mode",
+        format!(
+            "unknown compaction mode `{}`; allowed: apiserver, latest",
+            s.etcd.compact_mode
+        ),
+    )?;
+    check(
+        s.etcd.snapshot_entries >= 10,
+        "etcd.snapshot_entries",
+        "at least 10 entries",
+    )?;
     check(t.clients >= 1, "topology.clients", "at least 1 client")?;
     check(
         ["sqlite", "mysql-like"].contains(&s.database.dialect.as_str()),

@@ -1,0 +1,779 @@
+//! One etcd member: a raft node whose committed entries are applied to the MVCC store.
+//!
+//! The raft loop owns the raft node and is the only writer of the member's disk files: the WAL
+//! (entries and hard state, fsynced before messages that depend on them leave), the backend
+//! (applied changes with their consistent index, fsynced per batch) and the snapshot. Clients
+//! talk to it through a [`MemberHandle`]; peers through raft messages on its peer address.
+
+use super::disk::SharedDisk;
+use super::mvcc::Mvcc;
+use super::storage::{
+    conf_state, decode_records, encode_records, Applied, MemberStorage, SharedApplied,
+};
+use super::wal::{frame, frames, replay, WalBatch};
+use crate::design::CompactionVariant;
+use crate::error::StoreError;
+use crate::faults::SharedFaults;
+use crate::observe::{SharedObserver, StoreEvent};
+use crate::proto::etcdserverpb::{
+    CompactionRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    TxnRequest, TxnResponse,
+};
+use madsim::net::Endpoint;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, Snapshot};
+use raft::storage::MemStorage;
+use raft::{Config, RawNode, SnapshotStatus, Storage};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+const WAL: &str = "member/wal";
+const BACKEND: &str = "member/backend";
+const SNAP: &str = "member/snap";
+const RAFT_TAG: u64 = 0x7261_6674;
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    pub name: String,
+    pub id: u64,
+    /// The raft address of every node that may ever be a member, by member id.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// On an empty disk, the voters the member starts with (etcd's initial cluster); empty:
+    /// wait to be added by a member add and fed by a leader.
+    pub initial_voters: Vec<u64>,
+    /// Applied entries between log compactions (etcd's snapshot-count, scaled down).
+    pub snapshot_entries: u64,
+    /// Entries kept behind a log compaction for slow followers.
+    pub keep_entries: u64,
+    pub compaction: CompactionVariant,
+}
+
+/// A client request as it travels through the raft log.
+#[derive(Clone, Debug)]
+pub enum Proposal {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact(CompactionRequest),
+}
+
+/// What applying a proposal produced, with the store revision right after it.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compacted,
+}
+
+pub type ApplyResult = Result<(Outcome, i64), StoreError>;
+
+impl Proposal {
+    fn encode(&self, id: u64) -> Vec<u8> {
+        let (tag, body) = match self {
+            Proposal::Put(r) => (1u8, r.encode_to_vec()),
+            Proposal::DeleteRange(r) => (2, r.encode_to_vec()),
+            Proposal::Txn(r) => (3, r.encode_to_vec()),
+            Proposal::Compact(r) => (4, r.encode_to_vec()),
+        };
+        let mut out = id.to_le_bytes().to_vec();
+        out.push(tag);
+        out.extend(body);
+        out
+    }
+
+    fn decode(data: &[u8]) -> (u64, Proposal) {
+        let id = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+        let body = &data[9..];
+        let p = match data[8] {
+            1 => Proposal::Put(PutRequest::decode(body).expect("logged put decodes")),
+            2 => Proposal::DeleteRange(
+                DeleteRangeRequest::decode(body).expect("logged delete decodes"),
+            ),
+            3 => Proposal::Txn(TxnRequest::decode(body).expect("logged txn decodes")),
+            4 => {
+                Proposal::Compact(CompactionRequest::decode(body).expect("logged compact decodes"))
+            }
+            t => panic!("unknown proposal tag {t} in the raft log"),
+        };
+        (id, p)
+    }
+}
+
+enum Command {
+    Propose {
+        proposal: Proposal,
+        reply: oneshot::Sender<ApplyResult>,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    AddMember {
+        id: u64,
+        reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
+    },
+}
+
+/// How the API reaches a running member.
+#[derive(Clone)]
+pub struct MemberHandle {
+    pub id: u64,
+    pub name: String,
+    pub applied: SharedApplied,
+    /// The applied raft index, bumped after every applied batch: watchers and reads wait on it.
+    pub progress: watch::Receiver<u64>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl MemberHandle {
+    /// Replicates `proposal` and waits until this member applied it.
+    pub async fn propose(&self, proposal: Proposal, timeout: Duration) -> ApplyResult {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Propose { proposal, reply })
+            .await
+            .map_err(|_| StoreError::OutcomeUnknown)?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(r)) => r,
+            _ => Err(StoreError::OutcomeUnknown),
+        }
+    }
+
+    /// Waits until this member has applied everything committed before now (raft ReadIndex):
+    /// after it, a read of the local store is linearizable.
+    pub async fn read_barrier(&self, timeout: Duration) -> Result<(), StoreError> {
+        let work = async {
+            let (reply, answer) = oneshot::channel();
+            self.commands
+                .send(Command::ReadIndex { reply })
+                .await
+                .map_err(|_| StoreError::OutcomeUnknown)?;
+            let index = answer.await.map_err(|_| StoreError::OutcomeUnknown)??;
+            let mut progress = self.progress.clone();
+            while *progress.borrow_and_update() < index {
+                progress
+                    .changed()
+                    .await
+                    .map_err(|_| StoreError::OutcomeUnknown)?;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or(Err(StoreError::OutcomeUnknown))
+    }
+
+    /// Adds member `id` as a voter (through the leader); returns the voters once applied here.
+    pub async fn add_member(&self, id: u64, timeout: Duration) -> Result<Vec<u64>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::AddMember { id, reply })
+            .await
+            .map_err(|_| StoreError::OutcomeUnknown)?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(r)) => r,
+            _ => Err(StoreError::OutcomeUnknown),
+        }
+    }
+
+    pub fn leader(&self) -> u64 {
+        self.applied
+            .lock()
+            .expect("applied state lock poisoned")
+            .leader
+    }
+}
+
+/// What a restart found on the disk.
+struct Recovered {
+    storage: MemberStorage,
+    applied_index: u64,
+    resume_compaction: Option<i64>,
+}
+
+fn recover(config: &MemberConfig, disk: &SharedDisk) -> Recovered {
+    let d = disk.lock().expect("disk lock poisoned");
+    let snap = d
+        .read(SNAP)
+        .map(|b| Snapshot::parse_from_bytes(&b).expect("a synced snapshot parses"));
+    let mut backend = Vec::new();
+    if let Some(bytes) = d.read(BACKEND) {
+        for f in frames(&bytes).0 {
+            backend.extend(decode_records(f));
+        }
+    }
+    let wal = d.read(WAL).unwrap_or_default();
+    drop(d);
+    let snap_index = snap.as_ref().map(|s| s.get_metadata().index).unwrap_or(0);
+    let (mut mvcc, mut resume) = Mvcc::restore(backend, config.compaction);
+    if let Some(s) = &snap {
+        if mvcc.consistent_index() < snap_index {
+            // The snapshot was saved but the backend built from it was not: start from it.
+            (mvcc, resume) = Mvcc::restore(decode_records(&s.data), config.compaction);
+        }
+    }
+    let log = MemStorage::new();
+    if let Some(mut s) = snap {
+        s.data = Default::default();
+        log.wl()
+            .apply_snapshot(s)
+            .expect("a fresh log takes any snapshot");
+    }
+    let (entries, hard_state, _) = replay(&wal, snap_index);
+    log.wl()
+        .append(&entries)
+        .expect("replayed entries are contiguous");
+    let last = log.last_index().expect("memory log answers");
+    {
+        let mut core = log.wl();
+        if let Some(mut hs) = hard_state {
+            // The backend may have applied past the last commit index the WAL recorded.
+            hs.commit = hs
+                .commit
+                .max(mvcc.consistent_index())
+                .min(last)
+                .max(snap_index);
+            core.set_hardstate(hs);
+        }
+        if !mvcc.voters().is_empty() {
+            core.set_conf_state(conf_state(mvcc.voters()));
+        } else if !config.initial_voters.is_empty() && last == 0 {
+            mvcc.set_voters(config.initial_voters.clone());
+            core.set_conf_state(conf_state(&config.initial_voters));
+        }
+    }
+    let applied_index = mvcc.consistent_index().max(snap_index);
+    let leader = 0;
+    let applied = Arc::new(Mutex::new(Applied {
+        mvcc,
+        leader,
+        term: 0,
+        last_index: 0,
+    }));
+    Recovered {
+        storage: MemberStorage { log, applied },
+        applied_index,
+        resume_compaction: resume,
+    }
+}
+
+/// Starts a member from its disk and returns its handle; the raft loop runs until the node dies.
+pub async fn start_member(
+    config: MemberConfig,
+    disk: SharedDisk,
+    observer: SharedObserver,
+    faults: SharedFaults,
+) -> MemberHandle {
+    let rec = recover(&config, &disk);
+    let applied = rec.storage.applied.clone();
+    {
+        let a = applied.lock().expect("applied state lock poisoned");
+        observer.record(StoreEvent::MemberStarted {
+            member_id: config.id,
+            applied_index: rec.applied_index,
+            current_revision: a.mvcc.current_revision(),
+            compact_revision: a.mvcc.compact_revision(),
+            scheduled_compact_revision: a.mvcc.scheduled_compact_revision(),
+        });
+    }
+    let raft_config = Config {
+        id: config.id,
+        election_tick: 10,
+        heartbeat_tick: 1,
+        applied: rec.applied_index,
+        pre_vote: true,
+        check_quorum: true,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        ..Default::default()
+    };
+    raft_config
+        .validate()
+        .expect("the member's raft config is valid");
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let node = RawNode::new(&raft_config, rec.storage.clone(), &logger)
+        .expect("raft starts from the recovered log");
+    let (commands_tx, commands) = mpsc::channel(1024);
+    let (progress_tx, progress) = watch::channel(rec.applied_index);
+    let endpoint = Arc::new(
+        Endpoint::bind(config.peers[&config.id])
+            .await
+            .expect("a member binds its peer address"),
+    );
+    let (inbox_tx, inbox) = mpsc::channel(4096);
+    let ep = endpoint.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((payload, _from)) = ep.recv_from_raw(RAFT_TAG).await else {
+                continue;
+            };
+            if let Ok(msg) = payload.downcast::<Message>() {
+                if inbox_tx.send(*msg).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut outboxes = BTreeMap::new();
+    for (&id, &addr) in &config.peers {
+        if id == config.id {
+            continue;
+        }
+        let (tx, mut rx) = mpsc::channel::<Message>(4096);
+        let ep = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                let _ = ep.send_to_raw(addr, RAFT_TAG, Box::new(m)).await;
+            }
+        });
+        outboxes.insert(id, tx);
+    }
+    let handle = MemberHandle {
+        id: config.id,
+        name: config.name.clone(),
+        applied: applied.clone(),
+        progress,
+        commands: commands_tx,
+    };
+    let mut member = Member {
+        config,
+        node,
+        storage: rec.storage,
+        disk,
+        observer,
+        faults,
+        outboxes,
+        waiters: BTreeMap::new(),
+        reads: BTreeMap::new(),
+        next_request: 0,
+        progress: progress_tx,
+        last_log_compaction: rec.applied_index,
+    };
+    if let Some(rev) = rec.resume_compaction {
+        member.finish_compaction(rev);
+        member.commit_backend();
+    }
+    tokio::spawn(member.run(commands, inbox));
+    handle
+}
+
+enum Waiter {
+    Apply(oneshot::Sender<ApplyResult>),
+    Members(oneshot::Sender<Result<Vec<u64>, StoreError>>),
+}
+
+struct Member {
+    config: MemberConfig,
+    node: RawNode<MemberStorage>,
+    storage: MemberStorage,
+    disk: SharedDisk,
+    observer: SharedObserver,
+    faults: SharedFaults,
+    outboxes: BTreeMap<u64, mpsc::Sender<Message>>,
+    waiters: BTreeMap<u64, Waiter>,
+    reads: BTreeMap<u64, oneshot::Sender<Result<u64, StoreError>>>,
+    next_request: u64,
+    progress: watch::Sender<u64>,
+    last_log_compaction: u64,
+}
+
+impl Member {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut inbox: mpsc::Receiver<Message>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                biased;
+                _ = tick.tick() => {
+                    self.node.tick();
+                    self.waiters.retain(|_, w| match w {
+                        Waiter::Apply(s) => !s.is_closed(),
+                        Waiter::Members(s) => !s.is_closed(),
+                    });
+                }
+                Some(m) = inbox.recv() => {
+                    let _ = self.node.step(m);
+                }
+                Some(c) = commands.recv() => self.command(c),
+            }
+            if self.handle_ready().await.is_err() {
+                // A crash point fired: the world kills this node; nothing more may reach disk.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn request_id(&mut self) -> u64 {
+        self.next_request += 1;
+        (self.config.id << 48) | self.next_request
+    }
+
+    fn command(&mut self, c: Command) {
+        let leader = self.node.raft.leader_id;
+        match c {
+            Command::Propose { proposal, reply } => {
+                let id = self.request_id();
+                if leader == 0 || self.node.propose(vec![], proposal.encode(id)).is_err() {
+                    let _ = reply.send(Err(StoreError::NoLeader));
+                    return;
+                }
+                self.waiters.insert(id, Waiter::Apply(reply));
+            }
+            Command::ReadIndex { reply } => {
+                if leader == 0 {
+                    let _ = reply.send(Err(StoreError::NoLeader));
+                    return;
+                }
+                let id = self.request_id();
+                self.node.read_index(id.to_le_bytes().to_vec());
+                self.reads.insert(id, reply);
+            }
+            Command::AddMember { id: node_id, reply } => {
+                let voters = self
+                    .storage
+                    .applied
+                    .lock()
+                    .expect("applied lock")
+                    .mvcc
+                    .voters()
+                    .to_vec();
+                if voters.contains(&node_id) {
+                    let _ = reply.send(Ok(voters));
+                    return;
+                }
+                let id = self.request_id();
+                let mut cc = ConfChange::default();
+                cc.set_change_type(ConfChangeType::AddNode);
+                cc.node_id = node_id;
+                if leader == 0
+                    || self
+                        .node
+                        .propose_conf_change(id.to_le_bytes().to_vec(), cc)
+                        .is_err()
+                {
+                    let _ = reply.send(Err(StoreError::NoLeader));
+                    return;
+                }
+                self.waiters.insert(id, Waiter::Members(reply));
+            }
+        }
+    }
+
+    fn send(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            let snapshot = m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+            if let Some(out) = self.outboxes.get(&to) {
+                // A full queue is a congested link: drop, as etcd's peer streams do.
+                let _ = out.try_send(m);
+            }
+            if snapshot {
+                self.node.report_snapshot(to, SnapshotStatus::Finish);
+            }
+        }
+    }
+
+    async fn handle_ready(&mut self) -> Result<(), Crashed> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        if let Some(ss) = ready.ss() {
+            let mut a = self.storage.applied.lock().expect("applied lock");
+            a.leader = ss.leader_id;
+        }
+        self.send(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            self.install_snapshot(ready.snapshot().clone());
+        }
+        for rs in ready.take_read_states() {
+            let id = u64::from_le_bytes(rs.request_ctx[..8].try_into().expect("8 bytes"));
+            if let Some(reply) = self.reads.remove(&id) {
+                let _ = reply.send(Ok(rs.index));
+            }
+        }
+        self.apply(ready.take_committed_entries())?;
+        let batch = WalBatch {
+            entries: ready.entries().clone(),
+            hard_state: ready.hs().cloned(),
+        };
+        {
+            let mut core = self.storage.log.wl();
+            core.append(&batch.entries)
+                .expect("raft hands out contiguous entries");
+            if let Some(hs) = &batch.hard_state {
+                core.set_hardstate(hs.clone());
+            }
+        }
+        if !batch.entries.is_empty() || batch.hard_state.is_some() {
+            let mut d = self.disk.lock().expect("disk lock poisoned");
+            d.append(WAL, &frame(&batch.encode()));
+            d.sync(WAL);
+        }
+        self.send(ready.take_persisted_messages());
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.storage.log.wl().mut_hard_state().commit = commit;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.node.advance_apply();
+        self.commit_backend();
+        {
+            let mut a = self.storage.applied.lock().expect("applied lock");
+            a.term = self.node.raft.term;
+            a.last_index = self.node.raft.raft_log.last_index();
+            a.leader = self.node.raft.leader_id;
+        }
+        let applied = self
+            .storage
+            .applied
+            .lock()
+            .expect("applied lock")
+            .mvcc
+            .consistent_index();
+        self.progress.send_replace(applied);
+        self.maybe_compact_log(applied);
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Crashed> {
+        for e in entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => {}
+                EntryType::EntryNormal => {
+                    // The consistent index moves with the entry's first backend write (a
+                    // compaction commits its scheduled mark mid-apply), as etcd's does.
+                    self.storage
+                        .applied
+                        .lock()
+                        .expect("applied lock")
+                        .mvcc
+                        .set_consistent_index(e.index);
+                    let (id, proposal) = Proposal::decode(&e.data);
+                    let result = self.apply_proposal(proposal)?;
+                    if let Some(Waiter::Apply(reply)) = self.waiters.remove(&id) {
+                        let _ = reply.send(result);
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let cc =
+                        ConfChange::parse_from_bytes(&e.data).expect("a logged conf change parses");
+                    let cs = self
+                        .node
+                        .apply_conf_change(&cc)
+                        .expect("a committed conf change applies");
+                    self.storage.log.wl().set_conf_state(cs.clone());
+                    let mut a = self.storage.applied.lock().expect("applied lock");
+                    a.mvcc.set_voters(cs.voters.clone());
+                    drop(a);
+                    if e.context.len() == 8 {
+                        let id = u64::from_le_bytes(e.context[..8].try_into().expect("8 bytes"));
+                        if let Some(Waiter::Members(reply)) = self.waiters.remove(&id) {
+                            let _ = reply.send(Ok(cs.voters.clone()));
+                        }
+                    }
+                }
+                EntryType::EntryConfChangeV2 => panic!("members only propose v1 conf changes"),
+            }
+            self.storage
+                .applied
+                .lock()
+                .expect("applied lock")
+                .mvcc
+                .set_consistent_index(e.index);
+        }
+        Ok(())
+    }
+
+    fn apply_proposal(&mut self, p: Proposal) -> Result<ApplyResult, Crashed> {
+        let mut a = self.storage.applied.lock().expect("applied lock");
+        let m = &mut a.mvcc;
+        let out = match p {
+            Proposal::Put(r) => Ok(Outcome::Put(m.put(&r))),
+            Proposal::DeleteRange(r) => Ok(Outcome::DeleteRange(m.delete_range(&r))),
+            Proposal::Txn(r) => m.txn(&r).map(Outcome::Txn),
+            Proposal::Compact(r) => {
+                let rev = r.revision;
+                match m.schedule_compaction(rev) {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        drop(a);
+                        self.observer.record(StoreEvent::MemberCompaction {
+                            revision: rev,
+                            phase: "scheduled".into(),
+                        });
+                        // The scheduled mark is durable before any row goes.
+                        self.commit_backend();
+                        self.compact_rows(rev)?;
+                        self.finish_compaction(rev);
+                        a = self.storage.applied.lock().expect("applied lock");
+                        Ok(Outcome::Compacted)
+                    }
+                }
+            }
+        };
+        let rev = a.mvcc.current_revision();
+        let commits = a.mvcc.take_commits();
+        drop(a);
+        for c in commits {
+            self.observer.record(c);
+        }
+        Ok(out.map(|o| (o, rev)))
+    }
+
+    fn compact_rows(&mut self, rev: i64) -> Result<(), Crashed> {
+        let removed = self
+            .storage
+            .applied
+            .lock()
+            .expect("applied lock")
+            .mvcc
+            .compact_rows(rev);
+        self.commit_backend();
+        self.observer.record(StoreEvent::MemberCompaction {
+            revision: rev,
+            phase: format!("deleted {removed} rows"),
+        });
+        if self
+            .faults
+            .member_crash(&self.config.name, "compact-before-finished")
+        {
+            self.observer.record(StoreEvent::FaultInjected {
+                fault: "member-crash".into(),
+                detail: format!(
+                    "{} crashed before saving compaction {rev} as finished",
+                    self.config.name
+                ),
+            });
+            return Err(Crashed);
+        }
+        Ok(())
+    }
+
+    fn finish_compaction(&mut self, rev: i64) {
+        let mut a = self.storage.applied.lock().expect("applied lock");
+        if a.mvcc.finished_compact_revision() < rev {
+            a.mvcc.compact_rows(rev);
+            a.mvcc.finish_compaction(rev);
+            drop(a);
+            self.observer.record(StoreEvent::MemberCompaction {
+                revision: rev,
+                phase: "finished".into(),
+            });
+        }
+    }
+
+    /// Writes the applied changes since the last commit to the backend, durably.
+    fn commit_backend(&mut self) {
+        let dirty = self
+            .storage
+            .applied
+            .lock()
+            .expect("applied lock")
+            .mvcc
+            .take_dirty();
+        if dirty.is_empty() {
+            return;
+        }
+        let mut d = self.disk.lock().expect("disk lock poisoned");
+        d.append(BACKEND, &frame(&encode_records(&dirty)));
+        d.sync(BACKEND);
+    }
+
+    fn install_snapshot(&mut self, snap: Snapshot) {
+        let index = snap.get_metadata().index;
+        let records = decode_records(&snap.data);
+        let (mvcc, _) = Mvcc::restore(records.clone(), self.config.compaction);
+        assert_eq!(
+            mvcc.consistent_index(),
+            index,
+            "a snapshot's data is its index's state"
+        );
+        let mut stored = snap.clone();
+        stored.data = Default::default();
+        self.storage
+            .log
+            .wl()
+            .apply_snapshot(stored)
+            .expect("raft only hands out snapshots newer than the log");
+        let mut d = self.disk.lock().expect("disk lock poisoned");
+        // Snapshot first: a crash before the backend is replaced restarts from the snapshot.
+        d.replace(SNAP, snap.write_to_bytes().expect("a snapshot encodes"));
+        d.sync(SNAP);
+        d.replace(BACKEND, frame(&encode_records(&records)));
+        d.sync(BACKEND);
+        d.replace(WAL, Vec::new());
+        d.sync(WAL);
+        drop(d);
+        self.storage.applied.lock().expect("applied lock").mvcc = mvcc;
+        self.last_log_compaction = index;
+    }
+
+    /// Every `snapshot_entries` applied entries: save a snapshot, rewrite the backend compactly
+    /// and drop log entries older than `keep_entries` from memory and the WAL.
+    fn maybe_compact_log(&mut self, applied: u64) {
+        if applied < self.last_log_compaction + self.config.snapshot_entries {
+            return;
+        }
+        let Ok(snap) = self.storage.snapshot(applied, 0) else {
+            return;
+        };
+        let keep_from = applied.saturating_sub(self.config.keep_entries).max(1);
+        let entries: Vec<Entry> = {
+            let log = &self.storage.log;
+            let first = log
+                .first_index()
+                .expect("memory log answers")
+                .max(keep_from);
+            let last = log.last_index().expect("memory log answers");
+            if first > last {
+                vec![]
+            } else {
+                self.storage
+                    .log
+                    .entries(first, last + 1, None, raft::GetEntriesContext::empty(false))
+                    .unwrap_or_default()
+            }
+        };
+        let hard_state = self.storage.log.rl().hard_state().clone();
+        let mut d = self.disk.lock().expect("disk lock poisoned");
+        // The on-disk snapshot is the WAL's base: the new WAL holds only what follows it.
+        let snap_on_disk = snap.clone();
+        d.replace(
+            SNAP,
+            snap_on_disk.write_to_bytes().expect("a snapshot encodes"),
+        );
+        d.sync(SNAP);
+        let records = decode_records(&snap.data);
+        d.replace(BACKEND, frame(&encode_records(&records)));
+        d.sync(BACKEND);
+        let tail: Vec<Entry> = entries.into_iter().filter(|e| e.index > applied).collect();
+        d.replace(
+            WAL,
+            frame(
+                &WalBatch {
+                    entries: tail,
+                    hard_state: Some(hard_state),
+                }
+                .encode(),
+            ),
+        );
+        d.sync(WAL);
+        drop(d);
+        let _ = self.storage.log.wl().compact(keep_from);
+        self.last_log_compaction = applied;
+    }
+}
+
+/// A crash point fired inside the apply loop.
+#[derive(Debug)]
+struct Crashed;

@@ -1,0 +1,343 @@
+//! The etcd v3 gRPC services (KV, Watch, Lease, Maintenance) of an etcd member.
+//!
+//! Writes go through the raft log and answer once this member applied them; linearizable reads
+//! wait for a ReadIndex barrier, serializable reads are served from the local store as it is.
+//! It never writes the store itself: only the member's raft loop does.
+
+// tonic's `Status` is large and its service traits return it by value.
+#![allow(clippy::result_large_err)]
+
+use super::member::{MemberHandle, Outcome, Proposal};
+use crate::design::WatchVariant;
+use crate::error::StoreError;
+use crate::proto::etcdserverpb::watch_request::RequestUnion;
+use crate::proto::etcdserverpb::{
+    kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance, watch_server::Watch,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse, WatchCreateRequest,
+    WatchRequest, WatchResponse,
+};
+use crate::proto::mvccpb::event::EventType;
+use futures::{Stream, StreamExt};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::Duration;
+use tonic::{Request, Response, Status, Streaming};
+
+type Answer<T> = Result<Response<T>, Status>;
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// etcd's default request timeout is 5 s plus election time; clients set their own deadlines.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+
+#[derive(Clone)]
+pub struct MemberApi {
+    pub member: MemberHandle,
+    pub watch_variant: WatchVariant,
+}
+
+impl MemberApi {
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        let a = self.member.applied.lock().expect("applied lock poisoned");
+        Some(ResponseHeader {
+            cluster_id: 0xfa17,
+            member_id: self.member.id,
+            revision: if revision > 0 {
+                revision
+            } else {
+                a.mvcc.current_revision()
+            },
+            raft_term: a.term,
+        })
+    }
+
+    async fn write(&self, p: Proposal) -> Result<(Outcome, i64), Status> {
+        Ok(self.member.propose(p, REQUEST_TIMEOUT).await?)
+    }
+
+    async fn read(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
+        if !req.serializable {
+            self.member.read_barrier(REQUEST_TIMEOUT).await?;
+        }
+        let a = self.member.applied.lock().expect("applied lock poisoned");
+        let mut resp = a.mvcc.range(req)?;
+        drop(a);
+        resp.header = self.header(0);
+        Ok(resp)
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for MemberApi {
+    async fn range(&self, r: Request<RangeRequest>) -> Answer<RangeResponse> {
+        Ok(Response::new(self.read(r.get_ref()).await?))
+    }
+
+    async fn put(&self, r: Request<PutRequest>) -> Answer<PutResponse> {
+        match self.write(Proposal::Put(r.into_inner())).await? {
+            (Outcome::Put(mut resp), rev) => {
+                resp.header = self.header(rev);
+                Ok(Response::new(resp))
+            }
+            other => unreachable!("a put applied as {other:?}"),
+        }
+    }
+
+    async fn delete_range(&self, r: Request<DeleteRangeRequest>) -> Answer<DeleteRangeResponse> {
+        match self.write(Proposal::DeleteRange(r.into_inner())).await? {
+            (Outcome::DeleteRange(mut resp), rev) => {
+                resp.header = self.header(rev);
+                Ok(Response::new(resp))
+            }
+            other => unreachable!("a delete applied as {other:?}"),
+        }
+    }
+
+    async fn txn(&self, r: Request<TxnRequest>) -> Answer<TxnResponse> {
+        match self.write(Proposal::Txn(r.into_inner())).await? {
+            (Outcome::Txn(mut resp), rev) => {
+                resp.header = self.header(rev);
+                Ok(Response::new(resp))
+            }
+            other => unreachable!("a txn applied as {other:?}"),
+        }
+    }
+
+    async fn compact(&self, r: Request<CompactionRequest>) -> Answer<CompactionResponse> {
+        let (_, rev) = self.write(Proposal::Compact(r.into_inner())).await?;
+        Ok(Response::new(CompactionResponse {
+            header: self.header(rev),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for MemberApi {
+    /// Leases are not replicated here: a lease ID is its TTL, as in kine. Nothing in faultline's
+    /// workloads depends on lease expiry (Node leases are objects the kubelet updates).
+    async fn lease_grant(&self, r: Request<LeaseGrantRequest>) -> Answer<LeaseGrantResponse> {
+        let ttl = r.get_ref().ttl;
+        Ok(Response::new(LeaseGrantResponse {
+            header: self.header(0),
+            id: ttl,
+            ttl,
+            error: String::new(),
+        }))
+    }
+
+    async fn lease_revoke(&self, _r: Request<LeaseRevokeRequest>) -> Answer<LeaseRevokeResponse> {
+        Ok(Response::new(LeaseRevokeResponse {
+            header: self.header(0),
+        }))
+    }
+
+    type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
+
+    async fn lease_keep_alive(
+        &self,
+        r: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Answer<Self::LeaseKeepAliveStream> {
+        let header = self.header(0);
+        let answers = r.into_inner().map(move |req| {
+            req.map(|req| LeaseKeepAliveResponse {
+                header,
+                id: req.id,
+                ttl: req.id,
+            })
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for MemberApi {
+    async fn status(&self, _r: Request<StatusRequest>) -> Answer<StatusResponse> {
+        let a = self.member.applied.lock().expect("applied lock poisoned");
+        let resp = StatusResponse {
+            header: None,
+            version: "3.5.0-faultline".into(),
+            leader: a.leader,
+            raft_index: a.last_index,
+            raft_term: a.term,
+            raft_applied_index: a.mvcc.consistent_index(),
+            ..Default::default()
+        };
+        drop(a);
+        Ok(Response::new(StatusResponse {
+            header: self.header(0),
+            ..resp
+        }))
+    }
+}
+
+type Outbox = tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>;
+
+impl MemberApi {
+    /// One watcher: sends every event from `start_revision` on, one response per revision, as
+    /// the member applies them; ends cancelled when its start is compacted.
+    async fn run_watcher(
+        self,
+        watch_id: i64,
+        create: WatchCreateRequest,
+        mut progress_requests: tokio::sync::mpsc::Receiver<()>,
+        outbox: Outbox,
+    ) {
+        let mut next = if create.start_revision > 0 {
+            create.start_revision
+        } else {
+            self.member
+                .applied
+                .lock()
+                .expect("applied lock poisoned")
+                .mvcc
+                .current_revision()
+                + 1
+        };
+        let mut applied = self.member.progress.clone();
+        loop {
+            let (events, current, compact) = {
+                let a = self.member.applied.lock().expect("applied lock poisoned");
+                let compact = a.mvcc.compact_revision();
+                (
+                    a.mvcc.events(
+                        &create.key,
+                        &create.range_end,
+                        next,
+                        self.watch_variant == WatchVariant::Etcd18089,
+                    ),
+                    a.mvcc.current_revision(),
+                    compact,
+                )
+            };
+            let events = match events {
+                Ok(e) => e,
+                Err(_) => {
+                    let _ = outbox
+                        .send(Ok(WatchResponse {
+                            header: self.header(current),
+                            watch_id,
+                            canceled: true,
+                            compact_revision: compact,
+                            cancel_reason: crate::error::COMPACTED.into(),
+                            ..Default::default()
+                        }))
+                        .await;
+                    return;
+                }
+            };
+            let mut by_rev: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+            for (rev, e) in events {
+                by_rev.entry(rev).or_default().push(e);
+            }
+            for (rev, mut events) in by_rev {
+                next = rev + 1;
+                events.retain(|e| {
+                    let put = e.r#type == EventType::Put as i32;
+                    !create.filters.contains(&(if put { 0 } else { 1 }))
+                });
+                if events.is_empty() {
+                    continue;
+                }
+                if !create.prev_kv {
+                    for e in &mut events {
+                        e.prev_kv = None;
+                    }
+                }
+                let resp = WatchResponse {
+                    header: self.header(rev),
+                    watch_id,
+                    events,
+                    ..Default::default()
+                };
+                if outbox.send(Ok(resp)).await.is_err() {
+                    return;
+                }
+            }
+            next = next.max(current + 1);
+            tokio::select! {
+                biased;
+                changed = applied.changed() => if changed.is_err() { return },
+                Some(()) = progress_requests.recv() => {
+                    let resp = WatchResponse {
+                        header: self.header(next - 1),
+                        watch_id,
+                        ..Default::default()
+                    };
+                    if outbox.send(Ok(resp)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for MemberApi {
+    type WatchStream = BoxStream<WatchResponse>;
+
+    async fn watch(&self, r: Request<Streaming<WatchRequest>>) -> Answer<Self::WatchStream> {
+        let mut inbound = r.into_inner();
+        let (outbox, mut responses) = tokio::sync::mpsc::channel(256);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut watchers = BTreeMap::new();
+            let mut next_id = 0;
+            while let Some(Ok(req)) = inbound.next().await {
+                match req.request_union {
+                    Some(RequestUnion::CreateRequest(create)) => {
+                        let watch_id = if create.watch_id != 0 {
+                            create.watch_id
+                        } else {
+                            next_id
+                        };
+                        next_id = next_id.max(watch_id + 1);
+                        let created = WatchResponse {
+                            header: api.header(0),
+                            watch_id,
+                            created: true,
+                            ..Default::default()
+                        };
+                        if outbox.send(Ok(created)).await.is_err() {
+                            break;
+                        }
+                        let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(4);
+                        let task = tokio::spawn(api.clone().run_watcher(
+                            watch_id,
+                            create,
+                            progress_rx,
+                            outbox.clone(),
+                        ));
+                        watchers.insert(watch_id, (task, progress_tx));
+                    }
+                    Some(RequestUnion::CancelRequest(cancel)) => {
+                        if let Some((task, _)) = watchers.remove(&cancel.watch_id) {
+                            task.abort();
+                            let _ = outbox
+                                .send(Ok(WatchResponse {
+                                    header: api.header(0),
+                                    watch_id: cancel.watch_id,
+                                    canceled: true,
+                                    ..Default::default()
+                                }))
+                                .await;
+                        }
+                    }
+                    Some(RequestUnion::ProgressRequest(_)) => {
+                        for (_, progress) in watchers.values() {
+                            let _ = progress.try_send(());
+                        }
+                    }
+                    None => {}
+                }
+            }
+            for (task, _) in watchers.into_values() {
+                task.abort();
+            }
+        });
+        let stream = futures::stream::poll_fn(move |cx| responses.poll_recv(cx));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

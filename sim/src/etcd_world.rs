@@ -9,7 +9,7 @@ use crate::faults::schedule::Role;
 use crate::history::MemberFinal;
 use crate::recorder::Recorder;
 use crate::scenario::Scenario;
-use crate::world::{ip, Cluster, ETCD_PORT};
+use crate::world::{ip, Cluster, API_PORT, ETCD_PORT, WATCH_PORT};
 use madsim::runtime::Handle;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -19,12 +19,48 @@ use std::time::Duration;
 use store::design::Design;
 use store::etcd::disk::Disk;
 use store::etcd::member::MemberConfig;
-use store::etcd::node::{run_etcd_server, EtcdServerConfig};
+use store::k3s::node::{run_k3s_node, K3sNodeConfig, NodeAddrs, NodeRole};
 use store::observe::StoreEvent;
 use store::proto::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};
 
 /// Raft traffic between members.
 const PEER_PORT: u16 = 2380;
+/// The k3s supervisor (joins and health checks).
+const SUPERVISOR_PORT: u16 = 9345;
+/// Load balancer health checks (k3s: every second).
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// Kubelet Node lease renewals (every 10 s) and the NotReady grace (40 s).
+const LEASE_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const LEASE_GRACE: Duration = Duration::from_secs(40);
+
+/// The etcd topology's nodes in order: (name, role, ip).
+fn layout(t: &crate::scenario::Topology) -> Vec<(String, NodeRole, std::net::IpAddr)> {
+    let mut out = Vec::new();
+    let mut add = |prefix: &str, n: u32, role: NodeRole, net: u8| {
+        for i in 1..=n {
+            out.push((format!("{prefix}-{i}"), role, ip(net, i)));
+        }
+    };
+    add("server", t.servers, NodeRole::Server, 1);
+    add("etcd", t.etcd_only, NodeRole::EtcdOnly, 5);
+    add("cp", t.control_plane_only, NodeRole::ControlPlaneOnly, 6);
+    add("agent", t.agents, NodeRole::Agent, 7);
+    out
+}
+
+/// How long after faults stop every node must be routed to an apiserver and Ready again: an
+/// election (1 s) and a rejoin round, two health-check periods to fail over or back, a lease
+/// interval for the next renewal and a request deadline for it, with slack for one retry.
+pub(crate) fn rejoin_bound(request_timeout: Duration) -> Duration {
+    Duration::from_secs(5) + 2 * HEALTH_EVERY + 2 * (LEASE_EVERY + request_timeout)
+}
+
+pub(crate) fn node_roles(t: &crate::scenario::Topology) -> BTreeMap<String, String> {
+    layout(t)
+        .into_iter()
+        .map(|(n, r, _)| (n, r.name().to_string()))
+        .collect()
+}
 
 pub(crate) fn build_etcd_servers(
     scenario: &Scenario,
@@ -34,29 +70,74 @@ pub(crate) fn build_etcd_servers(
     cluster: &mut Cluster,
 ) {
     let handle = Handle::current();
-    let n = scenario.topology.servers;
-    let peers: BTreeMap<u64, SocketAddr> = (1..=n)
-        .map(|i| (i as u64, SocketAddr::new(ip(1, i), PEER_PORT)))
+    let t = &scenario.topology;
+    let nodes = layout(t);
+    let book: BTreeMap<String, NodeAddrs> = nodes
+        .iter()
+        .map(|(name, role, ip)| {
+            (
+                name.clone(),
+                NodeAddrs {
+                    role: *role,
+                    supervisor: SocketAddr::new(*ip, SUPERVISOR_PORT),
+                    api: SocketAddr::new(*ip, API_PORT),
+                    watch: SocketAddr::new(*ip, WATCH_PORT),
+                    etcd: SocketAddr::new(*ip, ETCD_PORT),
+                },
+            )
+        })
         .collect();
-    for i in 1..=n {
-        let name = format!("server-{i}");
-        let listen = SocketAddr::new(ip(1, i), ETCD_PORT);
-        let config = EtcdServerConfig {
-            member: MemberConfig {
-                name: name.clone(),
-                id: i as u64,
-                peers: peers.clone(),
-                // A fixed cluster: every server starts as a voter of the same membership.
-                initial_voters: peers.keys().copied().collect(),
-                snapshot_entries: scenario.etcd.snapshot_entries,
-                keep_entries: scenario.etcd.keep_entries,
-                compaction: design.compaction,
+    // Member ids in layout order over the nodes that hold one.
+    let member_ids: BTreeMap<String, u64> = nodes
+        .iter()
+        .filter(|(_, r, _)| r.etcd())
+        .enumerate()
+        .map(|(i, (n, _, _))| (n.clone(), i as u64 + 1))
+        .collect();
+    let peers: BTreeMap<u64, SocketAddr> = nodes
+        .iter()
+        .filter_map(|(n, _, ip)| {
+            member_ids
+                .get(n)
+                .map(|id| (*id, SocketAddr::new(*ip, PEER_PORT)))
+        })
+        .collect();
+    let join = t.join.clone().unwrap_or_else(|| {
+        member_ids
+            .keys()
+            .find(|n| n.starts_with("server-"))
+            .or(member_ids.keys().next())
+            .cloned()
+            .expect("an etcd topology has a member")
+    });
+    for (name, role, node_ip) in &nodes {
+        let member = member_ids.get(name).map(|&id| MemberConfig {
+            name: name.clone(),
+            id,
+            peers: peers.clone(),
+            // With a join target, only it starts the cluster; the others are added as members.
+            // Without one, every member starts as a voter of one initial cluster.
+            initial_voters: match &t.join {
+                Some(j) if j == name => vec![id],
+                Some(_) => vec![],
+                None => peers.keys().copied().collect(),
             },
-            listen,
+            snapshot_entries: scenario.etcd.snapshot_entries,
+            keep_entries: scenario.etcd.keep_entries,
+            compaction: design.compaction,
+        });
+        let config = K3sNodeConfig {
+            name: name.clone(),
+            role: *role,
+            join: join.clone(),
+            book: book.clone(),
+            member,
             compact_interval: (scenario.etcd.compact_interval_s > 0)
                 .then(|| Duration::from_secs(scenario.etcd.compact_interval_s)),
             compact_at_latest: scenario.etcd.compact_mode == "latest",
             request_timeout: Duration::from_millis(scenario.workload.request_timeout_ms),
+            health_every: HEALTH_EVERY,
+            lease_every: LEASE_EVERY,
         };
         let disk = Disk::shared();
         let (design, recorder_c, faults) = (design.clone(), recorder.clone(), faults.clone());
@@ -64,8 +145,8 @@ pub(crate) fn build_etcd_servers(
         let node_name = name.clone();
         let node = handle
             .create_node()
-            .name(&name)
-            .ip(ip(1, i))
+            .name(name)
+            .ip(*node_ip)
             .init(move || {
                 let observer = recorder_c.observer(&node_name);
                 // The kill that preceded this start was a power loss for the disk.
@@ -79,7 +160,7 @@ pub(crate) fn build_etcd_servers(
                         torn: loss.torn,
                     });
                 }
-                run_etcd_server(
+                run_k3s_node(
                     config.clone(),
                     design.clone(),
                     disk.clone(),
@@ -88,8 +169,16 @@ pub(crate) fn build_etcd_servers(
                 )
             })
             .build();
-        cluster.register(&name, node.id(), Role::Server, recorder);
-        cluster.servers.push((name, listen));
+        cluster.register_node(
+            name,
+            node.id(),
+            Role::Server,
+            role.control_plane(),
+            recorder,
+        );
+        if role.etcd() {
+            cluster.servers.push((name.clone(), book[name].etcd));
+        }
     }
 }
 

@@ -56,6 +56,20 @@ pub struct Topology {
     pub servers: u32,
     /// Client nodes driving the workload.
     pub clients: u32,
+    /// etcd topology: etcd-only servers (`etcd-N`: an etcd member, no apiserver).
+    #[serde(default)]
+    pub etcd_only: u32,
+    /// etcd topology: control-plane-only servers (`cp-N`: an apiserver, no etcd member).
+    #[serde(default)]
+    pub control_plane_only: u32,
+    /// etcd topology: agents (`agent-N`: a kubelet only).
+    #[serde(default)]
+    pub agents: u32,
+    /// etcd topology: the server every other node joins through (it starts the etcd cluster
+    /// alone; the others are added as members). Unset: every etcd server starts as a voter of
+    /// one initial cluster and nodes join through the first server.
+    #[serde(default)]
+    pub join: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

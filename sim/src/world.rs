@@ -79,10 +79,22 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// Records a created node under its name and role, and that it started.
     pub fn register(&mut self, name: &str, id: NodeId, role: Role, recorder: &Recorder) {
+        self.register_node(name, id, role, false, recorder)
+    }
+
+    pub fn register_node(
+        &mut self,
+        name: &str,
+        id: NodeId,
+        role: Role,
+        control_plane: bool,
+        recorder: &Recorder,
+    ) {
         self.ids.insert(name.to_string(), id);
         self.refs.push(NodeRef {
             name: name.to_string(),
             role,
+            control_plane,
         });
         recorder.event(name, EventKind::NodeStarted);
     }
@@ -176,6 +188,21 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
                         }
                     }
                 }
+                Fault::KillGroup { nodes } => {
+                    let killed: Vec<&String> = nodes
+                        .iter()
+                        .filter(|n| lifecycle.kill(cluster.ids[*n]))
+                        .collect();
+                    for n in &killed {
+                        recorder.event(n, EventKind::NodeKilled);
+                    }
+                    tokio::time::sleep(scheduled.duration).await;
+                    for n in killed {
+                        if lifecycle.restart(cluster.ids[n]) {
+                            recorder.event(n, EventKind::NodeRestarted);
+                        }
+                    }
+                }
             }
         });
     }
@@ -224,6 +251,17 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
         final_read,
         members_final,
         ..Default::default()
+    };
+    let params = if scenario.topology.kind == TopologyKind::Etcd {
+        let timeout = Duration::from_millis(scenario.workload.request_timeout_ms);
+        HistoryParams {
+            node_roles: crate::etcd_world::node_roles(&scenario.topology),
+            rejoin_bound_ns: crate::etcd_world::rejoin_bound(timeout).as_nanos() as u64,
+            node_lease_grace_ns: crate::etcd_world::LEASE_GRACE.as_nanos() as u64,
+            ..params
+        }
+    } else {
+        params
     };
     let sim_ns = recorder.now_ns();
     let (history, trace) = recorder.finish(params);

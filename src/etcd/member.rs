@@ -242,12 +242,34 @@ fn recover(config: &MemberConfig, disk: &SharedDisk) -> Recovered {
         }
         if !mvcc.voters().is_empty() {
             core.set_conf_state(conf_state(mvcc.voters()));
-        } else if !config.initial_voters.is_empty() && last == 0 {
-            mvcc.set_voters(config.initial_voters.clone());
-            core.set_conf_state(conf_state(&config.initial_voters));
         }
     }
-    let applied_index = mvcc.consistent_index().max(snap_index);
+    if mvcc.voters().is_empty() && !config.initial_voters.is_empty() && last == 0 {
+        // A new cluster starts from a snapshot at index 1 that holds the initial membership,
+        // so a member added later learns every voter from it (raft-rs replicates only changes).
+        mvcc.set_voters(config.initial_voters.clone());
+        mvcc.set_consistent_index(1);
+        let mut snap = Snapshot {
+            data: encode_records(&mvcc.dump()).into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = 1;
+        meta.term = 1;
+        meta.set_conf_state(conf_state(&config.initial_voters));
+        let mut d = disk.lock().expect("disk lock poisoned");
+        d.replace(SNAP, snap.write_to_bytes().expect("a snapshot encodes"));
+        d.sync(SNAP);
+        drop(d);
+        snap.data = Default::default();
+        log.wl()
+            .apply_snapshot(snap)
+            .expect("an empty log takes the initial snapshot");
+    }
+    let applied_index = mvcc
+        .consistent_index()
+        .max(snap_index)
+        .max(log.first_index().expect("memory log answers") - 1);
     let leader = 0;
     let applied = Arc::new(Mutex::new(Applied {
         mvcc,

@@ -1,13 +1,11 @@
-//! What runs on an etcd server node: its member, the etcd API, and the apiserver's compactor.
+//! The network face of an etcd member (its gRPC services) and the apiserver's compactor.
 //!
-//! A restart calls [`run_etcd_server`] again on the same disk: the member is rebuilt from what
-//! the disk kept, everything else starts afresh.
+//! Both run beside a member on a k3s node; neither touches the member's state except through
+//! the member's handle or the etcd API.
 
-use super::disk::SharedDisk;
-use super::member::{start_member, MemberConfig};
+use super::member::MemberHandle;
 use super::service::MemberApi;
-use crate::design::Design;
-use crate::faults::SharedFaults;
+use crate::design::WatchVariant;
 use crate::k3s::etcd_client::EtcdClient;
 use crate::observe::{SharedObserver, StoreEvent};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -18,56 +16,46 @@ use crate::proto::etcdserverpb::{
     watch_server::WatchServer, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The key the Kubernetes apiservers agree on compactions through.
 pub const COMPACT_REV_KEY: &[u8] = b"compact_rev_key";
 
-#[derive(Clone, Debug)]
-pub struct EtcdServerConfig {
-    pub member: MemberConfig,
-    pub listen: SocketAddr,
-    /// How often this node's apiserver compacts (Kubernetes: 5 minutes); `None`: it does not.
-    pub compact_interval: Option<Duration>,
-    /// Compact straight to the latest revision each interval, as etcd's robustness traffic does,
-    /// instead of the apiserver's compare-and-swap on `compact_rev_key`.
-    pub compact_at_latest: bool,
-    pub request_timeout: Duration,
-}
-
-pub async fn run_etcd_server(
-    config: EtcdServerConfig,
-    design: Design,
-    disk: SharedDisk,
-    observer: SharedObserver,
-    faults: SharedFaults,
-) {
-    let member = start_member(config.member.clone(), disk, observer.clone(), faults).await;
-    if let Some(every) = config.compact_interval {
-        let client = EtcdClient::new(vec![config.listen], config.request_timeout);
-        if config.compact_at_latest {
-            tokio::spawn(compact_latest_loop(client, every, observer));
-        } else {
-            tokio::spawn(compact_loop(client, every, observer));
-        }
-    }
+/// Serves the etcd API of `member` on `listen` until the node dies.
+pub async fn serve_member(member: MemberHandle, watch_variant: WatchVariant, listen: SocketAddr) {
     let api = MemberApi {
         member,
-        watch_variant: design.watch,
+        watch_variant,
     };
     tonic::transport::Server::builder()
         .add_service(KvServer::new(api.clone()))
         .add_service(WatchServer::new(api.clone()))
         .add_service(LeaseServer::new(api.clone()))
         .add_service(MaintenanceServer::new(api))
-        .serve(config.listen)
+        .serve(listen)
         .await
         .expect("the etcd API serves until the node dies");
 }
 
+/// An apiserver's compactor: every `every`, either straight to the latest revision or by the
+/// Kubernetes compare-and-swap on `compact_rev_key`.
+pub async fn compact_loop(
+    client: Arc<EtcdClient>,
+    every: Duration,
+    at_latest: bool,
+    observer: SharedObserver,
+) {
+    if at_latest {
+        compact_latest_loop(&client, every, observer).await
+    } else {
+        compact_rev_key_loop(&client, every, observer).await
+    }
+}
+
 /// Compacts to the current revision every interval: the target is often a tombstone at the
 /// latest revision, the case etcd #17780 mishandled.
-async fn compact_latest_loop(client: EtcdClient, every: Duration, observer: SharedObserver) {
+async fn compact_latest_loop(client: &EtcdClient, every: Duration, observer: SharedObserver) {
     loop {
         tokio::time::sleep(every).await;
         let Ok(revision) = client.current_revision().await else {
@@ -85,7 +73,7 @@ async fn compact_latest_loop(client: EtcdClient, every: Duration, observer: Shar
 /// The Kubernetes apiserver's compactor: each interval, the apiserver that wins a
 /// compare-and-swap on `compact_rev_key` compacts to the revision it saw one interval earlier,
 /// so every apiserver may run it and only one compacts per interval.
-async fn compact_loop(client: EtcdClient, every: Duration, observer: SharedObserver) {
+async fn compact_rev_key_loop(client: &EtcdClient, every: Duration, observer: SharedObserver) {
     let mut version = 0;
     let mut revision = 0;
     loop {

@@ -6,3 +6,5 @@
 
 pub mod etcd_client;
 pub mod lb;
+pub mod node;
+pub mod supervisor;

@@ -21,6 +21,8 @@ pub enum Role {
 pub struct NodeRef {
     pub name: String,
     pub role: Role,
+    /// The node runs an apiserver (etcd topology's servers and control-plane-only nodes).
+    pub control_plane: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +34,10 @@ pub enum Fault {
     },
     Kill {
         node: String,
+    },
+    /// Every node in `nodes` goes down at once and comes back together.
+    KillGroup {
+        nodes: Vec<String>,
     },
 }
 
@@ -106,6 +112,22 @@ pub fn draw(
                     .collect();
                 a.zip(pick(&mut rng, &others))
             }
+            "isolate-control-plane" => {
+                let (cp, rest): (Vec<&NodeRef>, Vec<&NodeRef>) =
+                    nodes.iter().partition(|n| n.control_plane);
+                if !cp.is_empty() && !rest.is_empty() {
+                    out.push(Scheduled {
+                        start,
+                        duration: duration.min(period - start),
+                        fault: Fault::Partition {
+                            from: cp.iter().map(|n| n.name.clone()).collect(),
+                            to: rest.iter().map(|n| n.name.clone()).collect(),
+                            one_way,
+                        },
+                    });
+                }
+                continue;
+            }
             "isolate-node" => {
                 let all: Vec<&NodeRef> = nodes.iter().collect();
                 if let Some(victim) = pick(&mut rng, &all) {
@@ -145,6 +167,22 @@ pub fn draw(
             break;
         }
         let role = match faults.kill_roles[rng.gen_range(0..faults.kill_roles.len())].as_str() {
+            "all-control-plane" => {
+                let downtime = draw_secs(&mut rng, faults.kill_downtime_s);
+                let cp: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| n.control_plane)
+                    .map(|n| n.name.clone())
+                    .collect();
+                if !cp.is_empty() {
+                    out.push(Scheduled {
+                        start,
+                        duration: downtime.min(period - start),
+                        fault: Fault::KillGroup { nodes: cp },
+                    });
+                }
+                continue;
+            }
             "server" => &servers,
             "database" => &dbs,
             "client" => &clients,
@@ -173,6 +211,7 @@ mod tests {
         let mk = |name: &str, role| NodeRef {
             name: name.into(),
             role,
+            control_plane: false,
         };
         vec![
             mk("db", Role::Database),

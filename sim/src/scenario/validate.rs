@@ -70,12 +70,35 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
             "topology.servers",
             "an ha topology has 1 to 5 servers",
         )?,
-        TopologyKind::Etcd => check(
-            (1..=7).contains(&t.servers),
-            "topology.servers",
-            "an etcd topology has 1 to 7 servers",
-        )?,
+        TopologyKind::Etcd => {
+            check(
+                (1..=7).contains(&(t.servers + t.etcd_only)),
+                "topology.servers",
+                "an etcd topology has 1 to 7 etcd members (servers plus etcd_only)",
+            )?;
+            if let Some(j) = &t.join {
+                let ok = (j
+                    .strip_prefix("server-")
+                    .and_then(|n| n.parse::<u32>().ok()))
+                .is_some_and(|n| (1..=t.servers).contains(&n))
+                    || (j.strip_prefix("etcd-").and_then(|n| n.parse::<u32>().ok()))
+                        .is_some_and(|n| (1..=t.etcd_only).contains(&n));
+                check(
+                    ok,
+                    "topology.join",
+                    format!(
+                        "`{j}` is not one of this topology's etcd servers (server-N or etcd-N)"
+                    ),
+                )?;
+            }
+        }
     }
+    check(
+        t.kind == TopologyKind::Etcd
+            || (t.etcd_only == 0 && t.control_plane_only == 0 && t.agents == 0 && t.join.is_none()),
+        "topology.kind",
+        "etcd_only, control_plane_only, agents and join need kind = \"etcd\"",
+    )?;
     check(
         (0.0..=1.0).contains(&s.etcd.torn_write_probability),
         "etcd.torn_write_probability",
@@ -241,12 +264,13 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
             "client-server",
             "server-server",
             "isolate-node",
+            "isolate-control-plane",
         ],
     )?;
     subset(
         "faults.kill_roles",
         &f.kill_roles,
-        &["server", "database", "client"],
+        &["server", "database", "client", "all-control-plane"],
     )?;
     subset(
         "faults.compact_failure_kinds",

@@ -1,0 +1,397 @@
+//! One k3s node's life: its etcd member and apiserver (by role), joining through the join
+//! target, the client load balancer with its health checks, and the kubelet's Node lease.
+//!
+//! A restart runs [`run_k3s_node`] again on the same disk: the member and the persisted server
+//! list come back from it; everything else starts afresh and must find its way back on its own.
+
+use super::etcd_client::EtcdClient;
+use super::lb::{LoadBalancer, Probe};
+use super::supervisor::{
+    serve_supervisor, Supervisor, SupervisorCall, SupervisorRequest, SupervisorResponse,
+};
+use crate::apiserver::{serve_api, ApiCall, ApiRequest, ApiResponse, ApiServer, Backend};
+use crate::design::{Design, StartupVariant};
+use crate::etcd::disk::SharedDisk;
+use crate::etcd::member::{start_member, MemberConfig};
+use crate::etcd::node::{compact_loop, serve_member};
+use crate::faults::SharedFaults;
+use crate::observe::{SharedObserver, StoreEvent};
+use madsim::net::Endpoint;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// SEMANTICS.md section 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeRole {
+    /// Control plane and etcd (k3s's default server).
+    Server,
+    EtcdOnly,
+    ControlPlaneOnly,
+    Agent,
+}
+
+impl NodeRole {
+    pub fn etcd(self) -> bool {
+        matches!(self, NodeRole::Server | NodeRole::EtcdOnly)
+    }
+    pub fn control_plane(self) -> bool {
+        matches!(self, NodeRole::Server | NodeRole::ControlPlaneOnly)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeRole::Server => "server",
+            NodeRole::EtcdOnly => "etcd-only",
+            NodeRole::ControlPlaneOnly => "control-plane-only",
+            NodeRole::Agent => "agent",
+        }
+    }
+}
+
+/// Where a node's services listen; every node knows every node's addresses (as DNS would), but
+/// learns which servers exist only by joining.
+#[derive(Clone, Debug)]
+pub struct NodeAddrs {
+    pub role: NodeRole,
+    pub supervisor: SocketAddr,
+    pub api: SocketAddr,
+    pub watch: SocketAddr,
+    pub etcd: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct K3sNodeConfig {
+    pub name: String,
+    pub role: NodeRole,
+    /// The server this node joins through: its load balancer's default server.
+    pub join: String,
+    pub book: BTreeMap<String, NodeAddrs>,
+    /// This node's etcd member, for roles that hold one.
+    pub member: Option<MemberConfig>,
+    /// How often this node's apiserver compacts; `None`: never.
+    pub compact_interval: Option<Duration>,
+    pub compact_at_latest: bool,
+    pub request_timeout: Duration,
+    /// Load balancer health checks (k3s: every second).
+    pub health_every: Duration,
+    /// Kubelet Node lease renewals (Kubernetes: every 10 seconds).
+    pub lease_every: Duration,
+}
+
+const SERVERS_FILE: &str = "agent/servers";
+/// Components give up waiting for the apiserver after this long (and the process restarts).
+const READYZ_GIVE_UP: Duration = Duration::from_secs(15 * 60);
+
+pub async fn run_k3s_node(
+    config: K3sNodeConfig,
+    design: Design,
+    disk: SharedDisk,
+    observer: SharedObserver,
+    faults: SharedFaults,
+) {
+    let me = config.book[&config.name].clone();
+    let member = match &config.member {
+        Some(mc) => {
+            let m = start_member(mc.clone(), disk.clone(), observer.clone(), faults).await;
+            tokio::spawn(serve_member(m.clone(), design.watch, me.etcd));
+            Some(m)
+        }
+        None => None,
+    };
+    let names = |f: fn(NodeRole) -> bool| -> Vec<String> {
+        config
+            .book
+            .iter()
+            .filter(|(_, a)| f(a.role))
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    let supervisor = Arc::new(Supervisor {
+        member: member.clone(),
+        apiserver: std::sync::OnceLock::new(),
+        control_plane: names(NodeRole::control_plane),
+        etcd: names(NodeRole::etcd),
+    });
+    if config.role != NodeRole::Agent {
+        tokio::spawn(serve_supervisor(supervisor.clone(), me.supervisor));
+    }
+    let rpc = Arc::new(
+        Endpoint::bind("0.0.0.0:0")
+            .await
+            .expect("a node binds an ephemeral endpoint"),
+    );
+    let (control_plane, etcd) =
+        join(&config, &design, &rpc, &disk, &observer, member.is_some()).await;
+    if config.role.control_plane() {
+        // The local member first, then the others: k3s's local etcd load balancer.
+        let mut endpoints: Vec<SocketAddr> = member.iter().map(|_| me.etcd).collect();
+        endpoints.extend(
+            etcd.iter()
+                .filter(|n| **n != config.name)
+                .map(|n| config.book[n].etcd),
+        );
+        let client = Arc::new(EtcdClient::new(endpoints, config.request_timeout));
+        let api = Arc::new(ApiServer {
+            backend: Backend::Etcd(client.clone()),
+            watchlist: design.watchlist,
+        });
+        let _ = supervisor.apiserver.set(api.clone());
+        tokio::spawn(serve_api(api, me.api, me.watch));
+        if let Some(every) = config.compact_interval {
+            tokio::spawn(compact_loop(
+                client,
+                every,
+                config.compact_at_latest,
+                observer.clone(),
+            ));
+        }
+    }
+    let lb = Arc::new(Mutex::new(LoadBalancer::new(
+        &config.join,
+        &control_plane,
+        design.lb,
+    )));
+    persist_servers(&disk, &lb.lock().expect("lb lock poisoned").servers());
+    tokio::spawn(health_checks(
+        config.clone(),
+        lb.clone(),
+        rpc.clone(),
+        observer.clone(),
+    ));
+    kubelet(config, lb, rpc, observer).await;
+}
+
+fn persist_servers(disk: &SharedDisk, servers: &[String]) {
+    let mut d = disk.lock().expect("disk lock poisoned");
+    d.replace(SERVERS_FILE, servers.join("\n").into_bytes());
+    d.sync(SERVERS_FILE);
+}
+
+fn persisted_servers(disk: &SharedDisk) -> Vec<String> {
+    let d = disk.lock().expect("disk lock poisoned");
+    d.read(SERVERS_FILE)
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Joins through the join target (or, fixed, any previously known server), retrying each
+/// second; returns the control-plane servers and etcd members the supervisor named.
+async fn join(
+    config: &K3sNodeConfig,
+    design: &Design,
+    rpc: &Endpoint,
+    disk: &SharedDisk,
+    observer: &SharedObserver,
+    has_member: bool,
+) -> (Vec<String>, Vec<String>) {
+    let mut targets = vec![config.join.clone()];
+    let insists =
+        design.startup == StartupVariant::K3s11333 && config.role == NodeRole::ControlPlaneOnly;
+    if !insists {
+        for s in persisted_servers(disk) {
+            if !targets.contains(&s) {
+                targets.push(s);
+            }
+        }
+    }
+    let member_id = config.member.as_ref().filter(|_| has_member).map(|m| m.id);
+    loop {
+        let mut failing = Vec::new();
+        for t in &targets {
+            let Some(addrs) = config.book.get(t) else {
+                continue;
+            };
+            let req = SupervisorCall(SupervisorRequest::Join {
+                node: config.name.clone(),
+                member_id,
+            });
+            match rpc
+                .call_timeout(addrs.supervisor, req, Duration::from_secs(12))
+                .await
+            {
+                Ok(SupervisorResponse::Joined {
+                    control_plane,
+                    etcd,
+                }) => return (control_plane, etcd),
+                Ok(other) => failing.push(format!("join via {t}: {other:?}")),
+                Err(e) => failing.push(format!("join via {t}: {e}")),
+            }
+        }
+        observer.record(StoreEvent::ApiserverWaiting {
+            via: Some(config.join.clone()),
+            failing,
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Probes every known server each period and records each change of route.
+async fn health_checks(
+    config: K3sNodeConfig,
+    lb: Arc<Mutex<LoadBalancer>>,
+    rpc: Arc<Endpoint>,
+    observer: SharedObserver,
+) {
+    let mut last: Option<Option<String>> = None;
+    let mut tick = tokio::time::interval(config.health_every);
+    loop {
+        tick.tick().await;
+        let servers = lb.lock().expect("lb lock poisoned").servers();
+        let probes = futures::future::join_all(servers.iter().map(|s| {
+            let addr = config.book[s].supervisor;
+            let rpc = rpc.clone();
+            let timeout = config.health_every;
+            async move {
+                match rpc
+                    .call_timeout(addr, SupervisorCall(SupervisorRequest::Ping), timeout)
+                    .await
+                {
+                    Ok(SupervisorResponse::Pong { apiserver }) => Probe {
+                        reachable: true,
+                        apiserver,
+                    },
+                    _ => Probe {
+                        reachable: false,
+                        apiserver: false,
+                    },
+                }
+            }
+        }))
+        .await;
+        let route = {
+            let mut lb = lb.lock().expect("lb lock poisoned");
+            for (s, p) in servers.iter().zip(&probes) {
+                lb.record(s, *p);
+            }
+            lb.route()
+        };
+        if last.as_ref() != Some(&route) {
+            let apiserver = route
+                .as_ref()
+                .is_some_and(|s| config.book[s].role.control_plane());
+            let reason = match &route {
+                Some(s) => {
+                    let i = servers.iter().position(|x| x == s);
+                    let p = i.map(|i| probes[i]);
+                    format!("health check of {s}: {p:?}")
+                }
+                None => "no server known".into(),
+            };
+            observer.record(StoreEvent::LbRoute {
+                server: route.clone(),
+                apiserver,
+                reason,
+            });
+            last = Some(route);
+        }
+    }
+}
+
+async fn api_call(
+    config: &K3sNodeConfig,
+    rpc: &Endpoint,
+    via: &str,
+    req: ApiRequest,
+) -> Result<ApiResponse, String> {
+    let addr = config.book[via].api;
+    rpc.call_timeout(addr, ApiCall(req), config.request_timeout)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Waits for an apiserver through the load balancer, then renews the Node lease every period.
+async fn kubelet(
+    config: K3sNodeConfig,
+    lb: Arc<Mutex<LoadBalancer>>,
+    rpc: Arc<Endpoint>,
+    observer: SharedObserver,
+) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let via = lb.lock().expect("lb lock poisoned").route();
+        let failing = match &via {
+            None => vec!["no server to reach an apiserver through".to_string()],
+            Some(s) => match api_call(&config, &rpc, s, ApiRequest::Readyz).await {
+                Ok(ApiResponse::Readyz { code: 200, .. }) => break,
+                Ok(ApiResponse::Readyz { checks, .. }) => checks
+                    .into_iter()
+                    .filter(|c| c.starts_with("[-]"))
+                    .collect(),
+                Ok(other) => vec![format!("unexpected answer {other:?}")],
+                Err(e) => vec![e],
+            },
+        };
+        observer.record(StoreEvent::ApiserverWaiting { via, failing });
+        if started.elapsed() > READYZ_GIVE_UP {
+            // k3s exits here and its service manager starts it again: wait afresh.
+            return Box::pin(kubelet(config, lb, rpc, observer)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut tick = tokio::time::interval(config.lease_every);
+    loop {
+        tick.tick().await;
+        let via = lb.lock().expect("lb lock poisoned").route();
+        let result = match &via {
+            None => Err("no server to reach an apiserver through".to_string()),
+            Some(s) => renew_lease(&config, &rpc, s).await,
+        };
+        observer.record(StoreEvent::NodeLeaseRenew {
+            via,
+            ok: result.is_ok(),
+            error: result.err().unwrap_or_default(),
+        });
+    }
+}
+
+/// Get-then-update of the node's Lease object, created when missing.
+async fn renew_lease(config: &K3sNodeConfig, rpc: &Endpoint, via: &str) -> Result<(), String> {
+    let (resource, namespace, name) = (
+        "leases".to_string(),
+        "kube-node-lease".to_string(),
+        config.name.clone(),
+    );
+    let now = format!(
+        "renewTime={}",
+        tokio::time::Instant::now().elapsed().as_millis()
+    );
+    let current = api_call(
+        config,
+        rpc,
+        via,
+        ApiRequest::Get {
+            resource: resource.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+        },
+    )
+    .await?;
+    let write = match current {
+        ApiResponse::Object(o) => ApiRequest::Update {
+            resource,
+            namespace,
+            name,
+            value: now,
+            resource_version: o.resource_version,
+        },
+        ApiResponse::Status(s) if s.code == 404 => ApiRequest::Create {
+            resource,
+            namespace,
+            name,
+            value: now,
+        },
+        ApiResponse::Status(s) => return Err(format!("{} {}: {}", s.code, s.reason, s.message)),
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    match api_call(config, rpc, via, write).await? {
+        ApiResponse::Object(_) => Ok(()),
+        ApiResponse::Status(s) => Err(format!("{} {}: {}", s.code, s.reason, s.message)),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}

@@ -122,6 +122,8 @@ pub enum StoreEvent {
     MemberAdded { member_id: u64, node: String },
     /// A kill dropped the node's unsynced disk writes; `torn` when part of the last write stayed.
     DiskLost { files: u64, bytes: u64, torn: bool },
+    /// The node joined the cluster through `via`'s supervisor and now knows these servers.
+    Joined { via: String, known: Vec<String> },
     /// The node's client load balancer now routes new connections to `server` (`None` when it
     /// knows no server); `apiserver` says whether that server runs an apiserver.
     LbRoute {

@@ -12,7 +12,7 @@ use crate::scenario::Scenario;
 use crate::world::{ip, Cluster, API_PORT, ETCD_PORT, WATCH_PORT};
 use madsim::runtime::Handle;
 use rand::Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,6 +174,7 @@ pub(crate) fn build_etcd_servers(
             node.id(),
             Role::Server,
             role.control_plane(),
+            *name == join,
             recorder,
         );
         if role.etcd() {
@@ -198,35 +199,16 @@ pub(crate) async fn member_audit(
             let (servers, tx) = (servers.clone(), tx.clone());
             async move {
                 let timeout = Duration::from_millis(timeout_ms);
+                // Kubelets keep renewing leases, so the revision moves every few seconds: poll
+                // until every member answers at one revision (bounded), and keep the last poll.
                 let mut out = Vec::new();
-                for (name, addr) in &servers {
-                    let endpoint =
-                        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                            .expect("server addresses are valid URIs")
-                            .timeout(timeout)
-                            .connect_timeout(timeout);
-                    let status = match endpoint.connect().await {
-                        Ok(ch) => MaintenanceClient::new(ch)
-                            .status(StatusRequest {})
-                            .await
-                            .ok()
-                            .map(|r| r.into_inner()),
-                        Err(_) => None,
-                    };
-                    out.push(match status {
-                        Some(s) => MemberFinal {
-                            node: name.clone(),
-                            member_id: s.header.as_ref().map(|h| h.member_id).unwrap_or(0),
-                            reachable: true,
-                            revision: s.header.as_ref().map(|h| h.revision).unwrap_or(0),
-                            applied_index: s.raft_applied_index,
-                            leader: s.leader,
-                        },
-                        None => MemberFinal {
-                            node: name.clone(),
-                            ..Default::default()
-                        },
-                    });
+                for _ in 0..20 {
+                    out = audit_once(&servers, timeout).await;
+                    let revisions: BTreeSet<i64> = out.iter().map(|m| m.revision).collect();
+                    if out.iter().all(|m| m.reachable) && revisions.len() == 1 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 if let Some(tx) = tx.lock().expect("audit channel lock poisoned").take() {
                     let _ = tx.send(out);
@@ -235,6 +217,40 @@ pub(crate) async fn member_audit(
         })
         .build();
     rx.await.unwrap_or_default()
+}
+
+/// One round of serializable Status calls, member by member.
+async fn audit_once(servers: &[(String, SocketAddr)], timeout: Duration) -> Vec<MemberFinal> {
+    let mut out = Vec::new();
+    for (name, addr) in servers {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("server addresses are valid URIs")
+            .timeout(timeout)
+            .connect_timeout(timeout);
+        let status = match endpoint.connect().await {
+            Ok(ch) => MaintenanceClient::new(ch)
+                .status(StatusRequest {})
+                .await
+                .ok()
+                .map(|r| r.into_inner()),
+            Err(_) => None,
+        };
+        out.push(match status {
+            Some(s) => MemberFinal {
+                node: name.clone(),
+                member_id: s.header.as_ref().map(|h| h.member_id).unwrap_or(0),
+                reachable: true,
+                revision: s.header.as_ref().map(|h| h.revision).unwrap_or(0),
+                applied_index: s.raft_applied_index,
+                leader: s.leader,
+            },
+            None => MemberFinal {
+                node: name.clone(),
+                ..Default::default()
+            },
+        });
+    }
+    out
 }
 
 #[cfg(test)]

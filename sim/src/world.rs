@@ -79,7 +79,7 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// Records a created node under its name and role, and that it started.
     pub fn register(&mut self, name: &str, id: NodeId, role: Role, recorder: &Recorder) {
-        self.register_node(name, id, role, false, recorder)
+        self.register_node(name, id, role, false, false, recorder)
     }
 
     pub fn register_node(
@@ -88,6 +88,7 @@ impl Cluster {
         id: NodeId,
         role: Role,
         control_plane: bool,
+        join_target: bool,
         recorder: &Recorder,
     ) {
         self.ids.insert(name.to_string(), id);
@@ -95,6 +96,7 @@ impl Cluster {
             name: name.to_string(),
             role,
             control_plane,
+            join_target,
         });
         recorder.event(name, EventKind::NodeStarted);
     }

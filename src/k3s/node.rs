@@ -80,6 +80,8 @@ pub struct K3sNodeConfig {
 }
 
 const SERVERS_FILE: &str = "agent/servers";
+/// Every server the last join named (control plane and etcd): where a restart may rejoin.
+const KNOWN_FILE: &str = "agent/known-servers";
 /// Components give up waiting for the apiserver after this long (and the process restarts).
 const READYZ_GIVE_UP: Duration = Duration::from_secs(15 * 60);
 
@@ -163,14 +165,18 @@ pub async fn run_k3s_node(
 }
 
 fn persist_servers(disk: &SharedDisk, servers: &[String]) {
-    let mut d = disk.lock().expect("disk lock poisoned");
-    d.replace(SERVERS_FILE, servers.join("\n").into_bytes());
-    d.sync(SERVERS_FILE);
+    persist(disk, SERVERS_FILE, servers)
 }
 
-fn persisted_servers(disk: &SharedDisk) -> Vec<String> {
+fn persist(disk: &SharedDisk, file: &str, servers: &[String]) {
+    let mut d = disk.lock().expect("disk lock poisoned");
+    d.replace(file, servers.join("\n").into_bytes());
+    d.sync(file);
+}
+
+fn persisted(disk: &SharedDisk, file: &str) -> Vec<String> {
     let d = disk.lock().expect("disk lock poisoned");
-    d.read(SERVERS_FILE)
+    d.read(file)
         .map(|b| {
             String::from_utf8_lossy(&b)
                 .lines()
@@ -194,13 +200,21 @@ async fn join(
     let insists =
         design.startup == StartupVariant::K3s11333 && config.role == NodeRole::ControlPlaneOnly;
     if !insists {
-        for s in persisted_servers(disk) {
-            if !targets.contains(&s) {
+        // Any server a previous join named will do (not this node itself: it cannot vouch for
+        // a cluster it is not yet part of).
+        for s in persisted(disk, KNOWN_FILE) {
+            if !targets.contains(&s) && s != config.name {
                 targets.push(s);
             }
         }
     }
     let member_id = config.member.as_ref().filter(|_| has_member).map(|m| m.id);
+    // Adding a member waits for a membership change to commit; a plain join is one request.
+    let deadline = if member_id.is_some() {
+        Duration::from_secs(12)
+    } else {
+        config.request_timeout
+    };
     loop {
         let mut failing = Vec::new();
         for t in &targets {
@@ -211,14 +225,20 @@ async fn join(
                 node: config.name.clone(),
                 member_id,
             });
-            match rpc
-                .call_timeout(addrs.supervisor, req, Duration::from_secs(12))
-                .await
-            {
+            match rpc.call_timeout(addrs.supervisor, req, deadline).await {
                 Ok(SupervisorResponse::Joined {
                     control_plane,
                     etcd,
-                }) => return (control_plane, etcd),
+                }) => {
+                    let mut known = control_plane.clone();
+                    known.extend(etcd.iter().filter(|n| !control_plane.contains(n)).cloned());
+                    persist(disk, KNOWN_FILE, &known);
+                    observer.record(StoreEvent::Joined {
+                        via: t.clone(),
+                        known,
+                    });
+                    return (control_plane, etcd);
+                }
                 Ok(other) => failing.push(format!("join via {t}: {other:?}")),
                 Err(e) => failing.push(format!("join via {t}: {e}")),
             }

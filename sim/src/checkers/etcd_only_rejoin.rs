@@ -31,7 +31,7 @@ impl Checker for EtcdOnlyRejoin {
     }
 
     fn meaning(&self) -> &'static str {
-        "within the rejoin bound after faults stop, every node routes to a server with an apiserver and stays there, is Ready at the end, and every etcd member is caught up"
+        "within the rejoin bound after faults stop, every node routes to a server with an apiserver and stays there, is Ready at the end, and every etcd member is caught up; a restarted node rejoins through any server it knew once one is reachable"
     }
 
     fn check(&self, h: &History) -> CheckReport {
@@ -62,6 +62,7 @@ impl Checker for EtcdOnlyRejoin {
             judge.ready(&who, log, p.node_lease_grace_ns);
         }
         judge.members(h);
+        super::rejoin_liveness::check(h, &mut judge.out);
         CheckReport::new(self.name(), judge.out)
     }
 }

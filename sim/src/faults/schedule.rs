@@ -23,6 +23,8 @@ pub struct NodeRef {
     pub role: Role,
     /// The node runs an apiserver (etcd topology's servers and control-plane-only nodes).
     pub control_plane: bool,
+    /// Every other node of the etcd topology joins through this one.
+    pub join_target: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -183,6 +185,7 @@ pub fn draw(
                 }
                 continue;
             }
+            "join-target" => &nodes.iter().filter(|n| n.join_target).collect::<Vec<_>>(),
             "server" => &servers,
             "database" => &dbs,
             "client" => &clients,
@@ -212,6 +215,7 @@ mod tests {
             name: name.into(),
             role,
             control_plane: false,
+            join_target: false,
         };
         vec![
             mk("db", Role::Database),

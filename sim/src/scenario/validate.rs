@@ -270,7 +270,13 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
     subset(
         "faults.kill_roles",
         &f.kill_roles,
-        &["server", "database", "client", "all-control-plane"],
+        &[
+            "server",
+            "database",
+            "client",
+            "all-control-plane",
+            "join-target",
+        ],
     )?;
     subset(
         "faults.compact_failure_kinds",

@@ -1,0 +1,310 @@
+//! The restart half of etcd-only-rejoin: a node that restarts while its join server is out of
+//! reach must still rejoin through another server it knew, once one is reachable (SEMANTICS.md
+//! section 4: "any node can restart as long as one previously known server is reachable").
+//!
+//! Reachability is rebuilt from the history's world events (kills, restarts, partitions), never
+//! from the cluster. Only nodes without an etcd member are judged: any server's supervisor may
+//! answer their join, while a member must be added through a server that holds one.
+
+use super::{secs, Violation};
+use crate::history::{EventKind, History, SimNanos};
+use std::collections::{BTreeMap, BTreeSet};
+use store::observe::StoreEvent;
+
+/// A known server must stay reachable this long for a join through it to complete.
+pub const JOIN_WINDOW_NS: SimNanos = 15_000_000_000;
+/// After that, the node has this long to have joined (one round of join attempts: a dead
+/// target's deadline, then the next target's answer).
+pub const JOIN_BOUND_NS: SimNanos = 30_000_000_000;
+
+/// Who is down and which directed links are cut, as of one instant.
+#[derive(Default, Clone)]
+struct World<'a> {
+    down: BTreeSet<&'a str>,
+    cuts: BTreeMap<(&'a str, &'a str), u32>,
+}
+
+impl<'a> World<'a> {
+    fn apply(&mut self, node: &'a str, kind: &'a EventKind) {
+        match kind {
+            EventKind::NodeKilled => {
+                self.down.insert(node);
+            }
+            EventKind::NodeRestarted => {
+                self.down.remove(node);
+            }
+            EventKind::PartitionStarted { from, to, one_way }
+            | EventKind::PartitionHealed { from, to, one_way } => {
+                let start = matches!(kind, EventKind::PartitionStarted { .. });
+                for a in from {
+                    for b in to {
+                        let mut links = vec![(a.as_str(), b.as_str())];
+                        if !one_way {
+                            links.push((b.as_str(), a.as_str()));
+                        }
+                        for l in links {
+                            let c = self.cuts.entry(l).or_insert(0);
+                            *c = if start { *c + 1 } else { c.saturating_sub(1) };
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `n` can call `s` and hear back.
+    fn reachable(&self, n: &str, s: &str) -> bool {
+        let cut = |a: &str, b: &str| self.cuts.get(&(a, b)).is_some_and(|c| *c > 0);
+        !self.down.contains(s) && !self.down.contains(n) && !cut(n, s) && !cut(s, n)
+    }
+}
+
+/// The world events, in time order.
+fn world_events(h: &History) -> Vec<(SimNanos, &str, &EventKind)> {
+    h.events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::NodeKilled
+                    | EventKind::NodeRestarted
+                    | EventKind::PartitionStarted { .. }
+                    | EventKind::PartitionHealed { .. }
+            )
+        })
+        .map(|e| (e.at_ns, e.node.as_str(), &e.kind))
+        .collect()
+}
+
+fn world_at<'a>(events: &[(SimNanos, &'a str, &'a EventKind)], t: SimNanos) -> World<'a> {
+    let mut w = World::default();
+    for (at, node, kind) in events {
+        if *at > t {
+            break;
+        }
+        w.apply(node, kind);
+    }
+    w
+}
+
+/// The first instant from `from` on at which some server of `known` stays reachable from `n`
+/// for the whole join window.
+fn first_reachable(
+    events: &[(SimNanos, &str, &EventKind)],
+    n: &str,
+    known: &[String],
+    from: SimNanos,
+    end: SimNanos,
+) -> Option<(SimNanos, String)> {
+    let candidates = std::iter::once(from).chain(
+        events
+            .iter()
+            .map(|e| e.0)
+            .filter(|t| *t > from && *t <= end),
+    );
+    for t in candidates {
+        let window_end = t + JOIN_WINDOW_NS;
+        if window_end > end {
+            return None;
+        }
+        let checkpoints: Vec<SimNanos> = std::iter::once(t)
+            .chain(
+                events
+                    .iter()
+                    .map(|e| e.0)
+                    .filter(|x| *x > t && *x <= window_end),
+            )
+            .collect();
+        for s in known.iter().filter(|s| s.as_str() != n) {
+            if checkpoints
+                .iter()
+                .all(|c| world_at(events, *c).reachable(n, s))
+            {
+                return Some((t, s.clone()));
+            }
+        }
+    }
+    None
+}
+
+/// Violations of restart liveness for nodes whose role holds no etcd member.
+pub fn check(h: &History, out: &mut Vec<Violation>) {
+    let p = &h.params;
+    let events = world_events(h);
+    for (node, role) in &p.node_roles {
+        if role != "control-plane-only" && role != "agent" {
+            continue;
+        }
+        let mut joins: Vec<(SimNanos, &[String])> = Vec::new();
+        let mut waiting: Vec<(SimNanos, &[String])> = Vec::new();
+        for (at, who, e) in h.store_events() {
+            if who != node {
+                continue;
+            }
+            match e {
+                StoreEvent::Joined { known, .. } => joins.push((at, known)),
+                StoreEvent::ApiserverWaiting { failing, .. } => waiting.push((at, failing)),
+                _ => {}
+            }
+        }
+        let restarts = events
+            .iter()
+            .filter(|(_, n, k)| *n == node && matches!(k, EventKind::NodeRestarted))
+            .map(|(t, _, _)| *t);
+        for t in restarts {
+            let Some((_, known)) = joins.iter().rev().find(|(at, _)| *at < t) else {
+                continue;
+            };
+            let joined = joins.iter().find(|(at, _)| *at >= t).map(|(at, _)| *at);
+            // Killed again before it could join: the next restart is judged instead.
+            let next_kill = events
+                .iter()
+                .find(|(at, n, k)| *at > t && *n == node && matches!(k, EventKind::NodeKilled))
+                .map(|(at, _, _)| *at)
+                .unwrap_or(p.end_ns);
+            let Some((r, via)) = first_reachable(&events, node, known, t, next_kill) else {
+                continue;
+            };
+            let due = r + JOIN_BOUND_NS;
+            if due > next_kill || joined.is_some_and(|j| j <= due) {
+                continue;
+            }
+            let stuck = waiting
+                .iter()
+                .rev()
+                .find(|(at, _)| *at >= t && *at <= due)
+                .map(|(_, f)| format!("; it was stuck at: {}", f.join("; ")))
+                .unwrap_or_default();
+            out.push(Violation {
+                at_ns: due,
+                message: format!(
+                    "node {node} ({role}) restarted at {} and had not rejoined {} after {via}, a server it knew, became reachable at {}{}{stuck}",
+                    secs(t),
+                    secs(JOIN_BOUND_NS),
+                    secs(r),
+                    match joined {
+                        Some(j) => format!(" (it joined only at {})", secs(j)),
+                        None => " (it never rejoined)".into(),
+                    },
+                ),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::testutil::{history, store};
+    use crate::history::WorldEvent;
+
+    fn world(h: &mut History, at_s: f64, node: &str, kind: EventKind) {
+        h.events.push(WorldEvent {
+            at_ns: (at_s * 1e9) as u64,
+            node: node.into(),
+            kind,
+        });
+    }
+
+    fn joined(h: &mut History, at_s: f64, node: &str) {
+        store(
+            h,
+            at_s,
+            node,
+            StoreEvent::Joined {
+                via: "etcd-1".into(),
+                known: vec!["cp-1".into(), "etcd-1".into(), "etcd-2".into()],
+            },
+        );
+    }
+
+    /// cp-1 restarts at 100 s while etcd-1 (its join server) is down until 300 s; etcd-2 is up.
+    fn restart_while_join_server_down(rejoin_at_s: f64) -> Vec<Violation> {
+        let mut h = history();
+        h.params.end_ns = 400_000_000_000;
+        h.params.node_roles = [
+            ("cp-1", "control-plane-only"),
+            ("etcd-1", "etcd-only"),
+            ("etcd-2", "etcd-only"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        joined(&mut h, 5.0, "cp-1");
+        world(&mut h, 90.0, "etcd-1", EventKind::NodeKilled);
+        world(&mut h, 95.0, "cp-1", EventKind::NodeKilled);
+        world(&mut h, 100.0, "cp-1", EventKind::NodeRestarted);
+        store(
+            &mut h,
+            110.0,
+            "cp-1",
+            StoreEvent::ApiserverWaiting {
+                via: Some("etcd-1".into()),
+                failing: vec!["join via etcd-1: RPC timeout".into()],
+            },
+        );
+        world(&mut h, 300.0, "etcd-1", EventKind::NodeRestarted);
+        joined(&mut h, rejoin_at_s, "cp-1");
+        h.events.sort_by_key(|e| e.at_ns);
+        let mut out = vec![];
+        check(&h, &mut out);
+        out
+    }
+
+    #[test]
+    fn rejoining_through_another_known_server_passes() {
+        assert_eq!(restart_while_join_server_down(113.0), vec![]);
+    }
+
+    #[test]
+    fn waiting_for_the_join_server_while_another_is_reachable_fires() {
+        let out = restart_while_join_server_down(301.0);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let m = &out[0].message;
+        assert!(
+            m.contains("node cp-1 (control-plane-only) restarted at 100.000s"),
+            "{m}"
+        );
+        assert!(
+            m.contains("etcd-2, a server it knew, became reachable at 100.000s"),
+            "{m}"
+        );
+        assert!(m.contains("join via etcd-1: RPC timeout"), "{m}");
+        assert_eq!(out[0].at_ns, 130_000_000_000);
+    }
+
+    #[test]
+    fn no_reachable_server_means_no_obligation() {
+        let mut h = history();
+        h.params.end_ns = 400_000_000_000;
+        h.params.node_roles = [("cp-1".to_string(), "control-plane-only".to_string())].into();
+        joined(&mut h, 5.0, "cp-1");
+        world(&mut h, 90.0, "cp-1", EventKind::NodeKilled);
+        world(
+            &mut h,
+            95.0,
+            "world",
+            EventKind::PartitionStarted {
+                from: vec!["cp-1".into()],
+                to: vec!["etcd-1".into(), "etcd-2".into()],
+                one_way: true,
+            },
+        );
+        world(&mut h, 100.0, "cp-1", EventKind::NodeRestarted);
+        world(
+            &mut h,
+            200.0,
+            "world",
+            EventKind::PartitionHealed {
+                from: vec!["cp-1".into()],
+                to: vec!["etcd-1".into(), "etcd-2".into()],
+                one_way: true,
+            },
+        );
+        joined(&mut h, 205.0, "cp-1");
+        let mut out = vec![];
+        check(&h, &mut out);
+        assert_eq!(out, vec![], "a one-way cut still breaks the join's answer");
+    }
+}

@@ -27,8 +27,9 @@ struct State {
     next_response: u64,
     lists: Vec<ChunkedList>,
     api_watches: Vec<ApiWatch>,
-    /// Revisions already reported committed: every etcd member applies (and reports) each one.
-    committed: std::collections::BTreeSet<i64>,
+    /// Revisions already reported committed, with the key and whether it was a delete: every
+    /// etcd member applies (and reports) each one.
+    committed: BTreeMap<i64, (String, bool)>,
 }
 
 #[derive(Clone)]
@@ -345,10 +346,20 @@ struct NodeObserver {
 
 impl Observer for NodeObserver {
     fn record(&self, event: StoreEvent) {
-        if let StoreEvent::DbInsert { id, .. } = &event {
-            // The first report of a commit is the fact; the other members' are echoes.
-            if !self.recorder.lock().committed.insert(*id) {
-                return;
+        if let StoreEvent::DbInsert {
+            id, key, deleted, ..
+        } = &event
+        {
+            // The first report of a commit is the fact and the other members' identical reports
+            // are echoes; a different change at a revision already taken is kept, for the
+            // checkers to see.
+            let mut state = self.recorder.lock();
+            match state.committed.get(id) {
+                Some((k, d)) if k == key && d == deleted => return,
+                Some(_) => {}
+                None => {
+                    state.committed.insert(*id, (key.clone(), *deleted));
+                }
             }
         }
         self.recorder.event(&self.node, EventKind::Store { event });

@@ -466,11 +466,30 @@ impl Mvcc {
         self.dirty.push(BackendRecord::FinishedCompact(revision));
     }
 
+    /// The oldest revision a watch may start from without losing an event: the compact
+    /// revision, or the one after it when the change at the compact revision is gone.
+    pub fn watch_floor(&self) -> i64 {
+        let c = self.compact;
+        // Only a creation at the compact revision can still be delivered whole: a tombstone
+        // there is gone, and so is the previous version an update's prev_kv needs.
+        let rows: Vec<&Vec<u8>> = self
+            .by_rev
+            .range((c, 0)..(c + 1, 0))
+            .map(|(_, k)| k)
+            .collect();
+        let whole = !rows.is_empty()
+            && rows
+                .iter()
+                .all(|k| self.keys[*k].iter().any(|v| v.rev == c && v.version == 1));
+        c + (c > 1 && !whole) as i64
+    }
+
     /// Events in `[key, range_end)` from revision `from` on, in revision order, with `prev_kv`.
     ///
-    /// A watch from exactly the compact revision is refused when that revision's change is gone
-    /// (a tombstone compacted away): serving it would silently skip the DELETE. With
-    /// `variant_18089` it is served anyway, as etcd before its fix for #18089 did.
+    /// A watch from exactly the compact revision is refused when that revision's change cannot
+    /// be delivered whole (a tombstone compacted away, or an update whose previous version is
+    /// gone): serving it would silently skip the DELETE. With `variant_18089` it is served
+    /// anyway, as etcd before its fix for #18089 did.
     pub fn events(
         &self,
         key: &[u8],
@@ -481,10 +500,7 @@ impl Mvcc {
         if from > 0 && from < self.compact {
             return Err(StoreError::Compacted);
         }
-        // Every revision past 1 was made by a write; if none of its rows is left, it is gone.
-        let edge_lost = from == self.compact
-            && from > 1
-            && self.by_rev.range((from, 0)..(from + 1, 0)).next().is_none();
+        let edge_lost = from == self.compact && self.watch_floor() > from;
         if edge_lost && !variant_18089 {
             return Err(StoreError::Compacted);
         }
@@ -671,6 +687,20 @@ mod tests {
             m.events(b"b", &[0], 5, true),
             Ok(vec![]),
             "etcd #18089 serves it"
+        );
+        // An update at the compact revision lost its previous version: not deliverable whole.
+        put(&mut m, "a", "3"); // 6
+        m.schedule_compaction(6).unwrap();
+        m.compact_rows(6);
+        assert_eq!(m.watch_floor(), 7);
+        assert_eq!(m.events(b"a", &[0], 6, false), Err(StoreError::Compacted));
+        put(&mut m, "c", "1"); // 7: a creation
+        m.schedule_compaction(7).unwrap();
+        m.compact_rows(7);
+        assert_eq!(
+            m.watch_floor(),
+            7,
+            "a creation at the compact revision is whole"
         );
     }
 

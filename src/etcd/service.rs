@@ -199,7 +199,8 @@ impl MemberApi {
         loop {
             let (events, current, compact) = {
                 let a = self.member.applied.lock().expect("applied lock poisoned");
-                let compact = a.mvcc.compact_revision();
+                // What the client may resume from: a cancelled watch restarts there.
+                let compact = a.mvcc.watch_floor();
                 (
                     a.mvcc.events(
                         &create.key,

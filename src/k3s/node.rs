@@ -114,6 +114,7 @@ pub async fn run_k3s_node(
         apiserver: std::sync::OnceLock::new(),
         control_plane: names(NodeRole::control_plane),
         etcd: names(NodeRole::etcd),
+        ready_cache: Default::default(),
     });
     if config.role != NodeRole::Agent {
         tokio::spawn(serve_supervisor(supervisor.clone(), me.supervisor));

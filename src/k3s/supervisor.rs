@@ -53,18 +53,29 @@ pub struct Supervisor {
     pub apiserver: std::sync::OnceLock<Arc<ApiServer>>,
     pub control_plane: Vec<String>,
     pub etcd: Vec<String>,
+    /// The last `/readyz` verdict and when it was taken: every node's load balancer pings every
+    /// second, and one linearizable etcd read per second answers them all.
+    pub ready_cache: std::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
 }
 
 impl Supervisor {
     async fn handle(&self, req: SupervisorRequest) -> SupervisorResponse {
         match req {
             SupervisorRequest::Ping => {
-                let apiserver = match self.apiserver.get() {
-                    Some(api) => matches!(
-                        api.handle(ApiRequest::Readyz).await,
-                        ApiResponse::Readyz { code: 200, .. }
-                    ),
-                    None => false,
+                let cached = *self.ready_cache.lock().expect("cache lock poisoned");
+                let fresh = cached.filter(|(at, _)| at.elapsed() < Duration::from_secs(1));
+                let apiserver = match (fresh, self.apiserver.get()) {
+                    (Some((_, ready)), _) => ready,
+                    (None, Some(api)) => {
+                        let ready = matches!(
+                            api.handle(ApiRequest::Readyz).await,
+                            ApiResponse::Readyz { code: 200, .. }
+                        );
+                        *self.ready_cache.lock().expect("cache lock poisoned") =
+                            Some((tokio::time::Instant::now(), ready));
+                        ready
+                    }
+                    (None, None) => false,
                 };
                 SupervisorResponse::Pong { apiserver }
             }

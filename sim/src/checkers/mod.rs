@@ -13,6 +13,7 @@ mod watch;
 mod watchlist;
 
 use crate::history::{History, SimNanos};
+use std::collections::BTreeMap;
 use store::observe::StoreEvent;
 
 pub use compactor_continuity::CompactorContinuity;
@@ -91,14 +92,18 @@ pub struct DbTimeline {
     inserts: Vec<(SimNanos, i64)>,
     /// (time, stored compact revision after a committed compaction).
     compactions: Vec<(SimNanos, i64)>,
+    /// etcd members: each member's own compact revision over time (a member applies a
+    /// compaction when it applies that log entry, so lagging members compact later).
+    member_compactions: BTreeMap<String, Vec<(SimNanos, i64)>>,
 }
 
 impl DbTimeline {
     pub fn of(history: &History) -> Self {
         let mut inserts = Vec::new();
         let mut compactions = Vec::new();
+        let mut member_compactions: BTreeMap<String, Vec<(SimNanos, i64)>> = BTreeMap::new();
         let mut highest = 0;
-        for (at, _, e) in history.store_events() {
+        for (at, node, e) in history.store_events() {
             match e {
                 StoreEvent::DbInsert { id, .. } => {
                     highest = highest.max(*id);
@@ -109,12 +114,31 @@ impl DbTimeline {
                     stored_after,
                     ..
                 } => compactions.push((at, *stored_after)),
+                StoreEvent::MemberCompaction { revision, phase } if phase == "scheduled" => {
+                    let line = member_compactions.entry(node.to_string()).or_default();
+                    // A member replaying its log re-applies old compactions: keep the maximum.
+                    let top = line.last().map(|(_, r)| *r).unwrap_or(0).max(*revision);
+                    line.push((at, top));
+                }
                 _ => {}
             }
         }
         DbTimeline {
             inserts,
             compactions,
+            member_compactions,
+        }
+    }
+
+    /// The compact revision `server` answered by at `at`: its own, for an etcd member, else the
+    /// database's.
+    pub fn compact_at_on(&self, at: SimNanos, server: &str) -> i64 {
+        match self.member_compactions.get(server) {
+            Some(line) => {
+                let i = line.partition_point(|(t, _)| *t <= at);
+                i.checked_sub(1).map(|i| line[i].1).unwrap_or(0)
+            }
+            None => self.compact_at(at),
         }
     }
 

@@ -188,6 +188,36 @@ fn durability(h: &History, out: &mut Vec<Violation>) {
     }
 }
 
+/// Every revision is committed once: a store that restarts below a revision it had reached
+/// hands that revision out again, for a different change.
+fn revisions_committed_once(h: &History, out: &mut Vec<Violation>) {
+    let mut seen: BTreeMap<i64, (&str, bool, &str)> = BTreeMap::new();
+    for (at, node, e) in h.store_events() {
+        let StoreEvent::DbInsert {
+            id, key, deleted, ..
+        } = e
+        else {
+            continue;
+        };
+        match seen.get(id) {
+            Some((k, d, first_node)) if (*k, *d) != (key.as_str(), *deleted) => {
+                out.push(Violation {
+                    at_ns: at,
+                    message: format!(
+                        "revision {id} was committed twice: {} {k} on {first_node}, then {} {key} on {node}",
+                        if *d { "delete of" } else { "write of" },
+                        if *deleted { "delete of" } else { "write of" },
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(*id, (key, *deleted, node));
+            }
+        }
+    }
+}
+
 fn compact_revision_bounds(h: &History, out: &mut Vec<Violation>) {
     let db = DbTimeline::of(h);
     let mut prev: Option<i64> = None;
@@ -238,6 +268,7 @@ impl Checker for RevisionMonotonic {
     fn check(&self, h: &History) -> CheckReport {
         let mut out = Vec::new();
         unique_and_real_time_ordered(h, &mut out);
+        revisions_committed_once(h, &mut out);
         per_client_headers(h, &mut out);
         durability(h, &mut out);
         compact_revision_bounds(h, &mut out);
@@ -252,6 +283,36 @@ mod tests {
 
     fn check(h: &History) -> CheckReport {
         RevisionMonotonic.check(h)
+    }
+
+    fn commit(h: &mut History, at_s: f64, node: &str, id: i64, key: &str, deleted: bool) {
+        store(
+            h,
+            at_s,
+            node,
+            StoreEvent::DbInsert {
+                id,
+                key: key.into(),
+                created: !deleted,
+                deleted,
+                create_revision: id,
+                prev_revision: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn a_revision_handed_out_twice_fires_and_echoes_do_not() {
+        let mut h = history();
+        commit(&mut h, 1.0, "server-1", 4, "/a", true);
+        commit(&mut h, 1.1, "server-2", 4, "/a", true);
+        assert!(check(&h).passed(), "{:?}", check(&h).first());
+        // The member restarted below revision 4 and gave it to another change.
+        commit(&mut h, 9.0, "server-1", 4, "/b", false);
+        let r = check(&h);
+        assert_eq!(r.total, 1);
+        let m = &r.first().unwrap().message;
+        assert!(m.contains("revision 4 was committed twice: delete of /a on server-1, then write of /b on server-1"), "{m}");
     }
 
     #[test]

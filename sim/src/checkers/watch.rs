@@ -66,14 +66,20 @@ fn check_session(
 ) {
     let name = format!("watch#{} of {} on {}", w.id, w.client, w.server);
     // Cancellation for compaction: exactly when the start revision was no longer available.
-    let compact_at_open = db.compact_at(w.opened_ns);
+    let compact_at_open = db.compact_at_on(w.opened_ns, &w.server);
     if let Some(end) = &w.end {
-        if end.compact_revision > 0 && w.start_revision >= db.compact_at(end.at_ns) {
+        let compact = db.compact_at_on(end.at_ns, &w.server);
+        // Starting exactly at the compact revision is fine only if that revision's change was a
+        // creation: a delete's tombstone and an update's previous version are compacted away,
+        // so the event could not be delivered whole.
+        let edge_lost =
+            w.start_revision == compact && rows.get(&compact).is_some_and(|r| !r.created);
+        if end.compact_revision > 0 && w.start_revision >= compact && !edge_lost {
             out.push(Violation {
                 at_ns: end.at_ns,
                 message: format!(
-                    "{name} was cancelled as compacted at {} although its start {} was at or above the compact revision {}",
-                    end.compact_revision, w.start_revision, db.compact_at(end.at_ns)
+                    "{name} was cancelled as compacted at {} although its start {} was at or above the compact revision {compact}",
+                    end.compact_revision, w.start_revision
                 ),
             });
         }

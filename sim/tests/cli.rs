@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const TINY: &str = "tests/fixtures/tiny.toml";
+const TINY_ETCD: &str = "tests/fixtures/tiny-etcd.toml";
 
 fn faultline(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_faultline"))
@@ -22,10 +23,14 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Runs one seed in its own process and returns its report.
 fn run_report(seed: u64, out: &Path, design: Option<&str>) -> serde_json::Value {
+    run_scenario(TINY, seed, out, design)
+}
+
+fn run_scenario(scenario: &str, seed: u64, out: &Path, design: Option<&str>) -> serde_json::Value {
     let seed = seed.to_string();
     let mut args = vec![
         "run",
-        TINY,
+        scenario,
         "--seed",
         &seed,
         "--out",
@@ -66,6 +71,30 @@ fn the_same_seed_in_two_processes_gives_the_same_trace_and_another_seed_does_not
         "a real run leaves a real trace"
     );
     assert_eq!(trace_a, trace_b);
+}
+
+/// The etcd topology adds raft timers, many waiters on one member's progress and crashes at
+/// failpoints: all of it must replay exactly too.
+#[test]
+fn an_etcd_topology_seed_replays_exactly_in_another_process() {
+    let out = scratch("determinism-etcd");
+    let a = run_scenario(TINY_ETCD, 5, &out.join("a"), None);
+    let b = run_scenario(TINY_ETCD, 5, &out.join("b"), None);
+    let hash = |r: &serde_json::Value| r["trace_hash"].as_str().unwrap().to_string();
+    assert_eq!(a["status"], "pass", "{a}");
+    let trace_a = std::fs::read_to_string(out.join("a/tiny-etcd/seed-5/trace.log")).unwrap();
+    let trace_b = std::fs::read_to_string(out.join("b/tiny-etcd/seed-5/trace.log")).unwrap();
+    for needle in [
+        "member_started",
+        "node_killed",
+        "watch#",
+        "member_compaction",
+        "lb_route",
+    ] {
+        assert!(trace_a.contains(needle), "the run exercises {needle}");
+    }
+    assert_eq!(trace_a, trace_b);
+    assert_eq!(hash(&a), hash(&b));
 }
 
 #[test]

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 const WAL: &str = "member/wal";
 const BACKEND: &str = "member/backend";
@@ -119,6 +119,41 @@ enum Command {
     },
 }
 
+/// The member's applied raft index, and a wake-up for everyone waiting on it.
+///
+/// Deliberately not `tokio::sync::watch`: its receivers spread over several notifiers picked by
+/// a per-process random generator, so their wake order (and the trace) would change from run to
+/// run. A single `Notify` wakes waiters in the order they registered.
+#[derive(Default)]
+pub struct AppliedIndex {
+    index: std::sync::atomic::AtomicU64,
+    notify: Notify,
+}
+
+impl AppliedIndex {
+    pub fn get(&self) -> u64 {
+        self.index.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set(&self, index: u64) {
+        self.index.store(index, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until the index differs from `seen`; returns the new index.
+    pub async fn next_change(&self, seen: u64) -> u64 {
+        loop {
+            // Registered before the check, so a change in between still wakes it.
+            let woken = self.notify.notified();
+            let now = self.get();
+            if now != seen {
+                return now;
+            }
+            woken.await;
+        }
+    }
+}
+
 /// How the API reaches a running member.
 #[derive(Clone)]
 pub struct MemberHandle {
@@ -126,7 +161,7 @@ pub struct MemberHandle {
     pub name: String,
     pub applied: SharedApplied,
     /// The applied raft index, bumped after every applied batch: watchers and reads wait on it.
-    pub progress: watch::Receiver<u64>,
+    pub progress: Arc<AppliedIndex>,
     commands: mpsc::Sender<Command>,
 }
 
@@ -154,12 +189,9 @@ impl MemberHandle {
                 .await
                 .map_err(|_| StoreError::OutcomeUnknown)?;
             let index = answer.await.map_err(|_| StoreError::OutcomeUnknown)??;
-            let mut progress = self.progress.clone();
-            while *progress.borrow_and_update() < index {
-                progress
-                    .changed()
-                    .await
-                    .map_err(|_| StoreError::OutcomeUnknown)?;
+            let mut seen = self.progress.get();
+            while seen < index {
+                seen = self.progress.next_change(seen).await;
             }
             Ok(())
         };
@@ -321,7 +353,8 @@ pub async fn start_member(
     let node = RawNode::new(&raft_config, rec.storage.clone(), &logger)
         .expect("raft starts from the recovered log");
     let (commands_tx, commands) = mpsc::channel(1024);
-    let (progress_tx, progress) = watch::channel(rec.applied_index);
+    let progress = Arc::new(AppliedIndex::default());
+    progress.set(rec.applied_index);
     let endpoint = Arc::new(
         Endpoint::bind(config.peers[&config.id])
             .await
@@ -359,7 +392,7 @@ pub async fn start_member(
         id: config.id,
         name: config.name.clone(),
         applied: applied.clone(),
-        progress,
+        progress: progress.clone(),
         commands: commands_tx,
     };
     let mut member = Member {
@@ -373,7 +406,7 @@ pub async fn start_member(
         waiters: BTreeMap::new(),
         reads: BTreeMap::new(),
         next_request: 0,
-        progress: progress_tx,
+        progress: progress.clone(),
         last_log_compaction: rec.applied_index,
     };
     if let Some(rev) = rec.resume_compaction {
@@ -400,7 +433,7 @@ struct Member {
     waiters: BTreeMap<u64, Waiter>,
     reads: BTreeMap<u64, oneshot::Sender<Result<u64, StoreError>>>,
     next_request: u64,
-    progress: watch::Sender<u64>,
+    progress: Arc<AppliedIndex>,
     last_log_compaction: u64,
 }
 
@@ -562,7 +595,7 @@ impl Member {
             .expect("applied lock")
             .mvcc
             .consistent_index();
-        self.progress.send_replace(applied);
+        self.progress.set(applied);
         self.maybe_compact_log(applied);
         Ok(())
     }

@@ -195,8 +195,9 @@ impl MemberApi {
                 .current_revision()
                 + 1
         };
-        let mut applied = self.member.progress.clone();
+        let applied = self.member.progress.clone();
         loop {
+            let seen = applied.get();
             let (events, current, compact) = {
                 let a = self.member.applied.lock().expect("applied lock poisoned");
                 // What the client may resume from: a cancelled watch restarts there.
@@ -259,7 +260,7 @@ impl MemberApi {
             next = next.max(current + 1);
             tokio::select! {
                 biased;
-                changed = applied.changed() => if changed.is_err() { return },
+                _ = applied.next_change(seen) => {}
                 Some(()) = progress_requests.recv() => {
                     let resp = WatchResponse {
                         header: self.header(next - 1),

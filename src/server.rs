@@ -17,7 +17,8 @@ use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    StatusRequest, StatusResponse, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
+    ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse, WatchRequest,
+    WatchResponse,
 };
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 use futures::{Stream, StreamExt};
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 type Answer<T> = Result<Response<T>, Status>;
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// One handle serves every service of a kine server.
 #[derive(Clone)]
@@ -149,7 +150,7 @@ fn event_of(row: &Row, with_prev: bool) -> Event {
     }
 }
 
-type Outbox = tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>;
+pub(crate) type Outbox = tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>;
 
 impl EtcdApi {
     /// Runs one watcher and forwards what it yields as responses of `watch_id`.
@@ -238,68 +239,107 @@ async fn hub_revision(store: &KineStore) -> i64 {
     store.revisions().await.map(|(c, _)| c).unwrap_or(0)
 }
 
+/// What a watch stream's dispatcher needs from the server behind it.
+pub(crate) trait WatchBackend: Clone + Send + Sync + 'static {
+    /// The header of a created or cancelled response.
+    fn stream_header(&self) -> Option<ResponseHeader>;
+    /// Starts one watcher that sends its responses (tagged `watch_id`) to `outbox`.
+    fn start_watcher(
+        &self,
+        watch_id: i64,
+        create: crate::proto::etcdserverpb::WatchCreateRequest,
+        progress: tokio::sync::mpsc::Receiver<()>,
+        outbox: Outbox,
+    ) -> tokio::task::JoinHandle<()>;
+}
+
+/// Serves one etcd Watch stream: creates, cancels and progress requests multiplexed over it,
+/// one task per watcher, all stopped when the client goes away. Shared by kine and etcd members.
+pub(crate) fn serve_watch_stream<B: WatchBackend>(
+    backend: B,
+    mut inbound: Streaming<WatchRequest>,
+) -> BoxStream<WatchResponse> {
+    let (outbox, mut responses) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut watchers: BTreeMap<
+            i64,
+            (tokio::task::JoinHandle<()>, tokio::sync::mpsc::Sender<()>),
+        > = BTreeMap::new();
+        let mut next_id = 0;
+        while let Some(Ok(req)) = inbound.next().await {
+            match req.request_union {
+                Some(RequestUnion::CreateRequest(create)) => {
+                    let watch_id = if create.watch_id != 0 {
+                        create.watch_id
+                    } else {
+                        next_id
+                    };
+                    next_id = next_id.max(watch_id + 1);
+                    let created = WatchResponse {
+                        header: backend.stream_header(),
+                        watch_id,
+                        created: true,
+                        ..Default::default()
+                    };
+                    if outbox.send(Ok(created)).await.is_err() {
+                        break;
+                    }
+                    let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(4);
+                    let task = backend.start_watcher(watch_id, create, progress_rx, outbox.clone());
+                    watchers.insert(watch_id, (task, progress_tx));
+                }
+                Some(RequestUnion::CancelRequest(cancel)) => {
+                    if let Some((task, _)) = watchers.remove(&cancel.watch_id) {
+                        task.abort();
+                        let _ = outbox
+                            .send(Ok(WatchResponse {
+                                header: backend.stream_header(),
+                                watch_id: cancel.watch_id,
+                                canceled: true,
+                                ..Default::default()
+                            }))
+                            .await;
+                    }
+                }
+                Some(RequestUnion::ProgressRequest(_)) => {
+                    for (_, progress) in watchers.values() {
+                        let _ = progress.try_send(());
+                    }
+                }
+                None => {}
+            }
+        }
+        for (task, _) in watchers.into_values() {
+            task.abort();
+        }
+    });
+    Box::pin(futures::stream::poll_fn(move |cx| responses.poll_recv(cx)))
+}
+
+impl WatchBackend for EtcdApi {
+    fn stream_header(&self) -> Option<ResponseHeader> {
+        self.store.header(self.hub.polled())
+    }
+
+    fn start_watcher(
+        &self,
+        watch_id: i64,
+        create: crate::proto::etcdserverpb::WatchCreateRequest,
+        progress: tokio::sync::mpsc::Receiver<()>,
+        outbox: Outbox,
+    ) -> tokio::task::JoinHandle<()> {
+        self.spawn_watcher(watch_id, create, progress, outbox)
+    }
+}
+
 #[tonic::async_trait]
 impl Watch for EtcdApi {
     type WatchStream = BoxStream<WatchResponse>;
 
     async fn watch(&self, r: Request<Streaming<WatchRequest>>) -> Answer<Self::WatchStream> {
-        let mut inbound = r.into_inner();
-        let (outbox, mut responses) = tokio::sync::mpsc::channel(256);
-        let api = self.clone();
-        tokio::spawn(async move {
-            let mut watchers: BTreeMap<
-                i64,
-                (tokio::task::JoinHandle<()>, tokio::sync::mpsc::Sender<()>),
-            > = BTreeMap::new();
-            let mut next_id = 0;
-            while let Some(Ok(req)) = inbound.next().await {
-                match req.request_union {
-                    Some(RequestUnion::CreateRequest(create)) => {
-                        let watch_id = if create.watch_id != 0 {
-                            create.watch_id
-                        } else {
-                            next_id
-                        };
-                        next_id = next_id.max(watch_id + 1);
-                        let created = WatchResponse {
-                            header: api.store.header(api.hub.polled()),
-                            watch_id,
-                            created: true,
-                            ..Default::default()
-                        };
-                        if outbox.send(Ok(created)).await.is_err() {
-                            break;
-                        }
-                        let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(4);
-                        let task = api.spawn_watcher(watch_id, create, progress_rx, outbox.clone());
-                        watchers.insert(watch_id, (task, progress_tx));
-                    }
-                    Some(RequestUnion::CancelRequest(cancel)) => {
-                        if let Some((task, _)) = watchers.remove(&cancel.watch_id) {
-                            task.abort();
-                            let _ = outbox
-                                .send(Ok(WatchResponse {
-                                    header: api.store.header(api.hub.polled()),
-                                    watch_id: cancel.watch_id,
-                                    canceled: true,
-                                    ..Default::default()
-                                }))
-                                .await;
-                        }
-                    }
-                    Some(RequestUnion::ProgressRequest(_)) => {
-                        for (_, progress) in watchers.values() {
-                            let _ = progress.try_send(());
-                        }
-                    }
-                    None => {}
-                }
-            }
-            for (task, _) in watchers.into_values() {
-                task.abort();
-            }
-        });
-        let stream = futures::stream::poll_fn(move |cx| responses.poll_recv(cx));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(serve_watch_stream(
+            self.clone(),
+            r.into_inner(),
+        )))
     }
 }

@@ -10,7 +10,6 @@
 use super::member::{MemberHandle, Outcome, Proposal};
 use crate::design::WatchVariant;
 use crate::error::StoreError;
-use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{
     kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance, watch_server::Watch,
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
@@ -20,14 +19,13 @@ use crate::proto::etcdserverpb::{
     WatchRequest, WatchResponse,
 };
 use crate::proto::mvccpb::event::EventType;
-use futures::{Stream, StreamExt};
+use crate::server::{BoxStream, Outbox};
+use futures::StreamExt;
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
 
 type Answer<T> = Result<Response<T>, Status>;
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// etcd's default request timeout is 5 s plus election time; clients set their own deadlines.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
@@ -172,8 +170,6 @@ impl Maintenance for MemberApi {
     }
 }
 
-type Outbox = tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>;
-
 impl MemberApi {
     /// One watcher: sends every event from `start_revision` on, one response per revision, as
     /// the member applies them; ends cancelled when its start is compacted.
@@ -276,70 +272,30 @@ impl MemberApi {
     }
 }
 
+impl crate::server::WatchBackend for MemberApi {
+    fn stream_header(&self) -> Option<ResponseHeader> {
+        self.header(0)
+    }
+
+    fn start_watcher(
+        &self,
+        watch_id: i64,
+        create: WatchCreateRequest,
+        progress: tokio::sync::mpsc::Receiver<()>,
+        outbox: Outbox,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.clone().run_watcher(watch_id, create, progress, outbox))
+    }
+}
+
 #[tonic::async_trait]
 impl Watch for MemberApi {
     type WatchStream = BoxStream<WatchResponse>;
 
     async fn watch(&self, r: Request<Streaming<WatchRequest>>) -> Answer<Self::WatchStream> {
-        let mut inbound = r.into_inner();
-        let (outbox, mut responses) = tokio::sync::mpsc::channel(256);
-        let api = self.clone();
-        tokio::spawn(async move {
-            let mut watchers = BTreeMap::new();
-            let mut next_id = 0;
-            while let Some(Ok(req)) = inbound.next().await {
-                match req.request_union {
-                    Some(RequestUnion::CreateRequest(create)) => {
-                        let watch_id = if create.watch_id != 0 {
-                            create.watch_id
-                        } else {
-                            next_id
-                        };
-                        next_id = next_id.max(watch_id + 1);
-                        let created = WatchResponse {
-                            header: api.header(0),
-                            watch_id,
-                            created: true,
-                            ..Default::default()
-                        };
-                        if outbox.send(Ok(created)).await.is_err() {
-                            break;
-                        }
-                        let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(4);
-                        let task = tokio::spawn(api.clone().run_watcher(
-                            watch_id,
-                            create,
-                            progress_rx,
-                            outbox.clone(),
-                        ));
-                        watchers.insert(watch_id, (task, progress_tx));
-                    }
-                    Some(RequestUnion::CancelRequest(cancel)) => {
-                        if let Some((task, _)) = watchers.remove(&cancel.watch_id) {
-                            task.abort();
-                            let _ = outbox
-                                .send(Ok(WatchResponse {
-                                    header: api.header(0),
-                                    watch_id: cancel.watch_id,
-                                    canceled: true,
-                                    ..Default::default()
-                                }))
-                                .await;
-                        }
-                    }
-                    Some(RequestUnion::ProgressRequest(_)) => {
-                        for (_, progress) in watchers.values() {
-                            let _ = progress.try_send(());
-                        }
-                    }
-                    None => {}
-                }
-            }
-            for (task, _) in watchers.into_values() {
-                task.abort();
-            }
-        });
-        let stream = futures::stream::poll_fn(move |cx| responses.poll_recv(cx));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(crate::server::serve_watch_stream(
+            self.clone(),
+            r.into_inner(),
+        )))
     }
 }

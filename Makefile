@@ -21,7 +21,7 @@ run: build
 test:
 	$(CARGO) test --workspace --release
 
-## Both kine scenarios over SEEDS (default 1..200); reports in results/fuzz-*/summary.json.
+## Every scenario over SEEDS (default 1..200); reports in results/fuzz-*/summary.json.
 fuzz: build
 	$(BIN) fuzz scenarios/*.toml --seeds $(SEEDS) $(DESIGN_FLAG)
 

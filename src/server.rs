@@ -90,15 +90,10 @@ impl Lease for EtcdApi {
         &self,
         r: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Answer<Self::LeaseKeepAliveStream> {
-        let header = self.store.header(0);
-        let answers = r.into_inner().map(move |req| {
-            req.map(|req| LeaseKeepAliveResponse {
-                header,
-                id: req.id,
-                ttl: req.id,
-            })
-        });
-        Ok(Response::new(Box::pin(answers)))
+        Ok(Response::new(keep_alive_answers(
+            self.store.header(0),
+            r.into_inner(),
+        )))
     }
 }
 
@@ -117,6 +112,21 @@ impl Maintenance for EtcdApi {
             ..Default::default()
         }))
     }
+}
+
+/// Keep-alive answers where a lease ID is its TTL (kine's leases, and etcd members', which are
+/// not replicated here): every request is answered at once with its own ID.
+pub(crate) fn keep_alive_answers(
+    header: Option<ResponseHeader>,
+    requests: Streaming<LeaseKeepAliveRequest>,
+) -> BoxStream<LeaseKeepAliveResponse> {
+    Box::pin(requests.map(move |req| {
+        req.map(|req| LeaseKeepAliveResponse {
+            header,
+            id: req.id,
+            ttl: req.id,
+        })
+    }))
 }
 
 /// A row as a watch event. A delete's key-value carries only the key and revision, as etcd's

@@ -166,29 +166,48 @@ pub struct MemberHandle {
 }
 
 impl MemberHandle {
-    /// Replicates `proposal` and waits until this member applied it.
-    pub async fn propose(&self, proposal: Proposal, timeout: Duration) -> ApplyResult {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Propose { proposal, reply })
-            .await
-            .map_err(|_| StoreError::OutcomeUnknown)?;
+    /// Sends the raft loop a command and waits (bounded) for its answer; a loop that is gone or
+    /// slow leaves the outcome unknown.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+        timeout: Duration,
+    ) -> Result<T, StoreError> {
+        let answer = self.send(command).await?;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(r)) => r,
             _ => Err(StoreError::OutcomeUnknown),
         }
     }
 
+    /// Hands the raft loop a command; the receiver gets its answer.
+    async fn send<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| StoreError::OutcomeUnknown)?;
+        Ok(answer)
+    }
+
+    /// Replicates `proposal` and waits until this member applied it.
+    pub async fn propose(&self, proposal: Proposal, timeout: Duration) -> ApplyResult {
+        self.ask(|reply| Command::Propose { proposal, reply }, timeout)
+            .await
+    }
+
     /// Waits until this member has applied everything committed before now (raft ReadIndex):
     /// after it, a read of the local store is linearizable.
     pub async fn read_barrier(&self, timeout: Duration) -> Result<(), StoreError> {
         let work = async {
-            let (reply, answer) = oneshot::channel();
-            self.commands
-                .send(Command::ReadIndex { reply })
+            let index = self
+                .send(|reply| Command::ReadIndex { reply })
+                .await?
                 .await
-                .map_err(|_| StoreError::OutcomeUnknown)?;
-            let index = answer.await.map_err(|_| StoreError::OutcomeUnknown)??;
+                .map_err(|_| StoreError::OutcomeUnknown)??;
             let mut seen = self.progress.get();
             while seen < index {
                 seen = self.progress.next_change(seen).await;
@@ -202,15 +221,8 @@ impl MemberHandle {
 
     /// Adds member `id` as a voter (through the leader); returns the voters once applied here.
     pub async fn add_member(&self, id: u64, timeout: Duration) -> Result<Vec<u64>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::AddMember { id, reply })
+        self.ask(|reply| Command::AddMember { id, reply }, timeout)
             .await
-            .map_err(|_| StoreError::OutcomeUnknown)?;
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(r)) => r,
-            _ => Err(StoreError::OutcomeUnknown),
-        }
     }
 
     pub fn leader(&self) -> u64 {

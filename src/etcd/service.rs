@@ -20,7 +20,6 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::event::EventType;
 use crate::server::{BoxStream, Outbox};
-use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
@@ -137,15 +136,10 @@ impl Lease for MemberApi {
         &self,
         r: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Answer<Self::LeaseKeepAliveStream> {
-        let header = self.header(0);
-        let answers = r.into_inner().map(move |req| {
-            req.map(|req| LeaseKeepAliveResponse {
-                header,
-                id: req.id,
-                ttl: req.id,
-            })
-        });
-        Ok(Response::new(Box::pin(answers)))
+        Ok(Response::new(crate::server::keep_alive_answers(
+            self.header(0),
+            r.into_inner(),
+        )))
     }
 }
 

@@ -614,17 +614,17 @@ impl Member {
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Crashed> {
         for e in entries {
+            // The consistent index moves with the entry's first backend write (a compaction
+            // commits its scheduled mark mid-apply), as etcd's does.
+            self.storage
+                .applied
+                .lock()
+                .expect("applied lock")
+                .mvcc
+                .set_consistent_index(e.index);
             match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => {}
                 EntryType::EntryNormal => {
-                    // The consistent index moves with the entry's first backend write (a
-                    // compaction commits its scheduled mark mid-apply), as etcd's does.
-                    self.storage
-                        .applied
-                        .lock()
-                        .expect("applied lock")
-                        .mvcc
-                        .set_consistent_index(e.index);
                     let (id, proposal) = Proposal::decode(&e.data);
                     let result = self.apply_proposal(proposal)?;
                     if let Some(Waiter::Apply(reply)) = self.waiters.remove(&id) {
@@ -651,12 +651,6 @@ impl Member {
                 }
                 EntryType::EntryConfChangeV2 => panic!("members only propose v1 conf changes"),
             }
-            self.storage
-                .applied
-                .lock()
-                .expect("applied lock")
-                .mvcc
-                .set_consistent_index(e.index);
         }
         Ok(())
     }

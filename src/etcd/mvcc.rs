@@ -201,8 +201,6 @@ impl Mvcc {
                     value,
                     lease,
                 } => {
-                    m.by_rev.insert((rev, sub), key.clone());
-                    let versions = m.keys.entry(key).or_default();
                     let v = Version {
                         rev,
                         sub,
@@ -211,8 +209,7 @@ impl Mvcc {
                         value,
                         lease,
                     };
-                    let at = versions.partition_point(|x| (x.rev, x.sub) < (rev, sub));
-                    versions.insert(at, v);
+                    m.store_version(&key, v);
                 }
                 BackendRecord::Removed { key, rev, sub } => {
                     m.by_rev.remove(&(rev, sub));
@@ -331,8 +328,15 @@ impl Mvcc {
             lease,
         };
         self.dirty.push(row_record(key, &v));
-        self.by_rev.insert((rev, sub), key.to_vec());
-        self.keys.entry(key.to_vec()).or_default().push(v);
+        self.store_version(key, v);
+    }
+
+    /// Files a version under its key (kept in revision order) and in the revision index.
+    fn store_version(&mut self, key: &[u8], v: Version) {
+        self.by_rev.insert((v.rev, v.sub), key.to_vec());
+        let versions = self.keys.entry(key.to_vec()).or_default();
+        let at = versions.partition_point(|x| (x.rev, x.sub) < (v.rev, v.sub));
+        versions.insert(at, v);
     }
 
     pub fn put(&mut self, req: &PutRequest) -> PutResponse {

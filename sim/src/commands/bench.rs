@@ -1,8 +1,8 @@
 //! `faultline bench`: simulated seconds per wall second, seeds per minute and peak memory per
 //! seed, one seed at a time so the figures are for one core. A benchmark, not a test.
 
-use crate::children::{run_child, ChildOutcome, Seeds};
-use crate::{resolve, InputError};
+use crate::commands::campaign::{run_child, ChildOutcome, Seeds};
+use crate::run::{resolve, InputError};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -4,12 +4,12 @@
 //! with simulated time and writes the trace line at the moment of recording, so the trace order
 //! is the simulation's own deterministic order. It never reads the wall clock.
 
+use crate::history::trace::Trace;
 use crate::history::{
     ApiWatch, ApiWatchEnd, ApiWatchEvent, ChunkedList, EventKind, History, HistoryParams, ListPage,
     Operation, Outcome, PageAnswer, Request, SimNanos, WatchEventRecord, WatchSession,
     WatchSessionEnd, WorldEvent,
 };
-use crate::trace::Trace;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use store::observe::{Observer, StoreEvent};

@@ -7,8 +7,8 @@
 //! rules. controller-1 can run the chunked-list conformance flow instead of ordinary lists. Every
 //! page and every watch message is recorded.
 
+use crate::history::recorder::Recorder;
 use crate::history::{ApiWatchEvent, ChunkedList, EventKind, ListPage, PageAnswer};
-use crate::recorder::Recorder;
 use crate::scenario::Controllers;
 use madsim::net::Endpoint;
 use rand::Rng;

@@ -5,7 +5,7 @@
 //! campaign. This runs outside the simulation: OS threads, files and the wall clock are fine.
 
 use crate::report::Report;
-use crate::RESULT_PREFIX;
+use crate::run::RESULT_PREFIX;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::process::{Command, Stdio};

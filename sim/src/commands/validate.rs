@@ -2,8 +2,10 @@
 //! variant run on the variant's targeted scenario over the same seeds; the table shows which
 //! checker caught what, how often, and how soon. Writes `validation.md` and `validation.json`.
 
-use crate::children::{campaign, default_jobs, interrupt_flag, CampaignConfig, SeedRecord, Seeds};
-use crate::{resolve, InputError};
+use crate::commands::campaign::{
+    campaign, default_jobs, interrupt_flag, CampaignConfig, SeedRecord, Seeds,
+};
+use crate::run::{resolve, InputError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

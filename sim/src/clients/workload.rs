@@ -5,8 +5,8 @@
 //! the first page's revision. Every request is recorded before it is sent and completed with what
 //! came back. A client never retries a write itself; it only learns from answers.
 
+use crate::history::recorder::Recorder;
 use crate::history::{Kv, OpResult, Outcome, Request};
-use crate::recorder::Recorder;
 use crate::scenario::Workload;
 use rand::Rng;
 use std::collections::BTreeMap;

@@ -5,8 +5,8 @@
 //! deadline (a partition stalls streams rather than breaking them) and resumes from the last
 //! revision it saw plus one. Every session, event and progress notification is recorded.
 
+use crate::history::recorder::Recorder;
 use crate::history::WatchEventRecord;
-use crate::recorder::Recorder;
 use rand::Rng;
 use std::net::SocketAddr;
 use std::time::Duration;

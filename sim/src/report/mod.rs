@@ -4,6 +4,9 @@
 //! Runs after the simulation has ended; it only formats and writes what the run produced. The
 //! one-line JSON result is also what a campaign's parent process reads from each child.
 
+pub mod metrics;
+pub mod plot;
+
 use crate::checkers::CheckReport;
 use crate::history::{History, OpResult, Outcome};
 use crate::world::RunOutput;
@@ -53,7 +56,7 @@ pub struct Report {
     pub checks: Vec<CheckSummary>,
     /// Latency and lag percentiles (see `metrics`).
     #[serde(default)]
-    pub histograms: crate::metrics::Metrics,
+    pub histograms: crate::report::metrics::Metrics,
     pub panic: Option<String>,
     pub repro: String,
     pub results_dir: String,
@@ -200,7 +203,7 @@ pub fn render(report: &Report) -> String {
         s += &format!("  panic        {p}\n");
     }
     if !report.histograms.is_empty() {
-        s += &crate::metrics::render_table(&report.histograms);
+        s += &crate::report::metrics::render_table(&report.histograms);
     }
     s += "  checks\n";
     for c in &report.checks {

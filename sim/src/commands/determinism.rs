@@ -1,8 +1,10 @@
 //! `faultline determinism`: each seed twice in separate processes, trace hashes compared.
 
-use crate::children::{default_jobs, interrupt_flag, run_child, run_pool, ChildOutcome, Seeds};
+use crate::commands::campaign::{
+    default_jobs, interrupt_flag, run_child, run_pool, ChildOutcome, Seeds,
+};
 use crate::report::Report;
-use crate::{resolve, InputError};
+use crate::run::{resolve, InputError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

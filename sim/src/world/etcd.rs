@@ -6,10 +6,10 @@
 
 use crate::faults::compaction::CompactionFaults;
 use crate::faults::schedule::Role;
+use crate::history::recorder::Recorder;
 use crate::history::MemberFinal;
-use crate::recorder::Recorder;
 use crate::scenario::Scenario;
-use crate::world::{ip, Cluster, API_PORT, ETCD_PORT, WATCH_PORT};
+use crate::world::cluster::{ip, Cluster, API_PORT, ETCD_PORT, WATCH_PORT};
 use madsim::runtime::Handle;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};

@@ -5,22 +5,25 @@
 //! run through the quiet period, takes a final audit read and returns the recorded history. The
 //! database is the only state that outlives a node's restart: it is the node's disk.
 
-use crate::controller::{run_controller, ApiServerAddr, ControllerConfig};
+pub mod cluster;
+pub mod etcd;
+
+use crate::clients::controller::{run_controller, ApiServerAddr, ControllerConfig};
+use crate::clients::watcher::{run_watcher, WatcherConfig};
+use crate::clients::workload::{run_client, ClientConfig};
 use crate::faults::compaction::CompactionFaults;
 use crate::faults::kill::Lifecycle;
 use crate::faults::network::Links;
-use crate::faults::schedule::{self, Fault, NodeRef, Role};
+use crate::faults::schedule::{self, Fault, Role};
 use crate::faults::{draw_mix, FaultMix};
+use crate::history::recorder::Recorder;
+use crate::history::trace::Trace;
 use crate::history::{EventKind, History, HistoryParams, OpResult, Outcome, Request};
-use crate::recorder::Recorder;
 use crate::scenario::{Scenario, TopologyKind};
-use crate::trace::Trace;
-use crate::watcher::{run_watcher, WatcherConfig};
-use crate::workload::{run_client, ClientConfig};
+use cluster::{ip, Cluster, API_PORT, DB_PORT, ETCD_PORT, WATCH_PORT};
 use madsim::runtime::Handle;
-use madsim::task::NodeId;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::design::Design;
@@ -43,16 +46,6 @@ pub struct RunOutput {
     pub fault_mix: FaultMix,
 }
 
-pub(crate) const ETCD_PORT: u16 = 2379;
-const DB_PORT: u16 = 3306;
-/// The apiserver facade: requests, and watch streams.
-pub const API_PORT: u16 = 6443;
-pub const WATCH_PORT: u16 = 6444;
-
-pub(crate) fn ip(net: u8, host: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, net, host as u8))
-}
-
 /// Runs `scenario` on `seed` with `design` in a fresh madsim runtime. A panic inside the
 /// simulation (a store assertion, or the simulated-time limit) propagates to the caller, which
 /// reports it as a failed seed.
@@ -68,42 +61,6 @@ pub fn run_seed(scenario: &Scenario, seed: u64, design: &Design) -> RunOutput {
     let scenario = scenario.clone();
     let design = design.clone();
     rt.block_on(async move { orchestrate(scenario, seed, design).await })
-}
-
-pub(crate) struct Cluster {
-    pub ids: BTreeMap<String, NodeId>,
-    pub refs: Vec<NodeRef>,
-    pub servers: Vec<(String, SocketAddr)>,
-}
-
-impl Cluster {
-    /// Records a created node under its name and role, and that it started.
-    pub fn register(&mut self, name: &str, id: NodeId, role: Role, recorder: &Recorder) {
-        self.register_node(name, id, role, false, false, recorder)
-    }
-
-    pub fn register_node(
-        &mut self,
-        name: &str,
-        id: NodeId,
-        role: Role,
-        control_plane: bool,
-        join_target: bool,
-        recorder: &Recorder,
-    ) {
-        self.ids.insert(name.to_string(), id);
-        self.refs.push(NodeRef {
-            name: name.to_string(),
-            role,
-            control_plane,
-            join_target,
-        });
-        recorder.event(name, EventKind::NodeStarted);
-    }
-
-    fn ids_of(&self, names: &[String]) -> Vec<NodeId> {
-        names.iter().map(|n| self.ids[n]).collect()
-    }
 }
 
 async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput {
@@ -233,7 +190,7 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
     .await;
     let final_read = final_audit(&cluster, &recorder, scenario.workload.request_timeout_ms).await;
     let members_final = if scenario.topology.kind == TopologyKind::Etcd {
-        crate::etcd_world::member_audit(&cluster.servers, scenario.workload.request_timeout_ms)
+        crate::world::etcd::member_audit(&cluster.servers, scenario.workload.request_timeout_ms)
             .await
     } else {
         vec![]
@@ -257,9 +214,9 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
     let params = if scenario.topology.kind == TopologyKind::Etcd {
         let timeout = Duration::from_millis(scenario.workload.request_timeout_ms);
         HistoryParams {
-            node_roles: crate::etcd_world::node_roles(&scenario.topology),
-            rejoin_bound_ns: crate::etcd_world::rejoin_bound(timeout).as_nanos() as u64,
-            node_lease_grace_ns: crate::etcd_world::LEASE_GRACE.as_nanos() as u64,
+            node_roles: crate::world::etcd::node_roles(&scenario.topology),
+            rejoin_bound_ns: crate::world::etcd::rejoin_bound(timeout).as_nanos() as u64,
+            node_lease_grace_ns: crate::world::etcd::LEASE_GRACE.as_nanos() as u64,
             ..params
         }
     } else {
@@ -301,7 +258,7 @@ fn build_cluster(
     ));
     let database = match scenario.topology.kind {
         TopologyKind::Etcd => {
-            crate::etcd_world::build_etcd_servers(
+            crate::world::etcd::build_etcd_servers(
                 scenario,
                 design,
                 recorder,

@@ -4,8 +4,10 @@
 //! `junit.xml` (one test case per seed, failures carrying check, message and repro command),
 //! also when interrupted, for the seeds that finished.
 
-use crate::children::{campaign, default_jobs, interrupt_flag, CampaignConfig, SeedRecord, Seeds};
-use crate::{resolve, InputError};
+use crate::commands::campaign::{
+    campaign, default_jobs, interrupt_flag, CampaignConfig, SeedRecord, Seeds,
+};
+use crate::run::{resolve, InputError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -218,7 +220,7 @@ pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
         &(serde_json::to_string_pretty(&summary).expect("serialises") + "\n"),
     )?;
     write(&out.join("junit.xml"), &junit(&records, &design_name))?;
-    let outcomes: Vec<crate::plot::SeedOutcome<'_>> = records
+    let outcomes: Vec<crate::report::plot::SeedOutcome<'_>> = records
         .iter()
         .map(|r| {
             (
@@ -229,7 +231,7 @@ pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
         })
         .collect();
     let title = format!("outcomes across seeds ({design_name})");
-    if let Err(e) = crate::plot::outcomes(
+    if let Err(e) = crate::report::plot::outcomes(
         &outcomes,
         &title,
         &out.join("outcomes.png"),

@@ -5,6 +5,9 @@
 //! Checkers read only this; they never reach back into the cluster. It owns no behaviour beyond
 //! small queries shared by several checkers.
 
+pub mod recorder;
+pub mod trace;
+
 use serde::{Deserialize, Serialize};
 use store::observe::StoreEvent;
 

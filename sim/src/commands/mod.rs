@@ -1,0 +1,11 @@
+//! The campaign commands: many seeds, each in a child process of this binary, and the reports
+//! they write (fuzz, validate, determinism, bench), plus `list`.
+//!
+//! They run outside the simulation and only read what child processes print and write.
+
+pub mod bench;
+pub mod campaign;
+pub mod determinism;
+pub mod fuzz;
+pub mod list;
+pub mod validate;

@@ -1,0 +1,185 @@
+//! One seed in this process: resolve the scenario and design, simulate, check, write the seed's
+//! folder and print its summary (or the one-line result a campaign's parent reads).
+//!
+//! A panic inside the run is caught and becomes that seed's `panic` report; input errors come
+//! back as `InputError` (exit code 2).
+
+use crate::report::{self, plot, Report};
+use crate::{checkers, report::metrics, scenario, world};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use store::design::Design;
+
+#[derive(clap::Args, Clone)]
+pub struct RunArgs {
+    /// Scenario file (TOML).
+    pub scenario: String,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Design variant, AREA=VARIANT (repeatable); overrides the scenario's [design].
+    #[arg(long = "design", value_name = "AREA=VARIANT")]
+    pub design: Vec<String>,
+    /// Results folder.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Print the result as one JSON line (used by campaigns' child processes).
+    #[arg(long, hide = true)]
+    pub json_line: bool,
+}
+
+/// Marks the child's result line among anything else it prints.
+pub const RESULT_PREFIX: &str = "FAULTLINE-RESULT ";
+
+/// An input or usage error: exit code 2.
+#[derive(Debug)]
+pub struct InputError(pub String);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Loads the scenario and resolves its design with the command line's overrides.
+pub fn resolve(
+    scenario_path: &str,
+    design: &[String],
+) -> Result<(scenario::Scenario, Design), InputError> {
+    let scenario = scenario::load(scenario_path).map_err(|e| InputError(e.to_string()))?;
+    let mut d = scenario.design();
+    for sel in design {
+        d.apply(sel)
+            .map_err(|e| InputError(format!("--design {sel}: {e}")))?;
+    }
+    Ok((scenario, d))
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".into()
+    }
+}
+
+/// Runs one seed in this process and writes its folder. A panic inside the run becomes a
+/// `panic` report for that seed.
+pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
+    let (scenario, design) = resolve(&args.scenario, &args.design)?;
+    let dir = report::seed_dir(&args.out, &scenario.name, args.seed);
+    let started = std::time::Instant::now();
+    // Quiet hook: the report carries the panic; only its location is kept from the hook, since
+    // the payload caught below no longer knows where it came from.
+    let location = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let seen = location.clone();
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let (Some(l), Ok(mut slot)) = (info.location(), seen.lock()) {
+            slot.get_or_insert_with(|| l.to_string());
+        }
+    }));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        world::run_seed(&scenario, args.seed, &design)
+    }));
+    std::panic::set_hook(previous_hook);
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let repro = report::repro_command(&args.scenario, args.seed, &design.selections());
+    let mut report = Report {
+        scenario: scenario.name.clone(),
+        scenario_path: args.scenario.clone(),
+        seed: args.seed,
+        design: design.to_string(),
+        status: "pass".into(),
+        trace_hash: String::new(),
+        sim_seconds: 0.0,
+        wall_seconds,
+        peak_rss_mib: report::peak_rss_mib(),
+        operations: Default::default(),
+        faults_injected: Default::default(),
+        fault_mix: serde_json::Value::Null,
+        checks: vec![],
+        histograms: Default::default(),
+        panic: None,
+        repro,
+        results_dir: dir.display().to_string(),
+    };
+    let run = match outcome {
+        Ok(run) => run,
+        Err(payload) => {
+            report.status = "panic".into();
+            let message = panic_message(payload.as_ref());
+            let at = location.lock().ok().and_then(|l| l.clone());
+            report.panic = Some(match at {
+                Some(at) => format!("panicked at {at}: {message}"),
+                None => message,
+            });
+            report::write(&dir, &report, None).map_err(|e| InputError(format!("{e:#}")))?;
+            return Ok(report);
+        }
+    };
+    let checks: Vec<_> = checkers::all()
+        .iter()
+        .map(|c| c.check(&run.history))
+        .collect();
+    report.trace_hash = run.trace.hash();
+    report.sim_seconds = run.sim_ns as f64 / 1e9;
+    report.operations = report::count_ops(&run.history);
+    report.faults_injected = run.faults_injected.clone();
+    report.fault_mix = serde_json::to_value(&run.fault_mix).unwrap_or_default();
+    report.checks = report::summarize_checks(&checks);
+    report.histograms = metrics::compute(&run.history);
+    if report.failed_checks().next().is_some() {
+        report.status = "fail".into();
+    }
+    report::write(&dir, &report, Some(&run)).map_err(|e| InputError(format!("{e:#}")))?;
+    let marks: Vec<plot::Marker> = checks
+        .iter()
+        .filter_map(|c| {
+            c.first()
+                .map(|v| (c.check.to_string(), v.at_ns, v.message.clone()))
+        })
+        .collect();
+    let title = format!("{} seed {} ({})", scenario.name, args.seed, design);
+    if let Err(e) = plot::timeline(
+        &run.history,
+        &title,
+        &marks,
+        &dir.join("timeline.png"),
+        &dir.join("timeline.svg"),
+    ) {
+        // A plot is a convenience; its failure must not hide the run's verdict.
+        eprintln!("faultline: timeline plot not written: {e:#}");
+    }
+    Ok(report)
+}
+
+pub fn exit_for(report: &Report) -> ExitCode {
+    if report.status == "pass" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+pub fn cmd_run(args: &RunArgs, full_trace: bool) -> Result<ExitCode, InputError> {
+    let report = run_one(args)?;
+    if args.json_line {
+        println!(
+            "{RESULT_PREFIX}{}",
+            serde_json::to_string(&report).expect("a report serialises")
+        );
+        return Ok(exit_for(&report));
+    }
+    if full_trace {
+        let trace = Path::new(&report.results_dir).join("trace.log");
+        if let Ok(text) = std::fs::read_to_string(&trace) {
+            print!("{text}");
+        }
+    }
+    print!("{}", report::render(&report));
+    Ok(exit_for(&report))
+}

@@ -1,0 +1,58 @@
+//! What both topologies share: the registry of the nodes a run created, their addresses and the
+//! well-known ports.
+//!
+//! Owned by the world while it builds a run; faults and audits look nodes up here by name. It
+//! never starts a node itself.
+
+use crate::faults::schedule::{NodeRef, Role};
+use crate::history::recorder::Recorder;
+use crate::history::EventKind;
+use madsim::task::NodeId;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+pub(crate) const ETCD_PORT: u16 = 2379;
+pub(crate) const DB_PORT: u16 = 3306;
+/// The apiserver facade: requests, and watch streams.
+pub const API_PORT: u16 = 6443;
+pub const WATCH_PORT: u16 = 6444;
+
+pub(crate) fn ip(net: u8, host: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, net, host as u8))
+}
+
+pub(crate) struct Cluster {
+    pub ids: BTreeMap<String, NodeId>,
+    pub refs: Vec<NodeRef>,
+    pub servers: Vec<(String, SocketAddr)>,
+}
+
+impl Cluster {
+    /// Records a created node under its name and role, and that it started.
+    pub fn register(&mut self, name: &str, id: NodeId, role: Role, recorder: &Recorder) {
+        self.register_node(name, id, role, false, false, recorder)
+    }
+
+    pub fn register_node(
+        &mut self,
+        name: &str,
+        id: NodeId,
+        role: Role,
+        control_plane: bool,
+        join_target: bool,
+        recorder: &Recorder,
+    ) {
+        self.ids.insert(name.to_string(), id);
+        self.refs.push(NodeRef {
+            name: name.to_string(),
+            role,
+            control_plane,
+            join_target,
+        });
+        recorder.event(name, EventKind::NodeStarted);
+    }
+
+    pub fn ids_of(&self, names: &[String]) -> Vec<NodeId> {
+        names.iter().map(|n| self.ids[n]).collect()
+    }
+}

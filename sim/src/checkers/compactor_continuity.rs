@@ -5,7 +5,7 @@
 //! there is work, a resync adopts a value the database really stored, a failed batch leaves no
 //! partial delete, and after the faults stop compaction reaches its target within two intervals.
 
-use super::{secs, CheckReport, Checker, DbTimeline, Violation};
+use super::{secs, CheckReport, Checker, DbTimeline, Violations};
 use crate::history::History;
 use std::collections::BTreeMap;
 use store::observe::{BatchOutcome, StoreEvent};
@@ -27,7 +27,7 @@ struct ServerState {
     last_failure: Option<u64>,
 }
 
-fn tick_checks(h: &History, db: &DbTimeline, out: &mut Vec<Violation>) {
+fn tick_checks(h: &History, db: &DbTimeline, out: &mut Violations) {
     let min_retain = h.params.compact_min_retain;
     let mut servers: BTreeMap<&str, ServerState> = BTreeMap::new();
     for (at, node, e) in h.store_events() {
@@ -49,13 +49,10 @@ fn tick_checks(h: &History, db: &DbTimeline, out: &mut Vec<Violation>) {
                 let s = servers.entry(node).or_default();
                 let known = s.committed.max(s.adopted);
                 if *compact_revision < known {
-                    out.push(Violation {
-                        at_ns: at,
-                        message: format!(
+                    out.fire(at, || format!(
                             "{node} started tick {tick} with compact revision {compact_revision} although {} had reached {known}: committed progress was forgotten and the interval will be spent resyncing",
                             if s.committed >= s.adopted { "its own committed batches" } else { "a resync" }
-                        ),
-                    });
+                        ));
                 }
                 s.open = Some((*tick, at, *compact_revision, 0));
             }
@@ -74,13 +71,10 @@ fn tick_checks(h: &History, db: &DbTimeline, out: &mut Vec<Violation>) {
                             .compact_values_until(at)
                             .any(|v| v == *stored_compact_revision)
                         {
-                            out.push(Violation {
-                                at_ns: at,
-                                message: format!(
+                            out.fire(at, || format!(
                                     "{node} resynced to compact revision {stored_compact_revision}, a value the database never stored (stored now: {})",
                                     db.compact_at(at)
-                                ),
-                            });
+                                ));
                         }
                         s.adopted = s.adopted.max(*stored_compact_revision);
                     }
@@ -111,12 +105,9 @@ fn tick_checks(h: &History, db: &DbTimeline, out: &mut Vec<Violation>) {
                         Some(f) => format!(" (last failed batch at {})", secs(f)),
                         None => String::new(),
                     };
-                    out.push(Violation {
-                        at_ns: started,
-                        message: format!(
+                    out.fire(started, || format!(
                             "{node} tick {tick} attempted no batch with compact revision {compact} although revisions up to {expected} were due{after}: compaction has stalled"
-                        ),
-                    });
+                        ));
                 }
             }
             _ => {}
@@ -124,7 +115,7 @@ fn tick_checks(h: &History, db: &DbTimeline, out: &mut Vec<Violation>) {
     }
 }
 
-fn liveness(h: &History, db: &DbTimeline, out: &mut Vec<Violation>) {
+fn liveness(h: &History, db: &DbTimeline, out: &mut Violations) {
     let p = &h.params;
     let q = p.faults_stop_ns;
     let period_ns =
@@ -137,18 +128,15 @@ fn liveness(h: &History, db: &DbTimeline, out: &mut Vec<Violation>) {
     let bound = current - p.compact_min_retain;
     let reached = db.compact_at(deadline);
     if bound > 0 && reached < bound {
-        out.push(Violation {
-            at_ns: deadline,
-            message: format!(
+        out.fire(deadline, || format!(
                 "faults stopped at {} with current revision {current}; by {} (two compaction intervals later) the stored compact revision was {reached}, below the {bound} it should have reached",
                 secs(q),
                 secs(deadline)
-            ),
-        });
+            ));
     }
 }
 
-fn transactions(h: &History, out: &mut Vec<Violation>) {
+fn transactions(h: &History, out: &mut Violations) {
     for (at, node, e) in h.store_events() {
         let StoreEvent::DbCompact {
             to,
@@ -179,7 +167,7 @@ fn transactions(h: &History, out: &mut Vec<Violation>) {
             })
         };
         if let Some(message) = bad {
-            out.push(Violation { at_ns: at, message });
+            out.fire(at, || message);
         }
     }
 }
@@ -195,11 +183,24 @@ impl Checker for CompactorContinuity {
 
     fn check(&self, h: &History) -> CheckReport {
         let db = DbTimeline::of(h);
-        let mut out = Vec::new();
+        let mut out = Violations::new();
         tick_checks(h, &db, &mut out);
         liveness(h, &db, &mut out);
         transactions(h, &mut out);
-        CheckReport::new(self.name(), out)
+        let (mut ticks, mut batches) = (0, 0);
+        for (_, _, e) in h.store_events() {
+            match e {
+                StoreEvent::CompactTickStart { .. } => ticks += 1,
+                StoreEvent::DbCompact { .. } => batches += 1,
+                _ => {}
+            }
+        }
+        CheckReport::judged(
+            self.name(),
+            out,
+            vec![("ticks", ticks), ("batches", batches)],
+            "no kine compactor tick ran (etcd topology, or the compactor is disabled)",
+        )
     }
 }
 

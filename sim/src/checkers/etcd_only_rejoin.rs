@@ -4,7 +4,7 @@
 //! and stays there, every node is Ready at the end, and every etcd member has caught up. It reads
 //! only the recorded history and params; it never judges a run without node roles.
 
-use super::{secs, CheckReport, Checker, Violation};
+use super::{secs, CheckReport, Checker, Violations};
 use crate::history::{History, SimNanos};
 use std::collections::BTreeMap;
 use store::observe::StoreEvent;
@@ -40,10 +40,13 @@ impl Checker for EtcdOnlyRejoin {
             faults_stop_ns: p.faults_stop_ns,
             end_ns: p.end_ns,
             bound: format!("bound {}", secs(p.rejoin_bound_ns)),
-            out: Vec::new(),
+            out: Violations::new(),
         };
         if p.node_roles.is_empty() {
-            return CheckReport::new(self.name(), judge.out);
+            return CheckReport::not_applicable(
+                self.name(),
+                "not an etcd topology: no k3s nodes to rejoin",
+            );
         }
         let deadline = p.faults_stop_ns.saturating_add(p.rejoin_bound_ns);
         // A run too short to reach the bound is still judged, at its end, and says so.
@@ -62,8 +65,17 @@ impl Checker for EtcdOnlyRejoin {
             judge.ready(&who, log, p.node_lease_grace_ns);
         }
         judge.members(h);
-        super::rejoin_liveness::check(h, &mut judge.out);
-        CheckReport::new(self.name(), judge.out)
+        let restarts = super::rejoin_liveness::check(h, &mut judge.out);
+        CheckReport::judged(
+            self.name(),
+            judge.out,
+            vec![
+                ("nodes", p.node_roles.len() as u64),
+                ("members", p.members_final.len() as u64),
+                ("restarts", restarts),
+            ],
+            "no k3s node in this run",
+        )
     }
 }
 
@@ -100,13 +112,13 @@ struct Judge {
     end_ns: SimNanos,
     /// The bound as every message quotes it, so a reader can tell how late "late" is.
     bound: String,
-    out: Vec<Violation>,
+    out: Violations,
 }
 
 impl Judge {
     fn fire(&mut self, at_ns: SimNanos, what: String) {
         let message = format!("{what} ({})", self.bound);
-        self.out.push(Violation { at_ns, message });
+        self.out.fire(at_ns, || message);
     }
 
     fn after_faults(&self, at: SimNanos) -> String {

@@ -5,7 +5,7 @@
 //! when keys remain, and count every key from its start key on. Pages continued at the first
 //! page's revision therefore neither repeat nor skip a key.
 
-use super::{CheckReport, Checker, DbTimeline, Violation};
+use super::{CheckReport, Checker, DbTimeline, Violations};
 use crate::history::{ChunkedList, History, OpResult, Outcome, PageAnswer, Request, SimNanos};
 use std::collections::BTreeMap;
 use store::observe::StoreEvent;
@@ -120,7 +120,8 @@ impl Checker for ListContinuation {
         let keys = key_histories(h);
         let mut commits: Vec<SimNanos> = keys.values().flatten().map(|r| r.2).collect();
         commits.sort_unstable();
-        let mut out = Vec::new();
+        let mut out = Violations::new();
+        let mut pages = 0;
         for o in &h.ops {
             let Request::List {
                 start,
@@ -143,6 +144,28 @@ impl Checker for ListContinuation {
             } else {
                 *header_revision
             };
+            pages += 1;
+            if !out.wants(o.complete_ns) {
+                // Judged only to be counted: the report already holds earlier violations.
+                let window = instants(&commits, o.invoke_ns, o.complete_ns);
+                let state = |by| state_at(&keys, start, end, at, by);
+                let got: Vec<(&str, i64)> = kvs
+                    .iter()
+                    .map(|kv| (kv.key.as_str(), kv.mod_revision))
+                    .collect();
+                let bad = !at_some_instant(&window, |by| {
+                    judge_page(&state(by), at, *limit, (&got, *more))
+                })
+                .is_empty()
+                    || !at_some_instant(&window, |by| {
+                        judge_count(&state(by), *count).into_iter().collect()
+                    })
+                    .is_empty();
+                if bad {
+                    out.fire(o.complete_ns, String::new);
+                }
+                continue;
+            }
             let got: Vec<(&str, i64)> = kvs
                 .iter()
                 .map(|kv| (kv.key.as_str(), kv.mod_revision))
@@ -159,24 +182,30 @@ impl Checker for ListContinuation {
                 judge_count(&state(by), *count).into_iter().collect()
             }));
             if !problems.is_empty() {
-                out.push(Violation {
-                    at_ns: o.complete_ns,
-                    message: format!(
+                out.fire(o.complete_ns, || {
+                    format!(
                         "op#{} by {}: list of [{}, {}) limit {limit} at revision {at}: {}",
                         o.id,
                         o.client,
                         start.escape_debug(),
                         end.escape_debug(),
                         problems.join("; ")
-                    ),
+                    )
                 });
             }
         }
         let db = DbTimeline::of(h);
+        let mut api_pages = 0;
         for list in &h.lists {
+            api_pages += list.pages.len() as u64;
             check_chunked(list, &keys, &commits, &db, &mut out);
         }
-        CheckReport::new(self.name(), out)
+        CheckReport::judged(
+            self.name(),
+            out,
+            vec![("etcd pages", pages), ("apiserver pages", api_pages)],
+            "no list page was answered in this run",
+        )
     }
 }
 
@@ -211,7 +240,7 @@ fn check_chunked(
     keys: &KeyRows<'_>,
     commits: &[SimNanos],
     db: &DbTimeline,
-    out: &mut Vec<Violation>,
+    out: &mut Violations,
 ) {
     let first_token = list.pages.iter().find_map(|p| p.continue_token.as_deref());
     // The list's key prefix: what the first page's start was (a namespace or the resource).
@@ -227,12 +256,11 @@ fn check_chunked(
     let Some(prefix) = prefix else { return };
     let end = String::from_utf8_lossy(&store::apiserver::prefix_end(&prefix)).into_owned();
     let mut fire = |at_ns: SimNanos, what: String| {
-        out.push(Violation {
-            at_ns,
-            message: format!(
+        out.fire(at_ns, || {
+            format!(
                 "list#{} by {} ({} limit {}): {what}",
                 list.id, list.client, list.resource, list.limit
-            ),
+            )
         })
     };
     // The rv of the pages before the latest 410, which the next page's revision must differ from.

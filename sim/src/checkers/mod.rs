@@ -23,8 +23,9 @@ pub use revision_monotonic::RevisionMonotonic;
 pub use watch::WatchChecker;
 pub use watchlist::WatchList;
 
-/// Reports keep the earliest violations only, so a broken run stays readable.
-const MAX_VIOLATIONS: usize = 20;
+/// Reports keep the earliest violations in full and only count the rest, so a broken design
+/// costs about what a clean one does.
+pub const MAX_VIOLATIONS: usize = 20;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Violation {
@@ -32,27 +33,173 @@ pub struct Violation {
     pub message: String,
 }
 
+/// Where a checker reports what it found broken. It keeps the `MAX_VIOLATIONS` earliest (by
+/// simulated time) in full and counts every one; a message is only built when it is kept, so a
+/// check that fires on every page of a long run stays cheap.
+#[derive(Clone, Debug, Default)]
+pub struct Violations {
+    /// The earliest violations, sorted by time (ties in the order reported).
+    kept: Vec<Violation>,
+    total: usize,
+}
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a violation at `at_ns` would be kept in full: callers may skip building an
+    /// expensive explanation when it would not.
+    pub fn wants(&self, at_ns: SimNanos) -> bool {
+        self.kept.len() < MAX_VIOLATIONS || self.kept.last().is_some_and(|v| at_ns < v.at_ns)
+    }
+
+    /// Records one violation; `message` runs only when the violation is kept in full.
+    pub fn fire(&mut self, at_ns: SimNanos, message: impl FnOnce() -> String) {
+        self.total += 1;
+        if !self.wants(at_ns) {
+            return;
+        }
+        let i = self.kept.partition_point(|v| v.at_ns <= at_ns);
+        self.kept.insert(
+            i,
+            Violation {
+                at_ns,
+                message: message(),
+            },
+        );
+        self.kept.truncate(MAX_VIOLATIONS);
+    }
+
+    /// The violations kept in full, earliest first.
+    #[cfg(test)]
+    pub fn kept(&self) -> &[Violation] {
+        &self.kept
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+}
+
+#[cfg(test)]
+mod violations_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_earliest_are_kept_in_full_and_every_one_is_counted() {
+        let mut v = Violations::new();
+        let mut built = 0;
+        // Reported late first, then early: the early ones must displace the late ones.
+        for at in (0..1000u64).rev() {
+            v.fire(at, || {
+                built += 1;
+                format!("v{at}")
+            });
+        }
+        assert_eq!(v.total, 1000);
+        let kept: Vec<u64> = v.kept().iter().map(|x| x.at_ns).collect();
+        assert_eq!(kept, (0..MAX_VIOLATIONS as u64).collect::<Vec<_>>());
+        // In time order, messages past the cap are never built.
+        let mut w = Violations::new();
+        let mut built_in_order = 0;
+        for at in 0..100_000u64 {
+            w.fire(at, || {
+                built_in_order += 1;
+                String::new()
+            });
+        }
+        assert_eq!((w.total, built_in_order), (100_000, MAX_VIOLATIONS));
+        assert!(!w.wants(500) && w.wants(3));
+        assert!(built >= MAX_VIOLATIONS);
+    }
+
+    #[test]
+    fn a_check_that_judged_nothing_is_not_applicable_never_a_pass() {
+        let idle = CheckReport::judged("x", Violations::new(), vec![("reads", 0)], "no reads");
+        assert_eq!(idle.verdict(), Verdict::NotApplicable("no reads".into()));
+        let busy = CheckReport::judged("x", Violations::new(), vec![("reads", 3)], "no reads");
+        assert_eq!(busy.verdict(), Verdict::Pass);
+        let mut found = Violations::new();
+        found.fire(5, || "bad".into());
+        let failed = CheckReport::judged("x", found, vec![("reads", 0)], "no reads");
+        assert_eq!(failed.verdict(), Verdict::Fail);
+    }
+}
+
+/// A check's verdict on one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// The run gave the check nothing to judge; the reason says why.
+    NotApplicable(String),
+}
+
+impl Verdict {
+    /// `pass`, `fail` or `n/a`, as reports write it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::NotApplicable(_) => "n/a",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct CheckReport {
     pub check: &'static str,
-    /// Sorted by time; empty when the property held.
+    /// The earliest violations, sorted by time; empty when the property held.
     pub violations: Vec<Violation>,
-    /// How many violations were found in all, before truncation.
+    /// How many violations were found in all.
     pub total: usize,
+    /// How much the check judged, by what it counts (`reads`, `pages`, `watch events`, ...).
+    pub judged: Vec<(&'static str, u64)>,
+    /// Set when the run gave the check nothing to judge.
+    pub not_applicable: Option<String>,
 }
 
 impl CheckReport {
-    fn new(check: &'static str, mut violations: Vec<Violation>) -> Self {
-        violations.sort_by_key(|v| v.at_ns);
-        let total = violations.len();
-        violations.truncate(MAX_VIOLATIONS);
+    /// The report of a check that judged `judged`. When every amount is zero and nothing fired,
+    /// the verdict is `n/a` with `idle_reason`, never a pass.
+    pub fn judged(
+        check: &'static str,
+        found: Violations,
+        judged: Vec<(&'static str, u64)>,
+        idle_reason: &str,
+    ) -> Self {
+        let idle = judged.iter().all(|(_, n)| *n == 0) && found.is_empty();
         CheckReport {
             check,
-            violations,
-            total,
+            total: found.total,
+            violations: found.kept,
+            judged,
+            not_applicable: idle.then(|| idle_reason.to_string()),
         }
     }
 
+    /// The report of a check that does not apply to this run at all.
+    pub fn not_applicable(check: &'static str, reason: impl Into<String>) -> Self {
+        CheckReport {
+            check,
+            violations: vec![],
+            total: 0,
+            judged: vec![],
+            not_applicable: Some(reason.into()),
+        }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        match (&self.not_applicable, self.violations.is_empty()) {
+            (_, false) => Verdict::Fail,
+            (Some(reason), true) => Verdict::NotApplicable(reason.clone()),
+            (None, true) => Verdict::Pass,
+        }
+    }
+
+    /// No violation (a pass, or nothing to judge).
+    #[cfg(test)]
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
     }

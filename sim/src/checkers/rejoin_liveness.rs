@@ -6,7 +6,7 @@
 //! from the cluster. Only nodes without an etcd member are judged: any server's supervisor may
 //! answer their join, while a member must be added through a server that holds one.
 
-use super::{secs, Violation};
+use super::{secs, Violations};
 use crate::history::{EventKind, History, SimNanos};
 use std::collections::{BTreeMap, BTreeSet};
 use store::observe::StoreEvent;
@@ -128,9 +128,11 @@ fn first_reachable(
     None
 }
 
-/// Violations of restart liveness for nodes whose role holds no etcd member.
-pub fn check(h: &History, out: &mut Vec<Violation>) {
+/// Violations of restart liveness for nodes whose role holds no etcd member; returns how many
+/// restarts it judged.
+pub fn check(h: &History, out: &mut Violations) -> u64 {
     let p = &h.params;
+    let mut judged = 0;
     let events = world_events(h);
     for (node, role) in &p.node_roles {
         if role != "control-plane-only" && role != "agent" {
@@ -167,6 +169,7 @@ pub fn check(h: &History, out: &mut Vec<Violation>) {
                 continue;
             };
             let due = r + JOIN_BOUND_NS;
+            judged += 1;
             if due > next_kill || joined.is_some_and(|j| j <= due) {
                 continue;
             }
@@ -176,9 +179,7 @@ pub fn check(h: &History, out: &mut Vec<Violation>) {
                 .find(|(at, _)| *at >= t && *at <= due)
                 .map(|(_, f)| format!("; it was stuck at: {}", f.join("; ")))
                 .unwrap_or_default();
-            out.push(Violation {
-                at_ns: due,
-                message: format!(
+            out.fire(due, || format!(
                     "node {node} ({role}) restarted at {} and had not rejoined {} after {via}, a server it knew, became reachable at {}{}{stuck}",
                     secs(t),
                     secs(JOIN_BOUND_NS),
@@ -187,10 +188,10 @@ pub fn check(h: &History, out: &mut Vec<Violation>) {
                         Some(j) => format!(" (it joined only at {})", secs(j)),
                         None => " (it never rejoined)".into(),
                     },
-                ),
-            });
+                ));
         }
     }
+    judged
 }
 
 #[cfg(test)]
@@ -220,7 +221,7 @@ mod tests {
     }
 
     /// cp-1 restarts at 100 s while etcd-1 (its join server) is down until 300 s; etcd-2 is up.
-    fn restart_while_join_server_down(rejoin_at_s: f64) -> Vec<Violation> {
+    fn restart_while_join_server_down(rejoin_at_s: f64) -> Vec<crate::checkers::Violation> {
         let mut h = history();
         h.params.end_ns = 400_000_000_000;
         h.params.node_roles = [
@@ -247,9 +248,9 @@ mod tests {
         world(&mut h, 300.0, "etcd-1", EventKind::NodeRestarted);
         joined(&mut h, rejoin_at_s, "cp-1");
         h.events.sort_by_key(|e| e.at_ns);
-        let mut out = vec![];
+        let mut out = Violations::new();
         check(&h, &mut out);
-        out
+        out.kept().to_vec()
     }
 
     #[test]
@@ -303,8 +304,12 @@ mod tests {
             },
         );
         joined(&mut h, 205.0, "cp-1");
-        let mut out = vec![];
+        let mut out = Violations::new();
         check(&h, &mut out);
-        assert_eq!(out, vec![], "a one-way cut still breaks the join's answer");
+        assert!(
+            out.is_empty(),
+            "a one-way cut still breaks the join's answer: {:?}",
+            out.kept()
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! acknowledged write. From the database's commits: the stored compact revision never decreases
 //! and never passes `current - min_retain`.
 
-use super::{secs, CheckReport, Checker, DbTimeline, Violation};
+use super::{secs, CheckReport, Checker, DbTimeline, Violations};
 use crate::history::{History, OpResult, Outcome, Request};
 use std::collections::BTreeMap;
 use store::observe::StoreEvent;
@@ -30,19 +30,16 @@ fn acked_writes(h: &History) -> Vec<(usize, i64)> {
         .collect()
 }
 
-fn unique_and_real_time_ordered(h: &History, out: &mut Vec<Violation>) {
+fn unique_and_real_time_ordered(h: &History, out: &mut Violations) {
     let writes = acked_writes(h);
     let mut by_rev: BTreeMap<i64, usize> = BTreeMap::new();
     for &(i, rev) in &writes {
         if let Some(&j) = by_rev.get(&rev) {
             let (a, b) = (&h.ops[j], &h.ops[i]);
-            out.push(Violation {
-                at_ns: a.complete_ns.max(b.complete_ns),
-                message: format!(
+            out.fire(a.complete_ns.max(b.complete_ns), || format!(
                     "two acknowledged writes share revision {rev}: op#{} by {} ({:?}) and op#{} by {} ({:?})",
                     a.id, a.client, a.request.write_key(), b.id, b.client, b.request.write_key()
-                ),
-            });
+                ));
         }
         by_rev.insert(rev, i);
     }
@@ -71,19 +68,16 @@ fn unique_and_real_time_ordered(h: &History, out: &mut Vec<Violation>) {
         if let Some((prior, j)) = best {
             if rev <= prior {
                 let (a, b) = (&h.ops[j], &h.ops[i]);
-                out.push(Violation {
-                    at_ns: b.complete_ns,
-                    message: format!(
+                out.fire(b.complete_ns, || format!(
                         "op#{} by {} got revision {rev} although op#{} by {} had completed with revision {prior} before it was invoked",
                         b.id, b.client, a.id, a.client
-                    ),
-                });
+                    ));
             }
         }
     }
 }
 
-fn per_client_headers(h: &History, out: &mut Vec<Violation>) {
+fn per_client_headers(h: &History, out: &mut Violations) {
     let mut seen: BTreeMap<&str, (i64, u64)> = BTreeMap::new();
     let mut ops: Vec<&crate::history::Operation> = h.ops.iter().collect();
     ops.sort_by_key(|o| (o.invoke_ns, o.id));
@@ -93,13 +87,10 @@ fn per_client_headers(h: &History, out: &mut Vec<Violation>) {
         };
         if let Some(&(max, op)) = seen.get(o.client.as_str()) {
             if rev < max {
-                out.push(Violation {
-                    at_ns: o.complete_ns,
-                    message: format!(
+                out.fire(o.complete_ns, || format!(
                         "client {} saw header revision {rev} from {} (op#{}) after it had seen {max} (op#{op})",
                         o.client, o.server, o.id
-                    ),
-                });
+                    ));
                 continue;
             }
         }
@@ -107,14 +98,13 @@ fn per_client_headers(h: &History, out: &mut Vec<Violation>) {
     }
 }
 
-fn durability(h: &History, out: &mut Vec<Violation>) {
+fn durability(h: &History, out: &mut Violations) {
     if h.params.final_read.is_none() {
         return;
     }
     let Some(read) = h.final_read() else {
-        out.push(Violation {
-            at_ns: h.params.end_ns,
-            message: "the final audit read is missing: durability cannot be judged".into(),
+        out.fire(h.params.end_ns, || {
+            "the final audit read is missing: durability cannot be judged".into()
         });
         return;
     };
@@ -123,12 +113,11 @@ fn durability(h: &History, out: &mut Vec<Violation>) {
         result: OpResult::Read { kvs, .. },
     } = &read.outcome
     else {
-        out.push(Violation {
-            at_ns: read.complete_ns,
-            message: format!(
+        out.fire(read.complete_ns, || {
+            format!(
                 "the final audit read failed ({:?}): no server answered after the quiet period",
                 read.outcome
-            ),
+            )
         });
         return;
     };
@@ -144,13 +133,10 @@ fn durability(h: &History, out: &mut Vec<Violation>) {
             last.insert(key, (rev, i));
         }
         if rev > *header_revision {
-            out.push(Violation {
-                at_ns: read.complete_ns,
-                message: format!(
+            out.fire(read.complete_ns, || format!(
                     "the final read's revision {header_revision} is below acknowledged write revision {rev} (op#{})",
                     h.ops[i].id
-                ),
-            });
+                ));
         }
     }
     let unknown_after = |key: &str, invoked_after: u64| {
@@ -172,9 +158,7 @@ fn durability(h: &History, out: &mut Vec<Violation>) {
             _ => now.is_none_or(|m| m < rev),
         };
         if lost {
-            out.push(Violation {
-                at_ns: read.complete_ns,
-                message: format!(
+            out.fire(read.complete_ns, || format!(
                     "acknowledged write lost: op#{} by {} wrote {key} at revision {rev}, but the final read shows {}",
                     op.id,
                     op.client,
@@ -182,15 +166,14 @@ fn durability(h: &History, out: &mut Vec<Violation>) {
                         Some(m) => format!("mod revision {m}"),
                         None => "no such key".into(),
                     }
-                ),
-            });
+                ));
         }
     }
 }
 
 /// Every revision is committed once: a store that restarts below a revision it had reached
 /// hands that revision out again, for a different change.
-fn revisions_committed_once(h: &History, out: &mut Vec<Violation>) {
+fn revisions_committed_once(h: &History, out: &mut Violations) {
     let mut seen: BTreeMap<i64, (&str, bool, &str)> = BTreeMap::new();
     for (at, node, e) in h.store_events() {
         let StoreEvent::DbInsert {
@@ -201,14 +184,11 @@ fn revisions_committed_once(h: &History, out: &mut Vec<Violation>) {
         };
         match seen.get(id) {
             Some((k, d, first_node)) if (*k, *d) != (key.as_str(), *deleted) => {
-                out.push(Violation {
-                    at_ns: at,
-                    message: format!(
+                out.fire(at, || format!(
                         "revision {id} was committed twice: {} {k} on {first_node}, then {} {key} on {node}",
                         if *d { "delete of" } else { "write of" },
                         if *deleted { "delete of" } else { "write of" },
-                    ),
-                });
+                    ));
             }
             Some(_) => {}
             None => {
@@ -218,7 +198,7 @@ fn revisions_committed_once(h: &History, out: &mut Vec<Violation>) {
     }
 }
 
-fn compact_revision_bounds(h: &History, out: &mut Vec<Violation>) {
+fn compact_revision_bounds(h: &History, out: &mut Violations) {
     let db = DbTimeline::of(h);
     let mut prev: Option<i64> = None;
     for (at, node, e) in h.store_events() {
@@ -232,25 +212,19 @@ fn compact_revision_bounds(h: &History, out: &mut Vec<Violation>) {
             continue;
         };
         if stored_after < stored_before || prev.is_some_and(|p| *stored_before != p) {
-            out.push(Violation {
-                at_ns: at,
-                message: format!(
+            out.fire(at, || format!(
                     "the stored compact revision moved from {} to {stored_after} on {node} (it had been {}): it must never go back",
                     stored_before,
                     prev.unwrap_or(0)
-                ),
-            });
+                ));
         }
         let current = db.current_at(at);
         let limit = current - h.params.compact_min_retain;
         if *stored_after > limit {
-            out.push(Violation {
-                at_ns: at,
-                message: format!(
+            out.fire(at, || format!(
                     "compacted to {stored_after} at {} while the current revision was {current}: more than current - min_retain ({limit})",
                     secs(at)
-                ),
-            });
+                ));
         }
         prev = Some(*stored_after);
     }
@@ -266,13 +240,32 @@ impl Checker for RevisionMonotonic {
     }
 
     fn check(&self, h: &History) -> CheckReport {
-        let mut out = Vec::new();
+        let mut out = Violations::new();
         unique_and_real_time_ordered(h, &mut out);
         revisions_committed_once(h, &mut out);
         per_client_headers(h, &mut out);
         durability(h, &mut out);
         compact_revision_bounds(h, &mut out);
-        CheckReport::new(self.name(), out)
+        let writes = acked_writes(h).len() as u64;
+        let reads = h
+            .ops
+            .iter()
+            .filter(|o| !o.request.is_write() && o.outcome.header_revision().is_some())
+            .count() as u64;
+        let commits = h
+            .store_events()
+            .filter(|(_, _, e)| matches!(e, StoreEvent::DbInsert { .. }))
+            .count() as u64;
+        CheckReport::judged(
+            self.name(),
+            out,
+            vec![
+                ("acknowledged writes", writes),
+                ("reads", reads),
+                ("commits", commits),
+            ],
+            "no client operation completed and nothing was committed",
+        )
     }
 }
 

@@ -6,7 +6,7 @@
 //! Bookmarkable (a progress notification at R comes after every row up to R), and cancellation
 //! with a compact revision exactly when the start revision was compacted.
 
-use super::{secs, CheckReport, Checker, DbTimeline, Violation};
+use super::{secs, CheckReport, Checker, DbTimeline, Violations};
 use crate::history::{History, WatchSession};
 use std::collections::BTreeMap;
 use store::observe::StoreEvent;
@@ -62,7 +62,7 @@ fn check_session(
     w: &WatchSession,
     rows: &BTreeMap<i64, Committed<'_>>,
     db: &DbTimeline,
-    out: &mut Vec<Violation>,
+    out: &mut Violations,
 ) {
     let name = format!("watch#{} of {} on {}", w.id, w.client, w.server);
     // Cancellation for compaction: exactly when the start revision was no longer available.
@@ -75,67 +75,52 @@ fn check_session(
         let edge_lost =
             w.start_revision == compact && rows.get(&compact).is_some_and(|r| !r.created);
         if end.compact_revision > 0 && w.start_revision >= compact && !edge_lost {
-            out.push(Violation {
-                at_ns: end.at_ns,
-                message: format!(
+            out.fire(end.at_ns, || format!(
                     "{name} was cancelled as compacted at {} although its start {} was at or above the compact revision {compact}",
                     end.compact_revision, w.start_revision
-                ),
-            });
+                ));
         }
     }
     if w.start_revision > 0 && w.start_revision < compact_at_open && !w.events.is_empty() {
-        out.push(Violation {
-            at_ns: w.events[0].at_ns,
-            message: format!(
+        out.fire(w.events[0].at_ns, || format!(
                 "{name} started at revision {} below the compact revision {compact_at_open} and was served instead of cancelled",
                 w.start_revision
-            ),
-        });
+            ));
     }
     let mut last: Option<(i64, u64)> = None;
     let mut delivered: BTreeMap<i64, u64> = BTreeMap::new();
     for e in &w.events {
         if let Some((rev, response)) = last {
             if e.mod_revision <= rev {
-                out.push(Violation {
-                    at_ns: e.at_ns,
-                    message: format!("{name} delivered revision {} after {rev}: events must be ordered and unique", e.mod_revision),
-                });
+                out.fire(e.at_ns, || format!("{name} delivered revision {} after {rev}: events must be ordered and unique", e.mod_revision));
             } else if e.mod_revision == rev && e.response != response {
-                out.push(Violation {
-                    at_ns: e.at_ns,
-                    message: format!("{name} split revision {rev} across responses: events of one revision are atomic"),
-                });
+                out.fire(e.at_ns, || format!("{name} split revision {rev} across responses: events of one revision are atomic"));
             }
         }
         last = Some((e.mod_revision, e.response));
         delivered.insert(e.mod_revision, e.at_ns);
         if !in_range(w, &e.key) {
-            out.push(Violation {
-                at_ns: e.at_ns,
-                message: format!(
+            out.fire(e.at_ns, || {
+                format!(
                     "{name} delivered {} at {}, outside its range [{}, {})",
                     e.key, e.mod_revision, w.start_key, w.end_key
-                ),
+                )
             });
         }
         if e.mod_revision < w.start_revision {
-            out.push(Violation {
-                at_ns: e.at_ns,
-                message: format!(
+            out.fire(e.at_ns, || {
+                format!(
                     "{name} delivered revision {} below its start revision {}",
                     e.mod_revision, w.start_revision
-                ),
+                )
             });
         }
         let Some(row) = rows.get(&e.mod_revision) else {
-            out.push(Violation {
-                at_ns: e.at_ns,
-                message: format!(
+            out.fire(e.at_ns, || {
+                format!(
                     "{name} delivered an event at revision {} for {} that was never committed",
                     e.mod_revision, e.key
-                ),
+                )
             });
             continue;
         };
@@ -176,13 +161,12 @@ fn check_session(
             ));
         }
         if !wrong.is_empty() {
-            out.push(Violation {
-                at_ns: e.at_ns,
-                message: format!(
+            out.fire(e.at_ns, || {
+                format!(
                     "{name}: event at revision {} has {}",
                     e.mod_revision,
                     wrong.join(", ")
-                ),
+                )
             });
         }
     }
@@ -206,17 +190,11 @@ fn check_session(
         }
         match (delivered.get(id), first_progress(*id)) {
             (None, progress) => {
-                out.push(Violation {
-                    at_ns: progress.or_else(|| w.events.last().map(|e| e.at_ns)).unwrap_or(w.opened_ns),
-                    message: format!("{name} skipped revision {id} ({}) although it reported progress up to {covered}", row.key),
-                });
+                out.fire(progress.or_else(|| w.events.last().map(|e| e.at_ns)).unwrap_or(w.opened_ns), || format!("{name} skipped revision {id} ({}) although it reported progress up to {covered}", row.key));
                 return;
             }
             (Some(at), Some(p)) if *at > p => {
-                out.push(Violation {
-                    at_ns: p,
-                    message: format!("{name} sent a progress notification covering revision {id} at {} before delivering it at {}", secs(p), secs(*at)),
-                });
+                out.fire(p, || format!("{name} sent a progress notification covering revision {id} at {} before delivering it at {}", secs(p), secs(*at)));
                 return;
             }
             _ => {}
@@ -236,11 +214,22 @@ impl Checker for WatchChecker {
     fn check(&self, h: &History) -> CheckReport {
         let rows = committed_rows(h);
         let db = DbTimeline::of(h);
-        let mut out = Vec::new();
+        let mut out = Violations::new();
         for w in &h.watches {
             check_session(w, &rows, &db, &mut out);
         }
-        CheckReport::new(self.name(), out)
+        let events: usize = h.watches.iter().map(|w| w.events.len()).sum();
+        let progress: usize = h.watches.iter().map(|w| w.progress.len()).sum();
+        CheckReport::judged(
+            self.name(),
+            out,
+            vec![
+                ("sessions", h.watches.len() as u64),
+                ("events", events as u64),
+                ("progress notifications", progress as u64),
+            ],
+            "no client held an etcd watch in this run",
+        )
     }
 }
 

@@ -8,7 +8,7 @@
 //! events. Every served stream's events after its start are strictly ordered, of the right
 //! type, and none is missing up to the last revision the stream reached.
 
-use super::{CheckReport, Checker, Violation};
+use super::{CheckReport, Checker, Violations};
 use crate::history::{ApiWatch, History, SimNanos};
 use std::collections::BTreeMap;
 use store::apiserver::{resource_prefix, EventType, WatchRequest};
@@ -57,19 +57,27 @@ impl Checker for WatchList {
             }
         }
         committed.sort();
-        let mut out = Vec::new();
+        let mut out = Violations::new();
         for w in &h.api_watches {
             check_watch(w, &committed, &mut out);
         }
-        CheckReport::new(self.name(), out)
+        let events: usize = h.api_watches.iter().map(|w| w.events.len()).sum();
+        CheckReport::judged(
+            self.name(),
+            out,
+            vec![
+                ("streams", h.api_watches.len() as u64),
+                ("events", events as u64),
+            ],
+            "no apiserver WATCH or WatchList stream in this run",
+        )
     }
 }
 
-fn check_watch(w: &ApiWatch, committed: &Committed<'_>, out: &mut Vec<Violation>) {
+fn check_watch(w: &ApiWatch, committed: &Committed<'_>, out: &mut Violations) {
     let mut fire = |at_ns: SimNanos, what: String| {
-        out.push(Violation {
-            at_ns,
-            message: format!("api-watch#{} of {} on {}: {what}", w.id, w.client, w.server),
+        out.fire(at_ns, || {
+            format!("api-watch#{} of {} on {}: {what}", w.id, w.client, w.server)
         })
     };
     let refused = w

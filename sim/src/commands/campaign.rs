@@ -197,6 +197,8 @@ pub struct SeedRecord {
     pub wall_seconds: f64,
     /// (check, message) per failed check; `panic`, `hang` or `crash` when the run itself died.
     pub failures: Vec<(String, String)>,
+    /// Every check's verdict and what it judged (empty when the run died).
+    pub checks: Vec<crate::report::CheckSummary>,
     pub repro: String,
 }
 
@@ -245,8 +247,10 @@ pub fn campaign(
                 return;
             };
             let mut failures = Vec::new();
+            let mut checks = Vec::new();
             match outcome {
                 ChildOutcome::Done(r) => {
+                    checks = r.checks.clone();
                     if let Some(p) = &r.panic {
                         failures.push(("panic".to_string(), p.clone()));
                     }
@@ -276,6 +280,7 @@ pub fn campaign(
                 seed: *seed,
                 wall_seconds,
                 failures,
+                checks,
                 repro: crate::report::repro_command(path, *seed, design),
             };
             each(&record);

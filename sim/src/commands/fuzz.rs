@@ -45,14 +45,32 @@ struct Failure<'a> {
     repro: &'a str,
 }
 
+/// One check across a campaign: how many seeds it passed, failed or had nothing to judge in,
+/// and how much it judged in all.
+#[derive(Serialize, Default)]
+struct CheckTally {
+    pass: usize,
+    fail: usize,
+    #[serde(rename = "n/a")]
+    not_applicable: usize,
+    /// Why it had nothing to judge, with the number of seeds.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    not_applicable_reasons: BTreeMap<String, usize>,
+    judged: BTreeMap<String, u64>,
+}
+
 #[derive(Serialize)]
 struct Summary<'a> {
     scenarios: Vec<String>,
+    /// The seed range asked for (inclusive); `seeds` is how many of them finished.
+    seed_range: String,
     seeds: usize,
     design: String,
     passed: usize,
     failed_seeds: usize,
     failing_seeds_by_check: BTreeMap<&'a str, usize>,
+    /// Per check, over the seeds that finished.
+    checks: BTreeMap<String, CheckTally>,
     interrupted: bool,
     wall_seconds: f64,
     failures: Vec<Failure<'a>>,
@@ -101,13 +119,6 @@ pub fn junit(records: &[SeedRecord], design: &str) -> String {
         for r in rs {
             let name = format!("seed-{}", r.seed);
             let class = xml_escape(&format!("faultline.{scenario}"));
-            if r.failures.is_empty() {
-                x += &format!(
-                    "    <testcase classname=\"{class}\" name=\"{name}\" time=\"{:.3}\"/>\n",
-                    r.wall_seconds
-                );
-                continue;
-            }
             x += &format!(
                 "    <testcase classname=\"{class}\" name=\"{name}\" time=\"{:.3}\">\n",
                 r.wall_seconds
@@ -121,12 +132,49 @@ pub fn junit(records: &[SeedRecord], design: &str) -> String {
                     xml_escape(&r.repro)
                 );
             }
+            if !r.checks.is_empty() {
+                x += &format!(
+                    "      <system-out>{}</system-out>\n",
+                    xml_escape(&verdict_lines(r))
+                );
+            }
             x += "    </testcase>\n";
         }
         x += "  </testsuite>\n";
     }
     x += "</testsuites>\n";
     x
+}
+
+fn tally(records: &[SeedRecord]) -> BTreeMap<String, CheckTally> {
+    let mut out: BTreeMap<String, CheckTally> = BTreeMap::new();
+    for c in records.iter().flat_map(|r| &r.checks) {
+        let t = out.entry(c.name.clone()).or_default();
+        match c.status.as_str() {
+            "fail" => t.fail += 1,
+            "n/a" => {
+                t.not_applicable += 1;
+                let reason = c.reason.clone().unwrap_or_default();
+                *t.not_applicable_reasons.entry(reason).or_default() += 1;
+            }
+            _ => t.pass += 1,
+        }
+        for (what, n) in &c.judged {
+            *t.judged.entry(what.clone()).or_default() += n;
+        }
+    }
+    out
+}
+
+/// One line per check for a seed's JUnit output: verdict, what it judged, or why it had nothing.
+fn verdict_lines(r: &SeedRecord) -> String {
+    r.checks
+        .iter()
+        .map(|c| match (c.status.as_str(), &c.reason) {
+            ("n/a", Some(reason)) => format!("n/a  {}: {reason}\n", c.name),
+            (status, _) => format!("{status} {}: {}\n", c.name, c.judged_text()),
+        })
+        .collect()
 }
 
 fn write(path: &Path, text: &str) -> Result<(), InputError> {
@@ -194,11 +242,13 @@ pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
     }
     let mut summary = Summary {
         scenarios: scenarios.iter().map(|(_, n)| n.clone()).collect(),
+        seed_range: format!("{}..{}", args.seeds.first, args.seeds.last),
         seeds: records.len(),
         design: design_name.clone(),
         passed: records.iter().filter(|r| r.failures.is_empty()).count(),
         failed_seeds: records.iter().filter(|r| !r.failures.is_empty()).count(),
         failing_seeds_by_check: BTreeMap::new(),
+        checks: tally(&records),
         interrupted: stop.load(Ordering::Relaxed),
         wall_seconds: started.elapsed().as_secs_f64(),
         failures: vec![],
@@ -282,8 +332,50 @@ mod tests {
                 .into_iter()
                 .map(|(c, m)| (c.into(), m.into()))
                 .collect(),
+            checks: vec![
+                summary("watch", "n/a", Some("no client held an etcd watch"), &[]),
+                summary("linearizable", "pass", None, &[("reads", 42)]),
+            ],
             repro: format!("faultline repro scenarios/x.toml --seed {seed}"),
         }
+    }
+
+    fn summary(
+        name: &str,
+        status: &str,
+        reason: Option<&str>,
+        judged: &[(&str, u64)],
+    ) -> crate::report::CheckSummary {
+        crate::report::CheckSummary {
+            name: name.into(),
+            status: status.into(),
+            reason: reason.map(String::from),
+            judged: judged.iter().map(|(w, n)| (w.to_string(), *n)).collect(),
+            violations: 0,
+            earliest_violations: vec![],
+            first_violation: None,
+        }
+    }
+
+    #[test]
+    fn a_check_with_nothing_to_judge_is_counted_as_not_applicable_never_as_a_pass() {
+        let records = [record(1, vec![]), record(2, vec![])];
+        let t = tally(&records);
+        assert_eq!((t["watch"].pass, t["watch"].not_applicable), (0, 2));
+        assert_eq!(
+            t["watch"].not_applicable_reasons["no client held an etcd watch"],
+            2
+        );
+        assert_eq!(
+            (t["linearizable"].pass, t["linearizable"].judged["reads"]),
+            (2, 84)
+        );
+        let x = junit(&records, "fixed");
+        assert!(
+            x.contains("n/a  watch: no client held an etcd watch"),
+            "{x}"
+        );
+        assert!(x.contains("pass linearizable: 42 reads"), "{x}");
     }
 
     #[test]

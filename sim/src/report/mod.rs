@@ -7,7 +7,7 @@
 pub mod metrics;
 pub mod plot;
 
-use crate::checkers::CheckReport;
+use crate::checkers::{CheckReport, Verdict};
 use crate::history::{History, OpResult, Outcome};
 use crate::world::RunOutput;
 use serde::{Deserialize, Serialize};
@@ -24,10 +24,30 @@ pub struct FirstViolation {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckSummary {
     pub name: String,
-    /// `pass` or `fail`.
+    /// `pass`, `fail`, or `n/a` when the run gave the check nothing to judge.
     pub status: String,
+    /// Why the check had nothing to judge (with `n/a`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How much the check judged, by what it counts (`reads`, `pages`, `events`, ...).
+    #[serde(default)]
+    pub judged: BTreeMap<String, u64>,
     pub violations: usize,
+    /// The earliest violations in full (the first is `first_violation`); the rest are counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earliest_violations: Vec<FirstViolation>,
     pub first_violation: Option<FirstViolation>,
+}
+
+impl CheckSummary {
+    /// "56 pages, 1234 reads": what the check judged.
+    pub fn judged_text(&self) -> String {
+        self.judged
+            .iter()
+            .map(|(what, n)| format!("{n} {what}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -105,16 +125,30 @@ pub fn count_ops(h: &History) -> OpCounts {
 }
 
 pub fn summarize_checks(reports: &[CheckReport]) -> Vec<CheckSummary> {
+    let shown = |v: &crate::checkers::Violation| FirstViolation {
+        at_s: v.at_ns as f64 / 1e9,
+        message: v.message.clone(),
+    };
     reports
         .iter()
-        .map(|r| CheckSummary {
-            name: r.check.to_string(),
-            status: if r.passed() { "pass" } else { "fail" }.into(),
-            violations: r.total,
-            first_violation: r.first().map(|v| FirstViolation {
-                at_s: v.at_ns as f64 / 1e9,
-                message: v.message.clone(),
-            }),
+        .map(|r| {
+            let verdict = r.verdict();
+            CheckSummary {
+                name: r.check.to_string(),
+                status: verdict.label().into(),
+                reason: match verdict {
+                    Verdict::NotApplicable(reason) => Some(reason),
+                    _ => None,
+                },
+                judged: r
+                    .judged
+                    .iter()
+                    .map(|(what, n)| (what.to_string(), *n))
+                    .collect(),
+                violations: r.total,
+                earliest_violations: r.violations.iter().map(shown).collect(),
+                first_violation: r.first().map(shown),
+            }
         })
         .collect()
 }
@@ -206,19 +240,27 @@ pub fn render(report: &Report) -> String {
         s += &crate::report::metrics::render_table(&report.histograms);
     }
     s += "  checks\n";
+    let width = report
+        .checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0);
     for c in &report.checks {
-        match &c.first_violation {
-            None => s += &format!("    PASS {}\n", c.name),
-            Some(v) => {
+        match (&c.first_violation, &c.reason) {
+            (Some(v), _) => {
                 s += &format!(
-                    "    FAIL {} ({} violation{}) first at {:.3}s: {}\n",
+                    "    FAIL {:<width$}  {} violation{} in {}; first at {:.3}s: {}\n",
                     c.name,
                     c.violations,
                     if c.violations == 1 { "" } else { "s" },
+                    c.judged_text(),
                     v.at_s,
                     v.message
                 )
             }
+            (None, Some(reason)) => s += &format!("    n/a  {:<width$}  {reason}\n", c.name),
+            (None, None) => s += &format!("    PASS {:<width$}  {}\n", c.name, c.judged_text()),
         }
     }
     s += &format!("  results      {}\n", report.results_dir);

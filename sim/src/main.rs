@@ -49,6 +49,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `faultline list | head` should end quietly when the reader goes away, as other tools do,
+    // not panic on a closed stdout.
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd_run(&args, false),

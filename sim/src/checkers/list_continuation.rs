@@ -128,6 +128,9 @@ impl Checker for ListContinuation {
                 end,
                 limit,
                 revision,
+                count_only: false,
+                keys_only: false,
+                ..
             } = &o.request
             else {
                 continue;
@@ -512,6 +515,9 @@ mod tests {
             end: "/r0".into(),
             limit,
             revision,
+            serializable: false,
+            count_only: false,
+            keys_only: false,
         };
         op(h, "c1", 10.0, 10.1, req, outcome);
     }

@@ -489,11 +489,6 @@ pub(crate) mod testutil {
     }
 
     pub fn list_all() -> Request {
-        Request::List {
-            start: "/".into(),
-            end: "0".into(),
-            limit: 0,
-            revision: 0,
-        }
+        Request::list_all("/", "0")
     }
 }

@@ -186,6 +186,8 @@ impl Client {
             },
             3 => Request::Get {
                 key: self.pick_key(false).expect("keys exist"),
+                revision: 0,
+                serializable: false,
             },
             4 => return self.paginated_list().await,
             _ => Request::Create {
@@ -210,6 +212,9 @@ impl Client {
                 end: end.clone(),
                 limit: self.cfg.workload.list_limit,
                 revision,
+                serializable: false,
+                count_only: false,
+                keys_only: false,
             };
             match self.execute(req).await {
                 Some(Outcome::Ok {
@@ -237,9 +242,15 @@ impl Client {
             .recorder
             .invoke(&self.cfg.name, &server, request.clone());
         let outcome = match &request {
-            Request::Get { key } => {
+            Request::Get {
+                key,
+                revision,
+                serializable,
+            } => {
                 let req = RangeRequest {
                     key: key.clone().into_bytes(),
+                    revision: *revision,
+                    serializable: *serializable,
                     ..Default::default()
                 };
                 read_outcome(kv.range(req).await)
@@ -249,12 +260,18 @@ impl Client {
                 end,
                 limit,
                 revision,
+                serializable,
+                count_only,
+                keys_only,
             } => {
                 let req = RangeRequest {
                     key: start.clone().into_bytes(),
                     range_end: end.clone().into_bytes(),
                     limit: *limit,
                     revision: *revision,
+                    serializable: *serializable,
+                    count_only: *count_only,
+                    keys_only: *keys_only,
                     ..Default::default()
                 };
                 read_outcome(kv.range(req).await)
@@ -292,7 +309,7 @@ impl Client {
                 for kv in kvs {
                     self.known.insert(kv.key.clone(), kv.mod_revision);
                 }
-                if let (Request::Get { key }, true) = (request, kvs.is_empty()) {
+                if let (Request::Get { key, .. }, true) = (request, kvs.is_empty()) {
                     self.known.insert(key.clone(), 0);
                 }
             }

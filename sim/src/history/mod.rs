@@ -45,6 +45,17 @@ pub struct HistoryParams {
     /// etcd topology: each member's status, read after the quiet period.
     #[serde(default)]
     pub members_final: Vec<MemberFinal>,
+    /// `single`, `ha` or `etcd`.
+    #[serde(default)]
+    pub topology: String,
+    /// kine's database dialect (`sqlite` or `mysql-like`); empty for etcd.
+    #[serde(default)]
+    pub database_dialect: String,
+    /// Key prefixes that only the recorded client operations write (the workload's resources):
+    /// a checker that models the key space from operations alone judges these ranges, while
+    /// controllers, kubelets and the stores' own bookkeeping write elsewhere.
+    #[serde(default)]
+    pub workload_prefixes: Vec<String>,
 }
 
 /// One etcd member's status as the final audit read it (serializable, from the member itself).
@@ -211,14 +222,29 @@ pub struct Operation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Range of one key at the latest revision.
-    Get { key: String },
+    /// Range of one key at `revision` (0 = latest).
+    Get {
+        key: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        revision: i64,
+        /// Served from the member's local state, which may be stale (etcd's `serializable`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        serializable: bool,
+    },
     /// Range of `[start, end)` with a limit (0 = none) at `revision` (0 = latest).
     List {
         start: String,
         end: String,
         limit: i64,
         revision: i64,
+        #[serde(default, skip_serializing_if = "is_false")]
+        serializable: bool,
+        /// Only the count is returned (etcd's `count_only`): no kvs.
+        #[serde(default, skip_serializing_if = "is_false")]
+        count_only: bool,
+        /// kvs come without values (etcd's `keys_only`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        keys_only: bool,
     },
     /// Txn: if mod_revision(key) == 0 then put.
     Create { key: String, value: String },
@@ -235,7 +261,28 @@ pub enum Request {
     },
 }
 
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 impl Request {
+    /// A linearizable List of `[start, end)` at the latest revision, without a limit.
+    pub fn list_all(start: &str, end: &str) -> Request {
+        Request::List {
+            start: start.into(),
+            end: end.into(),
+            limit: 0,
+            revision: 0,
+            serializable: false,
+            count_only: false,
+            keys_only: false,
+        }
+    }
+
     /// The operation kind's name, as reports and histograms label it.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -378,22 +378,48 @@ fn describe_request(r: &Request) -> String {
             end,
             limit,
             revision,
+            serializable,
+            count_only,
+            keys_only,
         } => Request::List {
             start: printable(start),
             end: printable(end),
             limit: *limit,
             revision: *revision,
+            serializable: *serializable,
+            count_only: *count_only,
+            keys_only: *keys_only,
         },
         other => other.clone(),
     };
     match r {
-        Request::Get { key } => format!("get {key}"),
+        Request::Get {
+            key,
+            revision,
+            serializable,
+        } => format!(
+            "get {key}{}{}",
+            if *revision > 0 {
+                format!(" rev={revision}")
+            } else {
+                String::new()
+            },
+            if *serializable { " serializable" } else { "" }
+        ),
         Request::List {
             start,
             limit,
             revision,
+            serializable,
+            count_only,
+            keys_only,
             ..
-        } => format!("list {start} limit={limit} rev={revision}"),
+        } => format!(
+            "list {start} limit={limit} rev={revision}{}{}{}",
+            if *serializable { " serializable" } else { "" },
+            if *count_only { " count-only" } else { "" },
+            if *keys_only { " keys-only" } else { "" }
+        ),
         Request::Create { key, .. } => format!("create {key}"),
         Request::Update {
             key,

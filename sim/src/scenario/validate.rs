@@ -198,6 +198,23 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
         "workload.resources",
         "name at least one resource",
     )?;
+    // Checkers model the workload's resources from its recorded operations alone, so nobody
+    // else may write there: controllers write their own resource, kubelets and lease-renewing
+    // controllers write `leases`.
+    let leases_taken = t.kind == TopologyKind::Etcd
+        || (s.controllers.count > 0 && s.controllers.lease_every_s > 0);
+    for r in &w.resources {
+        check(
+            s.controllers.count == 0 || *r != s.controllers.resource,
+            "workload.resources",
+            format!("`{r}` is the controllers' resource; the workload needs resources of its own"),
+        )?;
+        check(
+            !(leases_taken && r == "leases"),
+            "workload.resources",
+            "`leases` is written by kubelets or lease-renewing controllers in this scenario; the workload needs resources of its own",
+        )?;
+    }
     check(
         w.namespaces >= 1 && w.names >= 1,
         "workload.names",

@@ -209,6 +209,18 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
         end_ns: recorder.now_ns(),
         final_read,
         members_final,
+        topology: format!("{:?}", scenario.topology.kind).to_lowercase(),
+        database_dialect: if scenario.topology.kind == TopologyKind::Etcd {
+            String::new()
+        } else {
+            scenario.database.dialect.clone()
+        },
+        workload_prefixes: scenario
+            .workload
+            .resources
+            .iter()
+            .map(|r| format!("/registry/{r}/"))
+            .collect(),
         ..Default::default()
     };
     let params = if scenario.topology.kind == TopologyKind::Etcd {
@@ -449,12 +461,7 @@ async fn final_audit(cluster: &Cluster, recorder: &Recorder, timeout_ms: u64) ->
                         let Ok(channel) = endpoint.connect().await else {
                             continue;
                         };
-                        let request = Request::List {
-                            start: "/registry/".into(),
-                            end: "/registry0".into(),
-                            limit: 0,
-                            revision: 0,
-                        };
+                        let request = Request::list_all("/registry/", "/registry0");
                         let id = recorder.invoke("audit", name, request);
                         last = Some(id);
                         let answer = KvClient::new(channel)

@@ -15,7 +15,7 @@ mod scenario;
 mod world;
 
 use clap::{Parser, Subcommand};
-use commands::{bench, determinism, fuzz, list, validate};
+use commands::{bench, determinism, fuzz, list, merge, validate};
 use run::{cmd_run, RunArgs};
 use std::process::ExitCode;
 
@@ -38,6 +38,8 @@ enum Command {
     Repro(RunArgs),
     /// Run many seeds, each in its own process, and write summary.json.
     Fuzz(fuzz::FuzzArgs),
+    /// Combine the reports of a sharded campaign's shards into one.
+    Merge(merge::MergeArgs),
     /// Run each seed twice in separate processes and compare trace hashes.
     Determinism(determinism::DeterminismArgs),
     /// Measure simulated seconds per wall second, seeds per minute and peak memory.
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run(&args, false),
         Command::Repro(args) => cmd_run(&args, true),
         Command::Fuzz(args) => fuzz::fuzz(&args),
+        Command::Merge(args) => merge::merge(&args),
         Command::Determinism(args) => determinism::determinism(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Validate(args) => validate::validate(&args),

@@ -25,6 +25,42 @@ pub struct RunArgs {
     /// Print the result as one JSON line (used by campaigns' child processes).
     #[arg(long, hide = true)]
     pub json_line: bool,
+    /// Which files the seed's folder keeps (campaigns pass their `--keep`).
+    #[arg(long, value_enum, default_value_t = Keep::All, hide = true)]
+    pub keep: Keep,
+}
+
+/// What a seed leaves in its folder. A campaign of thousands of seeds keeps the full artifacts
+/// (trace, history, timeline) only where a person will read them: the failing seeds.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Keep {
+    /// Every seed keeps report.json, trace.log, history.json.gz and the timeline plot.
+    All,
+    /// Failing seeds keep everything; passing seeds keep report.json only.
+    #[default]
+    Failed,
+    /// Failing seeds keep report.json only; passing seeds keep nothing.
+    None,
+}
+
+impl Keep {
+    /// The flag's value, as a child's command line spells it.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Keep::All => "all",
+            Keep::Failed => "failed",
+            Keep::None => "none",
+        }
+    }
+
+    /// (report.json, the full artifacts) for a seed that passed or not.
+    fn files(self, passed: bool) -> (bool, bool) {
+        match (self, passed) {
+            (Keep::All, _) | (Keep::Failed, false) => (true, true),
+            (Keep::Failed, true) | (Keep::None, false) => (true, false),
+            (Keep::None, true) => (false, false),
+        }
+    }
 }
 
 /// Marks the child's result line among anything else it prints.
@@ -117,7 +153,9 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
                 Some(at) => format!("panicked at {at}: {message}"),
                 None => message,
             });
-            report::write(&dir, &report, None).map_err(|e| InputError(format!("{e:#}")))?;
+            if args.keep.files(false).0 {
+                report::write(&dir, &report, None).map_err(|e| InputError(format!("{e:#}")))?;
+            }
             return Ok(report);
         }
     };
@@ -135,7 +173,15 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
     if report.failed_checks().next().is_some() {
         report.status = "fail".into();
     }
-    report::write(&dir, &report, Some(&run)).map_err(|e| InputError(format!("{e:#}")))?;
+    let (keep_report, keep_artifacts) = args.keep.files(report.status == "pass");
+    if !keep_report {
+        return Ok(report);
+    }
+    let artifacts = keep_artifacts.then_some(&run);
+    report::write(&dir, &report, artifacts).map_err(|e| InputError(format!("{e:#}")))?;
+    if !keep_artifacts {
+        return Ok(report);
+    }
     let marks: Vec<plot::Marker> = checks
         .iter()
         .filter_map(|c| {

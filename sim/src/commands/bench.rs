@@ -66,6 +66,7 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode, InputError> {
                 &args.out.join("bench"),
                 Duration::from_secs(1800),
                 &stop,
+                crate::run::Keep::Failed,
             );
             let wall = started.elapsed().as_secs_f64();
             if let ChildOutcome::Done(r) = outcome {

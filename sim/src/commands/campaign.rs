@@ -5,7 +5,7 @@
 //! campaign. This runs outside the simulation: OS threads, files and the wall clock are fine.
 
 use crate::report::Report;
-use crate::run::RESULT_PREFIX;
+use crate::run::{Keep, RESULT_PREFIX};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -46,6 +46,49 @@ impl Seeds {
     }
 }
 
+impl std::fmt::Display for Seeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..{}", self.first, self.last)
+    }
+}
+
+/// One of `count` disjoint slices of a campaign, written `K/N` with `K` counted from 0 (as
+/// Kubernetes' `JOB_COMPLETION_INDEX` and CI matrices count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a shard; write K/N with 0 <= K < N (K counts from 0)");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: u64 = k.trim().parse().map_err(|_| bad())?;
+        let count: u64 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// Whether the `position`-th run of the campaign (scenario by scenario, seed by seed) is
+    /// this shard's. Dealing runs round-robin gives every shard its share of each scenario, so
+    /// slow scenarios do not pile up on one shard.
+    pub fn owns(&self, position: usize) -> bool {
+        position as u64 % self.count == self.index
+    }
+}
+
 /// How one child run ended.
 pub enum ChildOutcome {
     Done(Box<Report>),
@@ -53,7 +96,8 @@ pub enum ChildOutcome {
     Died(String),
 }
 
-/// Runs `faultline run ... --json-line` for one seed, killing it after `timeout`.
+/// Runs `faultline run ... --json-line` for one seed, killing it after `timeout` or when `stop`
+/// is set. The child dies with this process, whatever kills it.
 pub fn run_child(
     scenario: &str,
     seed: u64,
@@ -61,6 +105,7 @@ pub fn run_child(
     out: &Path,
     timeout: Duration,
     stop: &AtomicBool,
+    keep: Keep,
 ) -> ChildOutcome {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
@@ -73,9 +118,21 @@ pub fn run_child(
         .arg(seed.to_string())
         .arg("--out")
         .arg(out)
-        .arg("--json-line");
+        .arg("--json-line")
+        .arg("--keep")
+        .arg(keep.as_arg());
     for d in design {
         cmd.arg("--design").arg(d);
+    }
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe. With it, a campaign killed outright (SIGKILL, OOM) leaves no seed
+    // running behind it.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
     }
     let mut child = match cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
@@ -175,13 +232,25 @@ pub fn run_pool<J: Send, R: Send>(
     });
 }
 
+/// Identifies the faultline binary that runs a campaign: the first 16 hex digits of the SHA-256
+/// of its executable. Shards of one campaign must agree on it.
+pub fn binary_id() -> String {
+    use sha2::Digest;
+    let Ok(bytes) = std::env::current_exe().and_then(std::fs::read) else {
+        return "unknown".into();
+    };
+    let digest = sha2::Sha256::digest(&bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
 }
 
-/// Stops launching seeds on Ctrl-C; reports still get written for those that finished.
+/// Stops launching seeds on Ctrl-C, SIGTERM (a pod being stopped) or SIGHUP; running seeds are
+/// killed and reports still get written for those that finished.
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
@@ -190,7 +259,7 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 /// What one seed of a campaign came to.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SeedRecord {
     pub scenario: String,
     pub seed: u64,
@@ -209,6 +278,10 @@ pub struct CampaignConfig<'a> {
     pub out: &'a Path,
     pub timeout: Duration,
     pub stop: &'a AtomicBool,
+    /// What each seed's folder keeps.
+    pub keep: Keep,
+    /// Run only this slice of the campaign.
+    pub shard: Option<Shard>,
 }
 
 /// Runs every (scenario path, name) for every seed on `cfg.jobs` workers; `each` sees each
@@ -225,10 +298,15 @@ pub fn campaign(
         out,
         timeout,
         stop,
+        keep,
+        shard,
     } = *cfg;
     let work: Vec<(String, String, u64)> = scenarios
         .iter()
         .flat_map(|(path, name)| seeds.iter().map(move |s| (path.clone(), name.clone(), s)))
+        .enumerate()
+        .filter(|(i, _)| shard.is_none_or(|s| s.owns(*i)))
+        .map(|(_, run)| run)
         .collect();
     let mut records = Vec::new();
     run_pool(
@@ -239,7 +317,7 @@ pub fn campaign(
                 return None;
             }
             let started = Instant::now();
-            let outcome = run_child(path, *seed, design, out, timeout, stop);
+            let outcome = run_child(path, *seed, design, out, timeout, stop, keep);
             Some((outcome, started.elapsed().as_secs_f64()))
         },
         |(path, name, seed), result| {
@@ -293,13 +371,31 @@ pub fn campaign(
 
 #[cfg(test)]
 mod tests {
-    use super::Seeds;
+    use super::{Seeds, Shard};
+
+    #[test]
+    fn shards_deal_every_run_to_exactly_one_shard() {
+        let shards: Vec<Shard> = (0..4).map(|k| format!("{k}/4").parse().unwrap()).collect();
+        for position in 0..103 {
+            let owners = shards.iter().filter(|s| s.owns(position)).count();
+            assert_eq!(owners, 1, "run {position}");
+        }
+        let counts: Vec<usize> = shards
+            .iter()
+            .map(|s| (0..103).filter(|p| s.owns(*p)).count())
+            .collect();
+        assert_eq!(counts, vec![26, 26, 26, 25]);
+        assert!("4/4".parse::<Shard>().unwrap_err().contains("0 <= K < N"));
+        assert!("1/0".parse::<Shard>().is_err());
+        assert!("x".parse::<Shard>().is_err());
+    }
 
     #[test]
     fn seed_ranges_are_inclusive_and_checked() {
         let s: Seeds = "1..200".parse().unwrap();
         assert_eq!((s.first, s.last, s.count()), (1, 200, 200));
         let one: Seeds = "7".parse().unwrap();
+        assert_eq!(one.to_string(), "7..7");
         assert_eq!(one.count(), 1);
         assert!("9..3".parse::<Seeds>().is_err());
         assert!("a..b".parse::<Seeds>().unwrap_err().contains("A..B"));

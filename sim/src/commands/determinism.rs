@@ -44,6 +44,7 @@ pub fn determinism(args: &DeterminismArgs) -> Result<ExitCode, InputError> {
                 &args.out.join(side),
                 timeout,
                 &stop,
+                crate::run::Keep::All,
             )
         },
         |(seed, side), outcome| {

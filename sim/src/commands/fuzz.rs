@@ -1,14 +1,16 @@
 //! `faultline fuzz`: a campaign over seeds, reported for people and for CI.
 //!
-//! Writes `summary.json` (one failure entry per failed check of each failed seed) and
-//! `junit.xml` (one test case per seed, failures carrying check, message and repro command),
-//! also when interrupted, for the seeds that finished.
+//! Writes `summary.json` (the campaign's identity, per-check tallies, one failure entry per
+//! failed check of each failed seed, and every seed's record) and `junit.xml` (one test case per
+//! seed, failures carrying check, message and repro command), also when interrupted, for the
+//! seeds that finished. A campaign can run as one of N shards (`--shard K/N`, or Kubernetes'
+//! `JOB_COMPLETION_INDEX` with `--shards N`); `faultline merge` combines the shards' reports.
 
 use crate::commands::campaign::{
-    campaign, default_jobs, interrupt_flag, CampaignConfig, SeedRecord, Seeds,
+    binary_id, campaign, default_jobs, interrupt_flag, CampaignConfig, SeedRecord, Seeds, Shard,
 };
-use crate::run::{resolve, InputError};
-use serde::Serialize;
+use crate::run::{resolve, InputError, Keep};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -34,46 +36,103 @@ pub struct FuzzArgs {
     /// Wall-clock seconds after which a seed counts as hung and is killed.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
+    /// What each seed's folder keeps: everything, everything only for failing seeds (passing
+    /// seeds keep report.json), or only failing seeds' report.json.
+    #[arg(long, value_enum, default_value_t = Keep::Failed)]
+    pub keep: Keep,
+    /// Run only the K-th of N disjoint slices of the scenarios x seeds (K counts from 0).
+    #[arg(long, value_name = "K/N", conflicts_with = "shards")]
+    pub shard: Option<Shard>,
+    /// Shard count for a Kubernetes Indexed Job: this process runs shard JOB_COMPLETION_INDEX.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Failure<'a> {
-    scenario: &'a str,
-    seed: u64,
-    check: &'a str,
-    message: &'a str,
-    repro: &'a str,
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub scenario: String,
+    pub seed: u64,
+    pub check: String,
+    pub message: String,
+    pub repro: String,
 }
 
 /// One check across a campaign: how many seeds it passed, failed or had nothing to judge in,
 /// and how much it judged in all.
-#[derive(Serialize, Default)]
-struct CheckTally {
-    pass: usize,
-    fail: usize,
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+pub struct CheckTally {
+    pub pass: usize,
+    pub fail: usize,
     #[serde(rename = "n/a")]
-    not_applicable: usize,
+    pub not_applicable: usize,
     /// Why it had nothing to judge, with the number of seeds.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    not_applicable_reasons: BTreeMap<String, usize>,
-    judged: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub not_applicable_reasons: BTreeMap<String, usize>,
+    pub judged: BTreeMap<String, u64>,
 }
 
-#[derive(Serialize)]
-struct Summary<'a> {
-    scenarios: Vec<String>,
-    /// The seed range asked for (inclusive); `seeds` is how many of them finished.
-    seed_range: String,
-    seeds: usize,
-    design: String,
-    passed: usize,
-    failed_seeds: usize,
-    failing_seeds_by_check: BTreeMap<&'a str, usize>,
-    /// Per check, over the seeds that finished.
-    checks: BTreeMap<String, CheckTally>,
-    interrupted: bool,
-    wall_seconds: f64,
-    failures: Vec<Failure<'a>>,
+/// What `summary.json` holds. The identity fields (binary, scenarios, seed range, design,
+/// shard) are what `merge` checks before it combines shards.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Summary {
+    /// The faultline binary that ran the campaign (a hash of its file).
+    pub binary: String,
+    pub scenarios: Vec<String>,
+    pub scenario_paths: Vec<String>,
+    /// The seed range asked for (inclusive); `seeds` is how many runs finished.
+    pub seed_range: String,
+    /// The `--design` selections, and the resolved design's name.
+    pub design_selections: Vec<String>,
+    pub design: String,
+    /// Set when this summary covers one shard of the campaign.
+    #[serde(default)]
+    pub shard: Option<Shard>,
+    /// Set on a merged summary: the shards it combines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_shards: Vec<u64>,
+    /// Runs the campaign (or this shard) was to make.
+    pub planned: usize,
+    pub seeds: usize,
+    pub passed: usize,
+    pub failed_seeds: usize,
+    pub failing_seeds_by_check: BTreeMap<String, usize>,
+    /// Per check, over the runs that finished.
+    pub checks: BTreeMap<String, CheckTally>,
+    pub interrupted: bool,
+    pub wall_seconds: f64,
+    pub failures: Vec<Failure>,
+    /// Every finished run, in scenario and seed order.
+    pub records: Vec<SeedRecord>,
+}
+
+impl Summary {
+    /// Fills the figures that follow from `records` (and the record list itself, sorted).
+    pub fn with_records(mut self, mut records: Vec<SeedRecord>) -> Self {
+        records.sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
+        self.seeds = records.len();
+        self.passed = records.iter().filter(|r| r.failures.is_empty()).count();
+        self.failed_seeds = self.seeds - self.passed;
+        self.checks = tally(&records);
+        self.failing_seeds_by_check.clear();
+        self.failures.clear();
+        for r in &records {
+            for (check, message) in &r.failures {
+                *self
+                    .failing_seeds_by_check
+                    .entry(check.clone())
+                    .or_default() += 1;
+                self.failures.push(Failure {
+                    scenario: r.scenario.clone(),
+                    seed: r.seed,
+                    check: check.clone(),
+                    message: message.clone(),
+                    repro: r.repro.clone(),
+                });
+            }
+        }
+        self.records = records;
+        self
+    }
 }
 
 fn xml_escape(s: &str) -> String {
@@ -146,7 +205,7 @@ pub fn junit(records: &[SeedRecord], design: &str) -> String {
     x
 }
 
-fn tally(records: &[SeedRecord]) -> BTreeMap<String, CheckTally> {
+pub fn tally(records: &[SeedRecord]) -> BTreeMap<String, CheckTally> {
     let mut out: BTreeMap<String, CheckTally> = BTreeMap::new();
     for c in records.iter().flat_map(|r| &r.checks) {
         let t = out.entry(c.name.clone()).or_default();
@@ -181,6 +240,95 @@ fn write(path: &Path, text: &str) -> Result<(), InputError> {
     std::fs::write(path, text).map_err(|e| InputError(format!("writing {}: {e}", path.display())))
 }
 
+/// Progress for a person at a terminal (a bar) or for a CI log (a plain line every 30 s).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    done: u64,
+    failed: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} seeds, {msg} [{elapsed} < {eta}]",
+                )
+                .expect("a valid template"),
+            );
+            b
+        });
+        Progress {
+            bar,
+            total,
+            done: 0,
+            failed: 0,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    fn println(&self, line: String) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn seed_done(&mut self, failed: bool) {
+        self.done += 1;
+        self.failed += u64::from(failed);
+        if let Some(b) = &self.bar {
+            b.set_message(format!("{} failing", self.failed));
+            b.inc(1);
+            return;
+        }
+        if self.last_line.elapsed() >= Duration::from_secs(30) || self.done == self.total {
+            self.last_line = Instant::now();
+            let minutes = self.started.elapsed().as_secs_f64() / 60.0;
+            let rate = self.done as f64 / minutes.max(1e-9);
+            let left = (self.total - self.done) as f64 / rate.max(1e-9);
+            eprintln!(
+                "progress: {}/{} seeds, {} failing, {rate:.1} seeds/min, about {left:.0} min left",
+                self.done, self.total, self.failed
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// The shard this process runs: `--shard K/N`, or `JOB_COMPLETION_INDEX` with `--shards N`.
+fn chosen_shard(args: &FuzzArgs) -> Result<Option<Shard>, InputError> {
+    if let Some(s) = args.shard {
+        return Ok(Some(s));
+    }
+    let Some(count) = args.shards else {
+        return Ok(None);
+    };
+    let index = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
+        InputError(
+            "--shards N needs the JOB_COMPLETION_INDEX environment variable (set by a Kubernetes Indexed Job); otherwise give --shard K/N".into(),
+        )
+    })?;
+    format!("{index}/{count}")
+        .parse::<Shard>()
+        .map(Some)
+        .map_err(|e| {
+            InputError(format!(
+                "JOB_COMPLETION_INDEX={index} with --shards {count}: {e}"
+            ))
+        })
+}
+
 pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
     let mut design_name = String::from("fixed");
     let mut scenarios = Vec::new();
@@ -189,88 +337,95 @@ pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
         design_name = design.to_string();
         scenarios.push((s.clone(), scenario.name));
     }
+    let shard = chosen_shard(args)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("results/fuzz-{design_name}")));
     std::fs::create_dir_all(&out)
         .map_err(|e| InputError(format!("creating {}: {e}", out.display())))?;
-    let total = scenarios.len() as u64 * args.seeds.count();
+    let all_runs = scenarios.len() * args.seeds.count() as usize;
+    let planned = (0..all_runs)
+        .filter(|i| shard.is_none_or(|s| s.owns(*i)))
+        .count();
     let stop = interrupt_flag();
     let started = Instant::now();
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} seeds, {msg} [{elapsed} < {eta}]",
-            )
-            .expect("a valid template"),
-        );
-        b
-    });
-    let mut failed = 0;
+    let mut progress = Progress::new(planned as u64);
+    if let Some(s) = shard {
+        progress.println(format!(
+            "shard {s}: {planned} of the campaign's {all_runs} runs"
+        ));
+    }
     let cfg = CampaignConfig {
         design: &args.design,
         jobs: args.jobs.unwrap_or_else(default_jobs),
         out: &out,
         timeout: Duration::from_secs(args.timeout_s),
         stop: &stop,
+        keep: args.keep,
+        shard,
     };
     let records = campaign(&scenarios, &args.seeds, &cfg, |r| {
         if !r.failures.is_empty() {
-            failed += 1;
             let checks: Vec<&str> = r.failures.iter().map(|(c, _)| c.as_str()).collect();
-            let line = format!(
+            progress.println(format!(
                 "FAIL {} seed {}: {} -> {}",
                 r.scenario,
                 r.seed,
                 checks.join(", "),
                 r.repro
-            );
-            match &bar {
-                Some(b) => b.println(line),
-                None => eprintln!("{line}"),
-            }
+            ));
         }
-        if let Some(b) = &bar {
-            b.set_message(format!("{failed} failed"));
-            b.inc(1);
-        }
+        progress.seed_done(!r.failures.is_empty());
     });
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let mut summary = Summary {
+    progress.finish();
+    let summary = Summary {
+        binary: binary_id(),
         scenarios: scenarios.iter().map(|(_, n)| n.clone()).collect(),
-        seed_range: format!("{}..{}", args.seeds.first, args.seeds.last),
-        seeds: records.len(),
-        design: design_name.clone(),
-        passed: records.iter().filter(|r| r.failures.is_empty()).count(),
-        failed_seeds: records.iter().filter(|r| !r.failures.is_empty()).count(),
+        scenario_paths: scenarios.iter().map(|(p, _)| p.clone()).collect(),
+        seed_range: args.seeds.to_string(),
+        design_selections: args.design.clone(),
+        design: design_name,
+        shard,
+        merged_shards: vec![],
+        planned,
+        seeds: 0,
+        passed: 0,
+        failed_seeds: 0,
         failing_seeds_by_check: BTreeMap::new(),
-        checks: tally(&records),
+        checks: BTreeMap::new(),
         interrupted: stop.load(Ordering::Relaxed),
         wall_seconds: started.elapsed().as_secs_f64(),
         failures: vec![],
-    };
-    for r in &records {
-        for (check, message) in &r.failures {
-            *summary.failing_seeds_by_check.entry(check).or_default() += 1;
-            summary.failures.push(Failure {
-                scenario: &r.scenario,
-                seed: r.seed,
-                check,
-                message,
-                repro: &r.repro,
-            });
-        }
+        records: vec![],
     }
+    .with_records(records);
+    write_reports(&out, &summary)?;
+    Ok(exit_code(&summary))
+}
+
+/// 1 when a seed failed or runs are missing (interrupted, or shards absent), else 0.
+pub fn exit_code(summary: &Summary) -> ExitCode {
+    if summary.failed_seeds > 0 || summary.interrupted || summary.seeds < summary.planned {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Writes summary.json, junit.xml and the outcomes plot into `out`, and prints the one-line
+/// result. Shared by `fuzz` and `merge`.
+pub fn write_reports(out: &Path, summary: &Summary) -> Result<(), InputError> {
     write(
         &out.join("summary.json"),
-        &(serde_json::to_string_pretty(&summary).expect("serialises") + "\n"),
+        &(serde_json::to_string_pretty(summary).expect("serialises") + "\n"),
     )?;
-    write(&out.join("junit.xml"), &junit(&records, &design_name))?;
-    let outcomes: Vec<crate::report::plot::SeedOutcome<'_>> = records
+    write(
+        &out.join("junit.xml"),
+        &junit(&summary.records, &summary.design),
+    )?;
+    let outcomes: Vec<crate::report::plot::SeedOutcome<'_>> = summary
+        .records
         .iter()
         .map(|r| {
             (
@@ -280,7 +435,7 @@ pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
             )
         })
         .collect();
-    let title = format!("outcomes across seeds ({design_name})");
+    let title = format!("outcomes across seeds ({})", summary.design);
     if let Err(e) = crate::report::plot::outcomes(
         &outcomes,
         &title,
@@ -294,9 +449,17 @@ pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
         .iter()
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
+    let missing = summary.planned.saturating_sub(summary.seeds);
     eprintln!(
-        "{} seeds, {} passed, {} failed{}{} in {:.1}s; reports: {}/summary.json, junit.xml, outcomes.png",
+        "{} seeds of {} ({} over seeds {}{}), {} passed, {} failed{}{}{} in {:.1}s; reports: {}/summary.json, junit.xml, outcomes.png",
         summary.seeds,
+        summary.planned,
+        summary.scenarios.join(", "),
+        summary.seed_range,
+        match summary.shard {
+            Some(s) => format!(", shard {s}"),
+            None => String::new(),
+        },
         summary.passed,
         summary.failed_seeds,
         if checks.is_empty() {
@@ -309,14 +472,15 @@ pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
         } else {
             ""
         },
+        if missing > 0 {
+            format!(", {missing} not run")
+        } else {
+            String::new()
+        },
         summary.wall_seconds,
         out.display()
     );
-    Ok(if summary.failed_seeds > 0 || summary.interrupted {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(())
 }
 
 #[cfg(test)]

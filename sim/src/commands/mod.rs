@@ -1,5 +1,5 @@
 //! The campaign commands: many seeds, each in a child process of this binary, and the reports
-//! they write (fuzz, validate, determinism, bench), plus `list`.
+//! they write (fuzz, validate, determinism, bench), `merge` of a sharded campaign, and `list`.
 //!
 //! They run outside the simulation and only read what child processes print and write.
 
@@ -8,4 +8,5 @@ pub mod campaign;
 pub mod determinism;
 pub mod fuzz;
 pub mod list;
+pub mod merge;
 pub mod validate;

@@ -76,6 +76,8 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, InputError> {
                 out: &out,
                 timeout,
                 stop: &stop,
+                keep: crate::run::Keep::Failed,
+                shard: None,
             };
             let records = campaign(&scenarios, &args.seeds, &cfg, |_| {});
             let clean = records.iter().filter(|r| r.failures.is_empty()).count();
@@ -91,6 +93,8 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode, InputError> {
             out: &out,
             timeout,
             stop: &stop,
+            keep: crate::run::Keep::Failed,
+            shard: None,
         };
         let records = campaign(&scenarios, &args.seeds, &cfg, |_| {});
         let checkers_fired = fired(&records);

@@ -1,4 +1,4 @@
-//! What a run leaves behind: `report.json`, `trace.log`, `history.json`, and the summary a person
+//! What a run leaves behind: `report.json`, `trace.log`, `history.json.gz`, and the summary a person
 //! reads in the terminal.
 //!
 //! Runs after the simulation has ended; it only formats and writes what the run produced. The
@@ -163,9 +163,11 @@ pub fn peak_rss_mib() -> f64 {
     usage.ru_maxrss as f64 / 1024.0
 }
 
-/// Writes report.json, trace.log and history.json into `dir`.
+/// Writes report.json into `dir`, and with `run` its full artifacts: trace.log and
+/// history.json.gz (the recorded history, gzipped: tens of MB of JSON for a long run).
 pub fn write(dir: &Path, report: &Report, run: Option<&RunOutput>) -> anyhow::Result<()> {
     use anyhow::Context;
+    use std::io::Write;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(
         dir.join("report.json"),
@@ -176,10 +178,13 @@ pub fn write(dir: &Path, report: &Report, run: Option<&RunOutput>) -> anyhow::Re
         let mut trace = run.trace.lines().join("\n");
         trace.push('\n');
         std::fs::write(dir.join("trace.log"), trace)?;
-        std::fs::write(
-            dir.join("history.json"),
-            serde_json::to_string(&run.history)?,
-        )?;
+        let file = std::fs::File::create(dir.join("history.json.gz"))?;
+        let mut gz = flate2::write::GzEncoder::new(
+            std::io::BufWriter::new(file),
+            flate2::Compression::fast(),
+        );
+        serde_json::to_writer(&mut gz, &run.history)?;
+        gz.finish()?.flush()?;
     }
     Ok(())
 }

@@ -17,8 +17,12 @@ build:
 run: build
 	$(BIN) run scenarios/kine-compaction-failure.toml --seed 1
 
-## Every test: unit tests, checker tests both ways, CLI and determinism tests.
+## Every test: unit tests, checker tests both ways, CLI, campaign and determinism tests, and the
+## deployment files against their validators (from PyPI; said loudly when they are missing).
 test:
+	@for v in kubernetes-validate check-jsonschema zizmor; do \
+	  command -v $$v >/dev/null 2>&1 || echo "*** NOT RUN: deployment validation needs $$v (pip install kubernetes-validate check-jsonschema zizmor) ***"; \
+	done
 	$(CARGO) test --workspace --release
 
 ## Every scenario over SEEDS (default 1..200); reports in results/fuzz-*/summary.json.

@@ -179,11 +179,12 @@ pub fn write(dir: &Path, report: &Report, run: Option<&RunOutput>) -> anyhow::Re
         trace.push('\n');
         std::fs::write(dir.join("trace.log"), trace)?;
         let file = std::fs::File::create(dir.join("history.json.gz"))?;
-        let mut gz = flate2::write::GzEncoder::new(
-            std::io::BufWriter::new(file),
-            flate2::Compression::fast(),
-        );
-        serde_json::to_writer(&mut gz, &run.history)?;
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+        // serde_json writes many tiny pieces; the encoder must see them in large chunks.
+        let mut json = std::io::BufWriter::with_capacity(1 << 16, &mut gz);
+        serde_json::to_writer(&mut json, &run.history)?;
+        json.flush()?;
+        drop(json);
         gz.finish()?.flush()?;
     }
     Ok(())

@@ -582,7 +582,7 @@ impl Member {
         }
         if !batch.entries.is_empty() || batch.hard_state.is_some() {
             let mut d = self.disk.lock().expect("disk lock poisoned");
-            d.append(WAL, &frame(&batch.encode()));
+            d.append(WAL, frame(&batch.encode()));
             d.sync(WAL);
         }
         self.send(ready.take_persisted_messages());
@@ -746,7 +746,7 @@ impl Member {
             return;
         }
         let mut d = self.disk.lock().expect("disk lock poisoned");
-        d.append(BACKEND, &frame(&encode_records(&dirty)));
+        d.append(BACKEND, frame(&encode_records(&dirty)));
         d.sync(BACKEND);
     }
 

@@ -2,8 +2,10 @@
 //!
 //! The raft loop owns the raft node and is the only writer of the member's disk files: the WAL
 //! (entries and hard state, fsynced before messages that depend on them leave), the backend
-//! (applied changes with their consistent index, fsynced per batch) and the snapshot. Clients
-//! talk to it through a [`MemberHandle`]; peers through raft messages on its peer address.
+//! (applied changes with their consistent index, committed on etcd's batch interval, not per
+//! apply: a restart replays from the WAL every entry after the backend's consistent index) and
+//! the snapshot. Clients talk to it through a [`MemberHandle`]; peers through raft messages on its
+//! peer address.
 
 use super::disk::SharedDisk;
 use super::mvcc::Mvcc;
@@ -31,11 +33,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-const WAL: &str = "member/wal";
-const BACKEND: &str = "member/backend";
-const SNAP: &str = "member/snap";
+pub(crate) const WAL: &str = "member/wal";
+pub(crate) const BACKEND: &str = "member/backend";
+pub(crate) const SNAP: &str = "member/snap";
 const RAFT_TAG: u64 = 0x7261_6674;
 const TICK: Duration = Duration::from_millis(100);
+/// A publish that did not apply within this long is proposed again (etcd retries its publish).
+const PUBLISH_RETRY: Duration = Duration::from_secs(1);
+/// etcd's `--backend-batch-interval`: pending backend writes are committed this often...
+const BACKEND_BATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// ...or at once when this many are pending (`--backend-batch-limit`), whichever comes first.
+const BACKEND_BATCH_LIMIT: usize = 10_000;
 
 #[derive(Clone, Debug)]
 pub struct MemberConfig {
@@ -60,6 +68,9 @@ pub enum Proposal {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    /// A member announcing itself after it started (etcd's publish of its attributes): once it
+    /// applied its own, it has applied everything committed before it started, and may serve.
+    Publish,
 }
 
 /// What applying a proposal produced, with the store revision right after it.
@@ -80,6 +91,7 @@ impl Proposal {
             Proposal::DeleteRange(r) => (2, r.encode_to_vec()),
             Proposal::Txn(r) => (3, r.encode_to_vec()),
             Proposal::Compact(r) => (4, r.encode_to_vec()),
+            Proposal::Publish => (5, vec![]),
         };
         let mut out = id.to_le_bytes().to_vec();
         out.push(tag);
@@ -99,6 +111,7 @@ impl Proposal {
             4 => {
                 Proposal::Compact(CompactionRequest::decode(body).expect("logged compact decodes"))
             }
+            5 => Proposal::Publish,
             t => panic!("unknown proposal tag {t} in the raft log"),
         };
         (id, p)
@@ -154,6 +167,23 @@ impl AppliedIndex {
     }
 }
 
+/// Whether a member may serve clients: not before its publish applied after a start (etcd's
+/// ReadyNotify: until then its state may be older than what it served before a restart).
+#[derive(Default)]
+pub struct Serving {
+    ready: std::sync::atomic::AtomicBool,
+}
+
+impl Serving {
+    fn set_ready(&self) {
+        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// How the API reaches a running member.
 #[derive(Clone)]
 pub struct MemberHandle {
@@ -162,10 +192,22 @@ pub struct MemberHandle {
     pub applied: SharedApplied,
     /// The applied raft index, bumped after every applied batch: watchers and reads wait on it.
     pub progress: Arc<AppliedIndex>,
+    serving: Arc<Serving>,
     commands: mpsc::Sender<Command>,
 }
 
 impl MemberHandle {
+    /// Whether the member serves clients now; every client request asks first.
+    pub fn serving(&self) -> Result<(), StoreError> {
+        if self.serving.is_ready() {
+            Ok(())
+        } else {
+            Err(StoreError::NotServing(
+                "etcdserver: not ready to serve clients yet",
+            ))
+        }
+    }
+
     /// Sends the raft loop a command and waits (bounded) for its answer; a loop that is gone or
     /// slow leaves the outcome unknown.
     async fn ask<T>(
@@ -400,13 +442,16 @@ pub async fn start_member(
         });
         outboxes.insert(id, tx);
     }
+    let serving = Arc::new(Serving::default());
     let handle = MemberHandle {
         id: config.id,
         name: config.name.clone(),
         applied: applied.clone(),
         progress: progress.clone(),
+        serving: serving.clone(),
         commands: commands_tx,
     };
+    let next_request = request_id_base(config.id);
     let mut member = Member {
         config,
         node,
@@ -417,8 +462,10 @@ pub async fn start_member(
         outboxes,
         waiters: BTreeMap::new(),
         reads: BTreeMap::new(),
-        next_request: 0,
+        next_request,
         progress: progress.clone(),
+        serving,
+        publishing: None,
         last_log_compaction: rec.applied_index,
     };
     if let Some(rev) = rec.resume_compaction {
@@ -446,7 +493,21 @@ struct Member {
     reads: BTreeMap<u64, oneshot::Sender<Result<u64, StoreError>>>,
     next_request: u64,
     progress: Arc<AppliedIndex>,
+    serving: Arc<Serving>,
+    /// This start's publish in flight: its request id and when it was proposed.
+    publishing: Option<(u64, tokio::time::Instant)>,
     last_log_compaction: u64,
+}
+
+/// The first request id of this start, as etcd's id generator makes it: the member id in the top
+/// 16 bits, then the start time in milliseconds, then a counter. Ids of entries a previous start
+/// proposed (still in the log, applied after a restart) never match a new request's.
+fn request_id_base(member_id: u64) -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    ((member_id & 0xffff) << 48) | ((ms & 0xff_ffff_ffff) << 8)
 }
 
 impl Member {
@@ -456,16 +517,19 @@ impl Member {
         mut inbox: mpsc::Receiver<Message>,
     ) {
         let mut tick = tokio::time::interval(TICK);
+        let mut backend_batch = tokio::time::interval(BACKEND_BATCH_INTERVAL);
         loop {
             tokio::select! {
                 biased;
                 _ = tick.tick() => {
                     self.node.tick();
+                    self.maybe_publish();
                     self.waiters.retain(|_, w| match w {
                         Waiter::Apply(s) => !s.is_closed(),
                         Waiter::Members(s) => !s.is_closed(),
                     });
                 }
+                _ = backend_batch.tick() => self.commit_backend(),
                 Some(m) = inbox.recv() => {
                     let _ = self.node.step(m);
                 }
@@ -480,7 +544,29 @@ impl Member {
 
     fn request_id(&mut self) -> u64 {
         self.next_request += 1;
-        (self.config.id << 48) | self.next_request
+        self.next_request
+    }
+
+    /// Proposes this start's publish once a leader is known, again if it did not apply in time.
+    fn maybe_publish(&mut self) {
+        if self.serving.is_ready() || self.node.raft.leader_id == 0 {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if self
+            .publishing
+            .is_some_and(|(_, at)| now < at + PUBLISH_RETRY)
+        {
+            return;
+        }
+        let id = self.request_id();
+        if self
+            .node
+            .propose(vec![], Proposal::Publish.encode(id))
+            .is_ok()
+        {
+            self.publishing = Some((id, now));
+        }
     }
 
     fn command(&mut self, c: Command) {
@@ -593,7 +679,16 @@ impl Member {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
-        self.commit_backend();
+        let pending = self
+            .storage
+            .applied
+            .lock()
+            .expect("applied lock")
+            .mvcc
+            .pending_writes();
+        if pending >= BACKEND_BATCH_LIMIT {
+            self.commit_backend();
+        }
         {
             let mut a = self.storage.applied.lock().expect("applied lock");
             a.term = self.node.raft.term;
@@ -626,6 +721,13 @@ impl Member {
                 EntryType::EntryNormal if e.data.is_empty() => {}
                 EntryType::EntryNormal => {
                     let (id, proposal) = Proposal::decode(&e.data);
+                    if let Proposal::Publish = proposal {
+                        if self.publishing.is_some_and(|(p, _)| p == id) {
+                            self.publishing = None;
+                            self.serving.set_ready();
+                        }
+                        continue;
+                    }
                     let result = self.apply_proposal(proposal)?;
                     if let Some(Waiter::Apply(reply)) = self.waiters.remove(&id) {
                         let _ = reply.send(result);
@@ -662,6 +764,7 @@ impl Member {
             Proposal::Put(r) => Ok(Outcome::Put(m.put(&r))),
             Proposal::DeleteRange(r) => Ok(Outcome::DeleteRange(m.delete_range(&r))),
             Proposal::Txn(r) => m.txn(&r).map(Outcome::Txn),
+            Proposal::Publish => unreachable!("a publish changes no key and is applied apart"),
             Proposal::Compact(r) => {
                 let rev = r.revision;
                 match m.schedule_compaction(rev) {
@@ -733,7 +836,9 @@ impl Member {
         }
     }
 
-    /// Writes the applied changes since the last commit to the backend, durably.
+    /// Writes the applied changes since the last commit to the backend, durably: on the batch
+    /// interval, at the batch limit, and where etcd forces a commit (a compaction's scheduled
+    /// mark and its deleted rows).
     fn commit_backend(&mut self) {
         let dirty = self
             .storage
@@ -788,6 +893,14 @@ impl Member {
         let Ok(snap) = self.storage.snapshot(applied, 0) else {
             return;
         };
+        // The backend is rewritten below from the same state: a forced commit of everything
+        // pending (etcd commits its backend before a snapshot too).
+        self.storage
+            .applied
+            .lock()
+            .expect("applied lock")
+            .mvcc
+            .take_dirty();
         let keep_from = applied.saturating_sub(self.config.keep_entries).max(1);
         let entries: Vec<Entry> = {
             let log = &self.storage.log;

@@ -11,3 +11,6 @@ pub mod node;
 pub mod service;
 pub mod storage;
 pub mod wal;
+
+#[cfg(test)]
+mod member_tests;

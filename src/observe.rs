@@ -43,6 +43,19 @@ pub enum BatchOutcome {
     Failed { error: String },
 }
 
+/// An etcd member's raft state as it stands on its disk: the log's last entry (after the
+/// snapshot, if any), the hard state and the snapshot. What a member reports it made durable
+/// must be what it finds on restart: anything less was lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftDurable {
+    pub last_index: u64,
+    pub last_term: u64,
+    pub term: u64,
+    pub vote: u64,
+    pub commit: u64,
+    pub snapshot_index: u64,
+}
+
 /// One fact reported by the store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -107,13 +120,28 @@ pub enum StoreEvent {
         compact_revision: i64,
         rows: i64,
     },
-    /// An etcd member started from its disk image (or empty, to join).
+    /// An etcd member started from its disk image (or empty, to join); `recovered` is the raft
+    /// state its disk held.
     MemberStarted {
         member_id: u64,
         applied_index: u64,
         current_revision: i64,
         compact_revision: i64,
         scheduled_compact_revision: i64,
+        #[serde(default)]
+        recovered: RaftDurable,
+    },
+    /// An etcd member fsynced its raft state (WAL entries and hard state, snapshot) and now
+    /// counts on it. Reported at every fsync; the recorder keeps only the last one per node and
+    /// writes it into the history when the node is killed, so a restart can be held to it.
+    MemberPersisted { durable: RaftDurable },
+    /// An etcd member stopped for good: raft-rs panicked, as it does on state it cannot have
+    /// lost (for example a leader's commit index past this member's last log index). It serves
+    /// nothing until its node restarts, and a restart from the same disk fails again.
+    MemberHalted {
+        member_id: u64,
+        last_index: u64,
+        reason: String,
     },
     /// An etcd member's MVCC store passed a compaction phase (`scheduled`, `deleted`,
     /// `finished`) for `revision`.

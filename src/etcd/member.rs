@@ -4,19 +4,20 @@
 //! (entries and hard state, fsynced before messages that depend on them leave), the backend
 //! (applied changes with their consistent index, committed on etcd's batch interval, not per
 //! apply: a restart replays from the WAL every entry after the backend's consistent index) and
-//! the snapshot. Clients talk to it through a [`MemberHandle`]; peers through raft messages on its
-//! peer address.
+//! the snapshot. After every fsync it reports the raft state it now counts on, so a restart that
+//! finds less on its disk can be told apart. A panic inside raft-rs (its answer to state a member
+//! cannot have lost) halts this member, never the whole simulation. Clients talk to it through a
+//! [`MemberHandle`]; peers through raft messages on its peer address.
 
 use super::disk::SharedDisk;
 use super::mvcc::Mvcc;
-use super::storage::{
-    conf_state, decode_records, encode_records, Applied, MemberStorage, SharedApplied,
-};
-use super::wal::{frame, frames, replay, WalBatch};
+use super::recovery::recover;
+use super::storage::{decode_records, encode_records, MemberStorage, SharedApplied};
+use super::wal::{frame, WalBatch};
 use crate::design::CompactionVariant;
 use crate::error::StoreError;
 use crate::faults::SharedFaults;
-use crate::observe::{SharedObserver, StoreEvent};
+use crate::observe::{RaftDurable, SharedObserver, StoreEvent};
 use crate::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     TxnRequest, TxnResponse,
@@ -25,11 +26,10 @@ use madsim::net::Endpoint;
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, Snapshot};
-use raft::storage::MemStorage;
 use raft::{Config, RawNode, SnapshotStatus, Storage};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -140,6 +140,8 @@ enum Command {
 #[derive(Default)]
 pub struct AppliedIndex {
     index: std::sync::atomic::AtomicU64,
+    /// The member stopped: the index never moves again, and nobody should wait for it.
+    stopped: std::sync::atomic::AtomicBool,
     notify: Notify,
 }
 
@@ -153,13 +155,19 @@ impl AppliedIndex {
         self.notify.notify_waiters();
     }
 
-    /// Waits until the index differs from `seen`; returns the new index.
+    fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until the index differs from `seen` (or the member stopped); returns the index.
     pub async fn next_change(&self, seen: u64) -> u64 {
         loop {
             // Registered before the check, so a change in between still wakes it.
             let woken = self.notify.notified();
             let now = self.get();
-            if now != seen {
+            if now != seen || self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 return now;
             }
             woken.await;
@@ -168,19 +176,41 @@ impl AppliedIndex {
 }
 
 /// Whether a member may serve clients: not before its publish applied after a start (etcd's
-/// ReadyNotify: until then its state may be older than what it served before a restart).
+/// ReadyNotify: until then its state may be older than what it served before a restart), and
+/// never after it halted.
 #[derive(Default)]
 pub struct Serving {
-    ready: std::sync::atomic::AtomicBool,
+    /// 0: starting, 1: ready, 2: halted.
+    state: std::sync::atomic::AtomicU8,
 }
 
 impl Serving {
     fn set_ready(&self) {
-        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        // A halted member stays halted.
+        let _ = self.state.compare_exchange(
+            0,
+            1,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    fn halt(&self) {
+        self.state.store(2, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(std::sync::atomic::Ordering::SeqCst)
+        self.state.load(std::sync::atomic::Ordering::SeqCst) == 1
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match self.state.load(std::sync::atomic::Ordering::SeqCst) {
+            1 => Ok(()),
+            0 => Err(StoreError::NotServing(
+                "etcdserver: not ready to serve clients yet",
+            )),
+            _ => Err(StoreError::NotServing("etcdserver: server stopped")),
+        }
     }
 }
 
@@ -199,13 +229,7 @@ pub struct MemberHandle {
 impl MemberHandle {
     /// Whether the member serves clients now; every client request asks first.
     pub fn serving(&self) -> Result<(), StoreError> {
-        if self.serving.is_ready() {
-            Ok(())
-        } else {
-            Err(StoreError::NotServing(
-                "etcdserver: not ready to serve clients yet",
-            ))
-        }
+        self.serving.check()
     }
 
     /// Sends the raft loop a command and waits (bounded) for its answer; a loop that is gone or
@@ -253,6 +277,7 @@ impl MemberHandle {
             let mut seen = self.progress.get();
             while seen < index {
                 seen = self.progress.next_change(seen).await;
+                self.serving()?;
             }
             Ok(())
         };
@@ -275,101 +300,6 @@ impl MemberHandle {
     }
 }
 
-/// What a restart found on the disk.
-struct Recovered {
-    storage: MemberStorage,
-    applied_index: u64,
-    resume_compaction: Option<i64>,
-}
-
-fn recover(config: &MemberConfig, disk: &SharedDisk) -> Recovered {
-    let d = disk.lock().expect("disk lock poisoned");
-    let snap = d
-        .read(SNAP)
-        .map(|b| Snapshot::parse_from_bytes(&b).expect("a synced snapshot parses"));
-    let mut backend = Vec::new();
-    if let Some(bytes) = d.read(BACKEND) {
-        for f in frames(&bytes).0 {
-            backend.extend(decode_records(f));
-        }
-    }
-    let wal = d.read(WAL).unwrap_or_default();
-    drop(d);
-    let snap_index = snap.as_ref().map(|s| s.get_metadata().index).unwrap_or(0);
-    let (mut mvcc, mut resume) = Mvcc::restore(backend, config.compaction);
-    if let Some(s) = &snap {
-        if mvcc.consistent_index() < snap_index {
-            // The snapshot was saved but the backend built from it was not: start from it.
-            (mvcc, resume) = Mvcc::restore(decode_records(&s.data), config.compaction);
-        }
-    }
-    let log = MemStorage::new();
-    if let Some(mut s) = snap {
-        s.data = Default::default();
-        log.wl()
-            .apply_snapshot(s)
-            .expect("a fresh log takes any snapshot");
-    }
-    let (entries, hard_state, _) = replay(&wal, snap_index);
-    log.wl()
-        .append(&entries)
-        .expect("replayed entries are contiguous");
-    let last = log.last_index().expect("memory log answers");
-    {
-        let mut core = log.wl();
-        if let Some(mut hs) = hard_state {
-            // The backend may have applied past the last commit index the WAL recorded.
-            hs.commit = hs
-                .commit
-                .max(mvcc.consistent_index())
-                .min(last)
-                .max(snap_index);
-            core.set_hardstate(hs);
-        }
-        if !mvcc.voters().is_empty() {
-            core.set_conf_state(conf_state(mvcc.voters()));
-        }
-    }
-    if mvcc.voters().is_empty() && !config.initial_voters.is_empty() && last == 0 {
-        // A new cluster starts from a snapshot at index 1 that holds the initial membership,
-        // so a member added later learns every voter from it (raft-rs replicates only changes).
-        mvcc.set_voters(config.initial_voters.clone());
-        mvcc.set_consistent_index(1);
-        let mut snap = Snapshot {
-            data: encode_records(&mvcc.dump()).into(),
-            ..Default::default()
-        };
-        let meta = snap.mut_metadata();
-        meta.index = 1;
-        meta.term = 1;
-        meta.set_conf_state(conf_state(&config.initial_voters));
-        let mut d = disk.lock().expect("disk lock poisoned");
-        d.replace(SNAP, snap.write_to_bytes().expect("a snapshot encodes"));
-        d.sync(SNAP);
-        drop(d);
-        snap.data = Default::default();
-        log.wl()
-            .apply_snapshot(snap)
-            .expect("an empty log takes the initial snapshot");
-    }
-    let applied_index = mvcc
-        .consistent_index()
-        .max(snap_index)
-        .max(log.first_index().expect("memory log answers") - 1);
-    let leader = 0;
-    let applied = Arc::new(Mutex::new(Applied {
-        mvcc,
-        leader,
-        term: 0,
-        last_index: 0,
-    }));
-    Recovered {
-        storage: MemberStorage { log, applied },
-        applied_index,
-        resume_compaction: resume,
-    }
-}
-
 /// Starts a member from its disk and returns its handle; the raft loop runs until the node dies.
 pub async fn start_member(
     config: MemberConfig,
@@ -387,8 +317,21 @@ pub async fn start_member(
             current_revision: a.mvcc.current_revision(),
             compact_revision: a.mvcc.compact_revision(),
             scheduled_compact_revision: a.mvcc.scheduled_compact_revision(),
+            recovered: rec.durable,
         });
     }
+    let (commands_tx, commands) = mpsc::channel(1024);
+    let progress = Arc::new(AppliedIndex::default());
+    progress.set(rec.applied_index);
+    let serving = Arc::new(Serving::default());
+    let handle = MemberHandle {
+        id: config.id,
+        name: config.name.clone(),
+        applied: applied.clone(),
+        progress: progress.clone(),
+        serving: serving.clone(),
+        commands: commands_tx,
+    };
     let raft_config = Config {
         id: config.id,
         election_tick: 10,
@@ -404,11 +347,22 @@ pub async fn start_member(
         .validate()
         .expect("the member's raft config is valid");
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let node = RawNode::new(&raft_config, rec.storage.clone(), &logger)
-        .expect("raft starts from the recovered log");
-    let (commands_tx, commands) = mpsc::channel(1024);
-    let progress = Arc::new(AppliedIndex::default());
-    progress.set(rec.applied_index);
+    let started = catch_raft_panic(|| RawNode::new(&raft_config, rec.storage.clone(), &logger));
+    let node = match started {
+        Ok(node) => node.expect("raft starts from the recovered log"),
+        Err(reason) => {
+            // raft-rs refused the state on this disk (an applied index past its log, say): the
+            // member halts as etcd would, and a restart from the same disk halts again.
+            observer.record(StoreEvent::MemberHalted {
+                member_id: config.id,
+                last_index: rec.durable.last_index,
+                reason,
+            });
+            serving.halt();
+            progress.stop();
+            return handle;
+        }
+    };
     let endpoint = Arc::new(
         Endpoint::bind(config.peers[&config.id])
             .await
@@ -442,15 +396,6 @@ pub async fn start_member(
         });
         outboxes.insert(id, tx);
     }
-    let serving = Arc::new(Serving::default());
-    let handle = MemberHandle {
-        id: config.id,
-        name: config.name.clone(),
-        applied: applied.clone(),
-        progress: progress.clone(),
-        serving: serving.clone(),
-        commands: commands_tx,
-    };
     let next_request = request_id_base(config.id);
     let mut member = Member {
         config,
@@ -467,6 +412,8 @@ pub async fn start_member(
         serving,
         publishing: None,
         last_log_compaction: rec.applied_index,
+        durable: rec.durable,
+        reported: rec.durable,
     };
     if let Some(rev) = rec.resume_compaction {
         member.finish_compaction(rev);
@@ -497,6 +444,33 @@ struct Member {
     /// This start's publish in flight: its request id and when it was proposed.
     publishing: Option<(u64, tokio::time::Instant)>,
     last_log_compaction: u64,
+    /// The raft state this member has fsynced and counts on, and the last one it reported.
+    durable: RaftDurable,
+    reported: RaftDurable,
+}
+
+/// Why the raft loop stopped.
+#[derive(Debug)]
+enum Stopped {
+    /// A crash point fired inside the apply loop: the world kills the node.
+    Crashed,
+    /// raft-rs panicked: the member halted.
+    Halted,
+}
+
+/// Runs `f`, turning a panic into its message. raft-rs panics (its `fatal!`) where its state
+/// contradicts what the rest of the cluster knows, which a member whose disk lost fsynced
+/// state runs into; that must become a finding about this member, not end the simulation.
+fn catch_raft_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        if let Some(s) = payload.downcast_ref::<&str>() {
+            s.to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "raft-rs panicked with a non-string payload".into()
+        }
+    })
 }
 
 /// The first request id of this start, as etcd's id generator makes it: the member id in the top
@@ -531,13 +505,18 @@ impl Member {
                 }
                 _ = backend_batch.tick() => self.commit_backend(),
                 Some(m) = inbox.recv() => {
-                    let _ = self.node.step(m);
+                    if let Err(reason) = catch_raft_panic(|| self.node.step(m)) {
+                        self.halt(reason);
+                        return;
+                    }
                 }
                 Some(c) = commands.recv() => self.command(c),
             }
-            if self.handle_ready().await.is_err() {
+            match self.handle_ready().await {
+                Ok(()) => {}
                 // A crash point fired: the world kills this node; nothing more may reach disk.
-                std::future::pending::<()>().await;
+                Err(Stopped::Crashed) => std::future::pending::<()>().await,
+                Err(Stopped::Halted) => return,
             }
         }
     }
@@ -634,11 +613,14 @@ impl Member {
         }
     }
 
-    async fn handle_ready(&mut self) -> Result<(), Crashed> {
+    async fn handle_ready(&mut self) -> Result<(), Stopped> {
         if !self.node.has_ready() {
             return Ok(());
         }
-        let mut ready = self.node.ready();
+        let mut ready = match catch_raft_panic(|| self.node.ready()) {
+            Ok(ready) => ready,
+            Err(reason) => return Err(self.halt(reason)),
+        };
         if let Some(ss) = ready.ss() {
             let mut a = self.storage.applied.lock().expect("applied lock");
             a.leader = ss.leader_id;
@@ -670,15 +652,23 @@ impl Member {
             let mut d = self.disk.lock().expect("disk lock poisoned");
             d.append(WAL, frame(&batch.encode()));
             d.sync(WAL);
+            drop(d);
+            self.wal_synced(&batch);
         }
+        self.report_durable();
         self.send(ready.take_persisted_messages());
-        let mut light = self.node.advance(ready);
+        let mut light = match catch_raft_panic(|| self.node.advance(ready)) {
+            Ok(light) => light,
+            Err(reason) => return Err(self.halt(reason)),
+        };
         if let Some(commit) = light.commit_index() {
             self.storage.log.wl().mut_hard_state().commit = commit;
         }
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
-        self.node.advance_apply();
+        if let Err(reason) = catch_raft_panic(|| self.node.advance_apply()) {
+            return Err(self.halt(reason));
+        }
         let pending = self
             .storage
             .applied
@@ -704,10 +694,50 @@ impl Member {
             .consistent_index();
         self.progress.set(applied);
         self.maybe_compact_log(applied);
+        self.report_durable();
         Ok(())
     }
 
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Crashed> {
+    /// The WAL now durably ends with `batch`: later entries overwrite from their index on.
+    fn wal_synced(&mut self, batch: &WalBatch) {
+        if let Some(last) = batch.entries.last() {
+            self.durable.last_index = last.index;
+            self.durable.last_term = last.term;
+        }
+        if let Some(hs) = &batch.hard_state {
+            self.durable.term = hs.term;
+            self.durable.vote = hs.vote;
+            self.durable.commit = hs.commit;
+        }
+    }
+
+    /// Tells the observer what this member now counts on, when that changed.
+    fn report_durable(&mut self) {
+        if self.durable != self.reported {
+            self.reported = self.durable;
+            self.observer.record(StoreEvent::MemberPersisted {
+                durable: self.durable,
+            });
+        }
+    }
+
+    /// raft-rs panicked: this member serves nothing more and its loop ends, as an etcd process
+    /// that hit raft's fatal error exits. What it lost is for the history to tell.
+    fn halt(&mut self, reason: String) -> Stopped {
+        // raft-rs may have panicked holding its log's lock; read it without trusting that.
+        let last_index = catch_raft_panic(|| self.storage.log.last_index().unwrap_or(0))
+            .unwrap_or(self.durable.last_index);
+        self.observer.record(StoreEvent::MemberHalted {
+            member_id: self.config.id,
+            last_index,
+            reason,
+        });
+        self.serving.halt();
+        self.progress.stop();
+        Stopped::Halted
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Stopped> {
         for e in entries {
             // The consistent index moves with the entry's first backend write (a compaction
             // commits its scheduled mark mid-apply), as etcd's does.
@@ -757,7 +787,7 @@ impl Member {
         Ok(())
     }
 
-    fn apply_proposal(&mut self, p: Proposal) -> Result<ApplyResult, Crashed> {
+    fn apply_proposal(&mut self, p: Proposal) -> Result<ApplyResult, Stopped> {
         let mut a = self.storage.applied.lock().expect("applied lock");
         let m = &mut a.mvcc;
         let out = match p {
@@ -794,7 +824,7 @@ impl Member {
         Ok(out.map(|o| (o, rev)))
     }
 
-    fn compact_rows(&mut self, rev: i64) -> Result<(), Crashed> {
+    fn compact_rows(&mut self, rev: i64) -> Result<(), Stopped> {
         let removed = self
             .storage
             .applied
@@ -818,7 +848,7 @@ impl Member {
                     self.config.name
                 ),
             });
-            return Err(Crashed);
+            return Err(Stopped::Crashed);
         }
         Ok(())
     }
@@ -871,15 +901,25 @@ impl Member {
             .wl()
             .apply_snapshot(stored)
             .expect("raft only hands out snapshots newer than the log");
+        // The new WAL starts after the snapshot but keeps the hard state (term, vote): a member
+        // that forgot its vote could vote twice in one term.
+        let base = WalBatch {
+            entries: vec![],
+            hard_state: Some(self.storage.log.rl().hard_state().clone()),
+        };
         let mut d = self.disk.lock().expect("disk lock poisoned");
         // Snapshot first: a crash before the backend is replaced restarts from the snapshot.
         d.replace(SNAP, snap.write_to_bytes().expect("a snapshot encodes"));
         d.sync(SNAP);
         d.replace(BACKEND, frame(&encode_records(&records)));
         d.sync(BACKEND);
-        d.replace(WAL, Vec::new());
+        d.replace(WAL, frame(&base.encode()));
         d.sync(WAL);
         drop(d);
+        self.durable.snapshot_index = index;
+        self.durable.last_index = index;
+        self.durable.last_term = snap.get_metadata().term;
+        self.wal_synced(&base);
         self.storage.applied.lock().expect("applied lock").mvcc = mvcc;
         self.last_log_compaction = index;
     }
@@ -930,24 +970,18 @@ impl Member {
         let records = decode_records(&snap.data);
         d.replace(BACKEND, frame(&encode_records(&records)));
         d.sync(BACKEND);
-        let tail: Vec<Entry> = entries.into_iter().filter(|e| e.index > applied).collect();
-        d.replace(
-            WAL,
-            frame(
-                &WalBatch {
-                    entries: tail,
-                    hard_state: Some(hard_state),
-                }
-                .encode(),
-            ),
-        );
+        let tail = WalBatch {
+            entries: entries.into_iter().filter(|e| e.index > applied).collect(),
+            hard_state: Some(hard_state),
+        };
+        d.replace(WAL, frame(&tail.encode()));
         d.sync(WAL);
         drop(d);
+        self.durable.snapshot_index = applied;
+        self.durable.last_index = applied;
+        self.durable.last_term = snap.get_metadata().term;
+        self.wal_synced(&tail);
         let _ = self.storage.log.wl().compact(keep_from);
         self.last_log_compaction = applied;
     }
 }
-
-/// A crash point fired inside the apply loop.
-#[derive(Debug)]
-struct Crashed;

@@ -8,6 +8,7 @@ pub mod disk;
 pub mod member;
 pub mod mvcc;
 pub mod node;
+mod recovery;
 pub mod service;
 pub mod storage;
 pub mod wal;

@@ -191,6 +191,11 @@ impl MemberApi {
         };
         let applied = self.member.progress.clone();
         loop {
+            if let Err(e) = self.member.serving() {
+                // The member halted: its streams break, as a dead process's would.
+                let _ = outbox.send(Err(e.into())).await;
+                return;
+            }
             let seen = applied.get();
             let (events, current, compact) = {
                 let a = self.member.applied.lock().expect("applied lock poisoned");

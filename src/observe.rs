@@ -148,6 +148,12 @@ pub enum StoreEvent {
     MemberCompaction { revision: i64, phase: String },
     /// A supervisor added a member to the etcd cluster for a joining node.
     MemberAdded { member_id: u64, node: String },
+    /// A supervisor removed a node's member from the etcd cluster (the node had left).
+    MemberRemoved { member_id: u64, node: String },
+    /// The node's server lists changed (members joined or left): its load balancer, persisted
+    /// server list and etcd endpoints now follow `known`, learned `via` a server or its own
+    /// member list.
+    ServersUpdated { via: String, known: Vec<String> },
     /// A kill dropped the node's unsynced disk writes; `torn` when part of the last write stayed.
     DiskLost { files: u64, bytes: u64, torn: bool },
     /// The node joined the cluster through `via`'s supervisor and now knows these servers.

@@ -126,10 +126,18 @@ enum Command {
     ReadIndex {
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
-    AddMember {
+    ChangeMember {
+        change: MemberChange,
         id: u64,
         reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
     },
+}
+
+/// A membership change (etcd's member add and member remove).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    Add,
+    Remove,
 }
 
 /// The member's applied raft index, and a wake-up for everyone waiting on it.
@@ -286,10 +294,22 @@ impl MemberHandle {
             .unwrap_or(Err(StoreError::OutcomeUnknown))
     }
 
-    /// Adds member `id` as a voter (through the leader); returns the voters once applied here.
-    pub async fn add_member(&self, id: u64, timeout: Duration) -> Result<Vec<u64>, StoreError> {
-        self.ask(|reply| Command::AddMember { id, reply }, timeout)
+    /// Adds member `id` as a voter, or removes it (through the leader); returns the voters once
+    /// the change applied here. Asking for what already holds answers at once.
+    pub async fn change_member(
+        &self,
+        change: MemberChange,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.ask(|reply| Command::ChangeMember { change, id, reply }, timeout)
             .await
+    }
+
+    /// The voters as this member last applied them (its member list; stale while it lags).
+    pub fn voters(&self) -> Vec<u64> {
+        let a = self.applied.lock().expect("applied state lock poisoned");
+        a.mvcc.voters().to_vec()
     }
 
     pub fn leader(&self) -> u64 {
@@ -568,7 +588,11 @@ impl Member {
                 self.node.read_index(id.to_le_bytes().to_vec());
                 self.reads.insert(id, reply);
             }
-            Command::AddMember { id: node_id, reply } => {
+            Command::ChangeMember {
+                change,
+                id: node_id,
+                reply,
+            } => {
                 let voters = self
                     .storage
                     .applied
@@ -577,13 +601,16 @@ impl Member {
                     .mvcc
                     .voters()
                     .to_vec();
-                if voters.contains(&node_id) {
+                if voters.contains(&node_id) == (change == MemberChange::Add) {
                     let _ = reply.send(Ok(voters));
                     return;
                 }
                 let id = self.request_id();
                 let mut cc = ConfChange::default();
-                cc.set_change_type(ConfChangeType::AddNode);
+                cc.set_change_type(match change {
+                    MemberChange::Add => ConfChangeType::AddNode,
+                    MemberChange::Remove => ConfChangeType::RemoveNode,
+                });
                 cc.node_id = node_id;
                 if leader == 0
                     || self

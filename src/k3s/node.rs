@@ -1,5 +1,6 @@
 //! One k3s node's life: its etcd member and apiserver (by role), joining through the join
-//! target, the client load balancer with its health checks, and the kubelet's Node lease.
+//! target, following the server lists as servers join and leave, the client load balancer with
+//! its health checks, and the kubelet's Node lease.
 //!
 //! A restart runs [`run_k3s_node`] again on the same disk: the member and the persisted server
 //! list come back from it; everything else starts afresh and must find its way back on its own.
@@ -7,7 +8,8 @@
 use super::etcd_client::EtcdClient;
 use super::lb::{LoadBalancer, Probe};
 use super::supervisor::{
-    serve_supervisor, Supervisor, SupervisorCall, SupervisorRequest, SupervisorResponse,
+    serve_supervisor, ServerLists, Supervisor, SupervisorCall, SupervisorRequest,
+    SupervisorResponse,
 };
 use crate::apiserver::{serve_api, ApiCall, ApiRequest, ApiResponse, ApiServer, Backend};
 use crate::design::{Design, StartupVariant};
@@ -54,6 +56,8 @@ impl NodeRole {
 #[derive(Clone, Debug)]
 pub struct NodeAddrs {
     pub role: NodeRole,
+    /// The node's etcd member id, for roles that hold one.
+    pub member_id: Option<u64>,
     pub supervisor: SocketAddr,
     pub api: SocketAddr,
     pub watch: SocketAddr,
@@ -84,6 +88,9 @@ const SERVERS_FILE: &str = "agent/servers";
 const KNOWN_FILE: &str = "agent/known-servers";
 /// Components give up waiting for the apiserver after this long (and the process restarts).
 const READYZ_GIVE_UP: Duration = Duration::from_secs(15 * 60);
+/// How often a node checks the server lists again (k3s watches the apiserver endpoints and the
+/// etcd member list; a few seconds' delay stands in for the watch).
+const SERVERS_EVERY: Duration = Duration::from_secs(5);
 
 pub async fn run_k3s_node(
     config: K3sNodeConfig,
@@ -101,19 +108,12 @@ pub async fn run_k3s_node(
         }
         None => None,
     };
-    let names = |f: fn(NodeRole) -> bool| -> Vec<String> {
-        config
-            .book
-            .iter()
-            .filter(|(_, a)| f(a.role))
-            .map(|(n, _)| n.clone())
-            .collect()
-    };
     let supervisor = Arc::new(Supervisor {
         member: member.clone(),
         apiserver: std::sync::OnceLock::new(),
-        control_plane: names(NodeRole::control_plane),
-        etcd: names(NodeRole::etcd),
+        book: config.book.clone(),
+        learned: Mutex::new(None),
+        observer: observer.clone(),
         ready_cache: Default::default(),
     });
     if config.role != NodeRole::Agent {
@@ -124,17 +124,15 @@ pub async fn run_k3s_node(
             .await
             .expect("a node binds an ephemeral endpoint"),
     );
-    let (control_plane, etcd) =
-        join(&config, &design, &rpc, &disk, &observer, member.is_some()).await;
+    let lists = join(&config, &design, &rpc, &disk, &observer, member.is_some()).await;
+    if member.is_none() {
+        *supervisor.learned.lock().expect("lists lock poisoned") = Some(lists.clone());
+    }
+    let mut etcd_client = None;
     if config.role.control_plane() {
-        // The local member first, then the others: k3s's local etcd load balancer.
-        let mut endpoints: Vec<SocketAddr> = member.iter().map(|_| me.etcd).collect();
-        endpoints.extend(
-            etcd.iter()
-                .filter(|n| **n != config.name)
-                .map(|n| config.book[n].etcd),
-        );
+        let endpoints = etcd_endpoints(&config, member.is_some(), &lists.etcd);
         let client = Arc::new(EtcdClient::new(endpoints, config.request_timeout));
+        etcd_client = Some(client.clone());
         let api = Arc::new(ApiServer {
             backend: Backend::Etcd(client.clone()),
             watchlist: design.watchlist,
@@ -152,7 +150,7 @@ pub async fn run_k3s_node(
     }
     let lb = Arc::new(Mutex::new(LoadBalancer::new(
         &config.join,
-        &control_plane,
+        &lists.control_plane,
         design.lb,
     )));
     persist_servers(&disk, &lb.lock().expect("lb lock poisoned").servers());
@@ -162,7 +160,113 @@ pub async fn run_k3s_node(
         rpc.clone(),
         observer.clone(),
     ));
+    let following = Following {
+        supervisor,
+        lb: lb.clone(),
+        etcd_client,
+        disk,
+        observer: observer.clone(),
+    };
+    tokio::spawn(follow_servers(
+        config.clone(),
+        following,
+        rpc.clone(),
+        lists,
+    ));
     kubelet(config, lb, rpc, observer).await;
+}
+
+/// The etcd endpoints of an apiserver: the local member first, then the others (k3s's local
+/// etcd load balancer).
+fn etcd_endpoints(config: &K3sNodeConfig, local_member: bool, etcd: &[String]) -> Vec<SocketAddr> {
+    let me = &config.book[&config.name];
+    let mut endpoints: Vec<SocketAddr> = local_member.then_some(me.etcd).into_iter().collect();
+    endpoints.extend(
+        etcd.iter()
+            .filter(|n| **n != config.name)
+            .filter_map(|n| config.book.get(n).map(|a| a.etcd)),
+    );
+    if endpoints.is_empty() {
+        // Never left without an endpoint: the join target is where this node came in.
+        endpoints.push(config.book[&config.join].etcd);
+    }
+    endpoints
+}
+
+/// What follows the server lists on a node.
+struct Following {
+    supervisor: Arc<Supervisor>,
+    lb: Arc<Mutex<LoadBalancer>>,
+    etcd_client: Option<Arc<EtcdClient>>,
+    disk: SharedDisk,
+    observer: SharedObserver,
+}
+
+/// Keeps the node's server lists current as servers join and leave: a node with a member reads
+/// its member list, one without asks the etcd servers it knows. A change reaches the load
+/// balancer (removed servers dropped, new ones probed), the persisted lists (a restart rejoins
+/// through servers that still exist), the apiserver's etcd endpoints and, on a node without a
+/// member, its supervisor's answers.
+async fn follow_servers(
+    config: K3sNodeConfig,
+    f: Following,
+    rpc: Arc<Endpoint>,
+    mut current: ServerLists,
+) {
+    loop {
+        tokio::time::sleep(SERVERS_EVERY).await;
+        let fresh = if f.supervisor.member.is_some() {
+            f.supervisor.lists().map(|l| ("member list".to_string(), l))
+        } else {
+            ask_servers(&config, &rpc, &current.etcd).await
+        };
+        let Some((via, fresh)) = fresh else {
+            continue;
+        };
+        if fresh == current {
+            continue;
+        }
+        if f.supervisor.member.is_none() {
+            *f.supervisor.learned.lock().expect("lists lock poisoned") = Some(fresh.clone());
+        }
+        let servers = {
+            let mut lb = f.lb.lock().expect("lb lock poisoned");
+            lb.set_servers(&fresh.control_plane);
+            lb.servers()
+        };
+        persist_servers(&f.disk, &servers);
+        persist(&f.disk, KNOWN_FILE, &fresh.known());
+        if let Some(client) = &f.etcd_client {
+            let local = f.supervisor.member.is_some();
+            client.set_endpoints(etcd_endpoints(&config, local, &fresh.etcd));
+        }
+        f.observer.record(StoreEvent::ServersUpdated {
+            via,
+            known: fresh.known(),
+        });
+        current = fresh;
+    }
+}
+
+/// The server lists from the first etcd server (other than this node) that answers.
+async fn ask_servers(
+    config: &K3sNodeConfig,
+    rpc: &Endpoint,
+    etcd: &[String],
+) -> Option<(String, ServerLists)> {
+    for s in etcd.iter().filter(|s| **s != config.name) {
+        let Some(addrs) = config.book.get(s) else {
+            continue;
+        };
+        let call = SupervisorCall(SupervisorRequest::Servers);
+        let answer = rpc
+            .call_timeout(addrs.supervisor, call, config.request_timeout)
+            .await;
+        if let Ok(SupervisorResponse::Servers(lists)) = answer {
+            return Some((s.clone(), lists));
+        }
+    }
+    None
 }
 
 fn persist_servers(disk: &SharedDisk, servers: &[String]) {
@@ -196,7 +300,7 @@ async fn join(
     disk: &SharedDisk,
     observer: &SharedObserver,
     has_member: bool,
-) -> (Vec<String>, Vec<String>) {
+) -> ServerLists {
     let mut targets = vec![config.join.clone()];
     let insists =
         design.startup == StartupVariant::K3s11333 && config.role == NodeRole::ControlPlaneOnly;
@@ -231,14 +335,17 @@ async fn join(
                     control_plane,
                     etcd,
                 }) => {
-                    let mut known = control_plane.clone();
-                    known.extend(etcd.iter().filter(|n| !control_plane.contains(n)).cloned());
+                    let lists = ServerLists {
+                        control_plane,
+                        etcd,
+                    };
+                    let known = lists.known();
                     persist(disk, KNOWN_FILE, &known);
                     observer.record(StoreEvent::Joined {
                         via: t.clone(),
                         known,
                     });
-                    return (control_plane, etcd);
+                    return lists;
                 }
                 Ok(other) => failing.push(format!("join via {t}: {other:?}")),
                 Err(e) => failing.push(format!("join via {t}: {e}")),

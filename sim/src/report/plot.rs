@@ -86,6 +86,15 @@ fn extract(h: &History) -> Timeline {
                     down.push((e.node.clone(), from, t));
                 }
             }
+            // A joining server's lane starts when it joins; one that left is down to the end.
+            EventKind::ServerJoined { via, .. } => {
+                node(&e.node, &mut nodes);
+                faults.push((t, format!("{} joins via {via}", e.node)));
+            }
+            EventKind::ServerLeft { .. } => {
+                killed.insert(e.node.clone(), t);
+                faults.push((t, format!("{} leaves", e.node)));
+            }
             EventKind::PartitionStarted { from, to, .. } => {
                 let mut members = from.clone();
                 members.extend(to.iter().cloned());

@@ -37,11 +37,11 @@ pub(crate) const WAL: &str = "member/wal";
 pub(crate) const BACKEND: &str = "member/backend";
 pub(crate) const SNAP: &str = "member/snap";
 const RAFT_TAG: u64 = 0x7261_6674;
+/// The raft tick, which is also etcd's `--backend-batch-interval` (100 ms): pending backend
+/// writes are committed at every tick (one timer per member, not two)...
 const TICK: Duration = Duration::from_millis(100);
 /// A publish that did not apply within this long is proposed again (etcd retries its publish).
 const PUBLISH_RETRY: Duration = Duration::from_secs(1);
-/// etcd's `--backend-batch-interval`: pending backend writes are committed this often...
-const BACKEND_BATCH_INTERVAL: Duration = Duration::from_millis(100);
 /// ...or at once when this many are pending (`--backend-batch-limit`), whichever comes first.
 const BACKEND_BATCH_LIMIT: usize = 10_000;
 
@@ -511,7 +511,6 @@ impl Member {
         mut inbox: mpsc::Receiver<Message>,
     ) {
         let mut tick = tokio::time::interval(TICK);
-        let mut backend_batch = tokio::time::interval(BACKEND_BATCH_INTERVAL);
         loop {
             tokio::select! {
                 biased;
@@ -522,8 +521,8 @@ impl Member {
                         Waiter::Apply(s) => !s.is_closed(),
                         Waiter::Members(s) => !s.is_closed(),
                     });
+                    self.commit_backend();
                 }
-                _ = backend_batch.tick() => self.commit_backend(),
                 Some(m) = inbox.recv() => {
                     if let Err(reason) = catch_raft_panic(|| self.node.step(m)) {
                         self.halt(reason);
@@ -915,7 +914,7 @@ impl Member {
     fn install_snapshot(&mut self, snap: Snapshot) {
         let index = snap.get_metadata().index;
         let records = decode_records(&snap.data);
-        let (mvcc, _) = Mvcc::restore(records.clone(), self.config.compaction);
+        let (mvcc, _) = Mvcc::restore(records, self.config.compaction);
         assert_eq!(
             mvcc.consistent_index(),
             index,
@@ -938,7 +937,8 @@ impl Member {
         // Snapshot first: a crash before the backend is replaced restarts from the snapshot.
         d.replace(SNAP, snap.write_to_bytes().expect("a snapshot encodes"));
         d.sync(SNAP);
-        d.replace(BACKEND, frame(&encode_records(&records)));
+        // The snapshot's data is the whole store's records: the compacted backend, as it is.
+        d.replace(BACKEND, frame(&snap.data));
         d.sync(BACKEND);
         d.replace(WAL, frame(&base.encode()));
         d.sync(WAL);
@@ -994,8 +994,7 @@ impl Member {
             snap_on_disk.write_to_bytes().expect("a snapshot encodes"),
         );
         d.sync(SNAP);
-        let records = decode_records(&snap.data);
-        d.replace(BACKEND, frame(&encode_records(&records)));
+        d.replace(BACKEND, frame(&snap.data));
         d.sync(BACKEND);
         let tail = WalBatch {
             entries: entries.into_iter().filter(|e| e.index > applied).collect(),

@@ -233,6 +233,14 @@ mod tests {
         );
     }
 
+    /// The history's events in time order, judged.
+    fn violations(mut h: History) -> Vec<crate::checkers::Violation> {
+        h.events.sort_by_key(|e| e.at_ns);
+        let mut out = Violations::new();
+        check(&h, &mut out);
+        out.kept().to_vec()
+    }
+
     /// cp-1 restarts at 100 s while etcd-1 (its join server) is down until 300 s; etcd-2 is up.
     fn restart_while_join_server_down(rejoin_at_s: f64) -> Vec<crate::checkers::Violation> {
         let mut h = history();
@@ -260,10 +268,7 @@ mod tests {
         );
         world(&mut h, 300.0, "etcd-1", EventKind::NodeRestarted);
         joined(&mut h, rejoin_at_s, "cp-1");
-        h.events.sort_by_key(|e| e.at_ns);
-        let mut out = Violations::new();
-        check(&h, &mut out);
-        out.kept().to_vec()
+        violations(h)
     }
 
     #[test]
@@ -317,10 +322,7 @@ mod tests {
             world(&mut h, 100.0, "cp-1", EventKind::NodeRestarted);
             world(&mut h, 300.0, "etcd-1", EventKind::NodeRestarted);
             joined(&mut h, rejoin_at_s, "cp-1");
-            h.events.sort_by_key(|e| e.at_ns);
-            let mut out = Violations::new();
-            check(&h, &mut out);
-            out.kept().to_vec()
+            violations(h)
         };
         assert_eq!(setup(110.0), vec![], "rejoined through etcd-3");
         let late = setup(301.0);

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// The etcd member knows no leader: nothing was proposed.
     #[error("etcdserver: no leader")]
     NoLeader,
+    /// The etcd member does not serve clients (not ready yet, or stopped): nothing was done.
+    #[error("{0}")]
+    NotServing(&'static str),
 }
 
 impl From<DriverError> for StoreError {
@@ -43,7 +46,9 @@ impl From<StoreError> for tonic::Status {
         let msg = e.to_string();
         match e {
             StoreError::Compacted | StoreError::FutureRevision => tonic::Status::out_of_range(msg),
-            StoreError::OutcomeUnknown | StoreError::NoLeader => tonic::Status::unavailable(msg),
+            StoreError::OutcomeUnknown | StoreError::NoLeader | StoreError::NotServing(_) => {
+                tonic::Status::unavailable(msg)
+            }
             StoreError::Database(_) => tonic::Status::unknown(msg),
             StoreError::Unsupported(_) => tonic::Status::invalid_argument(msg),
         }

@@ -43,6 +43,19 @@ pub enum BatchOutcome {
     Failed { error: String },
 }
 
+/// An etcd member's raft state as it stands on its disk: the log's last entry (after the
+/// snapshot, if any), the hard state and the snapshot. What a member reports it made durable
+/// must be what it finds on restart: anything less was lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftDurable {
+    pub last_index: u64,
+    pub last_term: u64,
+    pub term: u64,
+    pub vote: u64,
+    pub commit: u64,
+    pub snapshot_index: u64,
+}
+
 /// One fact reported by the store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -107,19 +120,40 @@ pub enum StoreEvent {
         compact_revision: i64,
         rows: i64,
     },
-    /// An etcd member started from its disk image (or empty, to join).
+    /// An etcd member started from its disk image (or empty, to join); `recovered` is the raft
+    /// state its disk held.
     MemberStarted {
         member_id: u64,
         applied_index: u64,
         current_revision: i64,
         compact_revision: i64,
         scheduled_compact_revision: i64,
+        #[serde(default)]
+        recovered: RaftDurable,
+    },
+    /// An etcd member fsynced its raft state (WAL entries and hard state, snapshot) and now
+    /// counts on it. Reported at every fsync; the recorder keeps only the last one per node and
+    /// writes it into the history when the node is killed, so a restart can be held to it.
+    MemberPersisted { durable: RaftDurable },
+    /// An etcd member stopped for good: raft-rs panicked, as it does on state it cannot have
+    /// lost (for example a leader's commit index past this member's last log index). It serves
+    /// nothing until its node restarts, and a restart from the same disk fails again.
+    MemberHalted {
+        member_id: u64,
+        last_index: u64,
+        reason: String,
     },
     /// An etcd member's MVCC store passed a compaction phase (`scheduled`, `deleted`,
     /// `finished`) for `revision`.
     MemberCompaction { revision: i64, phase: String },
     /// A supervisor added a member to the etcd cluster for a joining node.
     MemberAdded { member_id: u64, node: String },
+    /// A supervisor removed a node's member from the etcd cluster (the node had left).
+    MemberRemoved { member_id: u64, node: String },
+    /// The node's server lists changed (members joined or left): its load balancer, persisted
+    /// server list and etcd endpoints now follow `known`, learned `via` a server or its own
+    /// member list.
+    ServersUpdated { via: String, known: Vec<String> },
     /// A kill dropped the node's unsynced disk writes; `torn` when part of the last write stayed.
     DiskLost { files: u64, bytes: u64, torn: bool },
     /// The node joined the cluster through `via`'s supervisor and now knows these servers.

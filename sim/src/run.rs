@@ -109,13 +109,14 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
     let dir = report::seed_dir(&args.out, &scenario.name, args.seed);
     let started = std::time::Instant::now();
     // Quiet hook: the report carries the panic; only its location is kept from the hook, since
-    // the payload caught below no longer knows where it came from.
+    // the payload caught below no longer knows where it came from. The last one wins: a panic
+    // the store catches itself (an etcd member halting on raft-rs's fatal error) comes first.
     let location = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let seen = location.clone();
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if let (Some(l), Ok(mut slot)) = (info.location(), seen.lock()) {
-            slot.get_or_insert_with(|| l.to_string());
+            *slot = Some(l.to_string());
         }
     }));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -260,6 +260,14 @@ pub struct Faults {
     pub compact_failure_probability: f64,
     /// Which compaction failures to inject: any of `database-locked`, `timeout`, `reply-lost`.
     pub compact_failure_kinds: Vec<String>,
+    /// etcd topology: server membership changes started per simulated minute (at least 30 s
+    /// apart), as operators make them. Not part of the swarm draw.
+    pub membership_changes_per_min: f64,
+    /// Which changes: any of `server-join` (a new server with a fresh disk joins through a
+    /// current member: member add, catch up), `server-leave` (a server is stopped for good, its
+    /// member removed and its disk discarded), `server-replace` (a leave, then a join under a
+    /// new name with the same role).
+    pub membership_kinds: Vec<String>,
 }
 
 impl Default for Faults {
@@ -275,6 +283,8 @@ impl Default for Faults {
             kill_roles: vec![],
             compact_failure_probability: 0.0,
             compact_failure_kinds: vec![],
+            membership_changes_per_min: 0.0,
+            membership_kinds: vec![],
         }
     }
 }

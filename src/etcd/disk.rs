@@ -3,7 +3,8 @@
 //! The disk outlives the node's processes (the world holds it across kills). What a process reads
 //! is what it wrote, synced or not, as a page cache would show; a kill behaves like a power loss
 //! and drops every unsynced write, optionally leaving a torn prefix of one pending append.
-//! It never touches the real file system.
+//! An fsync costs what it makes durable, never the size of the file: a member fsyncs its WAL and
+//! backend many times a second while both grow. It never touches the real file system.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,12 +24,25 @@ struct File {
 }
 
 impl File {
+    /// The file as the process sees it: the newest image (the last pending replace, or the
+    /// durable one) with the appends made after it.
     fn view(&self) -> Vec<u8> {
-        let mut out = self.durable.clone();
-        for p in &self.pending {
-            match p {
-                Pending::Append(b) => out.extend_from_slice(b),
-                Pending::Replace(b) => out = b.clone(),
+        let last_replace = self
+            .pending
+            .iter()
+            .rposition(|p| matches!(p, Pending::Replace(_)));
+        let (mut out, after) = match last_replace {
+            Some(i) => {
+                let Pending::Replace(b) = &self.pending[i] else {
+                    unreachable!("rposition found a replace")
+                };
+                (b.clone(), &self.pending[i + 1..])
+            }
+            None => (self.durable.clone(), &self.pending[..]),
+        };
+        for p in after {
+            if let Pending::Append(b) = p {
+                out.extend_from_slice(b);
             }
         }
         out
@@ -60,9 +74,9 @@ impl Disk {
     }
 
     /// Appends to `name`, creating it; not durable until [`Disk::sync`].
-    pub fn append(&mut self, name: &str, bytes: &[u8]) {
+    pub fn append(&mut self, name: &str, bytes: impl Into<Vec<u8>>) {
         let file = self.files.entry(name.to_string()).or_default();
-        file.pending.push(Pending::Append(bytes.to_vec()));
+        file.pending.push(Pending::Append(bytes.into()));
     }
 
     /// Replaces `name` with `bytes` atomically once synced; until then a kill keeps the old file.
@@ -71,12 +85,15 @@ impl Disk {
         file.pending.push(Pending::Replace(bytes));
     }
 
-    /// Makes every write to `name` so far durable.
+    /// Makes every write to `name` so far durable, in the order they were made: appends extend
+    /// the durable image and a replace takes its place, so the cost is what was pending.
     pub fn sync(&mut self, name: &str) {
-        if let Some(file) = self.files.get_mut(name) {
-            if !file.pending.is_empty() {
-                file.durable = file.view();
-                file.pending.clear();
+        if let Some(File { durable, pending }) = self.files.get_mut(name) {
+            for p in pending.drain(..) {
+                match p {
+                    Pending::Append(b) => durable.extend_from_slice(&b),
+                    Pending::Replace(b) => *durable = b,
+                }
             }
         }
         self.syncs += 1;
@@ -179,6 +196,27 @@ mod tests {
         d.sync("snap");
         d.crash(None);
         assert_eq!(d.read("snap").unwrap(), b"new!");
+    }
+
+    #[test]
+    fn one_sync_applies_appends_and_replaces_in_order() {
+        let mut d = Disk::default();
+        d.append("f", b"aa");
+        d.sync("f");
+        d.append("f", b"bb");
+        d.replace("f", b"new".to_vec());
+        d.append("f", b"+tail");
+        d.append("other", b"unsynced");
+        d.sync("f");
+        let loss = d.crash(None);
+        assert_eq!(d.read("f").unwrap(), b"new+tail");
+        assert_eq!(
+            d.read("other").unwrap(),
+            b"",
+            "only the synced file survives"
+        );
+        assert_eq!(loss.files, 1);
+        assert_eq!(d.syncs(), 2);
     }
 
     #[test]

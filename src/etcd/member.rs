@@ -2,19 +2,22 @@
 //!
 //! The raft loop owns the raft node and is the only writer of the member's disk files: the WAL
 //! (entries and hard state, fsynced before messages that depend on them leave), the backend
-//! (applied changes with their consistent index, fsynced per batch) and the snapshot. Clients
-//! talk to it through a [`MemberHandle`]; peers through raft messages on its peer address.
+//! (applied changes with their consistent index, committed on etcd's batch interval, not per
+//! apply: a restart replays from the WAL every entry after the backend's consistent index) and
+//! the snapshot. After every fsync it reports the raft state it now counts on, so a restart that
+//! finds less on its disk can be told apart. A panic inside raft-rs (its answer to state a member
+//! cannot have lost) halts this member, never the whole simulation. Clients talk to it through a
+//! [`MemberHandle`]; peers through raft messages on its peer address.
 
 use super::disk::SharedDisk;
 use super::mvcc::Mvcc;
-use super::storage::{
-    conf_state, decode_records, encode_records, Applied, MemberStorage, SharedApplied,
-};
-use super::wal::{frame, frames, replay, WalBatch};
+use super::recovery::recover;
+use super::storage::{decode_records, encode_records, MemberStorage, SharedApplied};
+use super::wal::{frame, WalBatch};
 use crate::design::CompactionVariant;
 use crate::error::StoreError;
 use crate::faults::SharedFaults;
-use crate::observe::{SharedObserver, StoreEvent};
+use crate::observe::{RaftDurable, SharedObserver, StoreEvent};
 use crate::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     TxnRequest, TxnResponse,
@@ -23,19 +26,24 @@ use madsim::net::Endpoint;
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, Snapshot};
-use raft::storage::MemStorage;
 use raft::{Config, RawNode, SnapshotStatus, Storage};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-const WAL: &str = "member/wal";
-const BACKEND: &str = "member/backend";
-const SNAP: &str = "member/snap";
+pub(crate) const WAL: &str = "member/wal";
+pub(crate) const BACKEND: &str = "member/backend";
+pub(crate) const SNAP: &str = "member/snap";
 const RAFT_TAG: u64 = 0x7261_6674;
+/// The raft tick, which is also etcd's `--backend-batch-interval` (100 ms): pending backend
+/// writes are committed at every tick (one timer per member, not two)...
 const TICK: Duration = Duration::from_millis(100);
+/// A publish that did not apply within this long is proposed again (etcd retries its publish).
+const PUBLISH_RETRY: Duration = Duration::from_secs(1);
+/// ...or at once when this many are pending (`--backend-batch-limit`), whichever comes first.
+const BACKEND_BATCH_LIMIT: usize = 10_000;
 
 #[derive(Clone, Debug)]
 pub struct MemberConfig {
@@ -60,6 +68,9 @@ pub enum Proposal {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    /// A member announcing itself after it started (etcd's publish of its attributes): once it
+    /// applied its own, it has applied everything committed before it started, and may serve.
+    Publish,
 }
 
 /// What applying a proposal produced, with the store revision right after it.
@@ -80,6 +91,7 @@ impl Proposal {
             Proposal::DeleteRange(r) => (2, r.encode_to_vec()),
             Proposal::Txn(r) => (3, r.encode_to_vec()),
             Proposal::Compact(r) => (4, r.encode_to_vec()),
+            Proposal::Publish => (5, vec![]),
         };
         let mut out = id.to_le_bytes().to_vec();
         out.push(tag);
@@ -99,6 +111,7 @@ impl Proposal {
             4 => {
                 Proposal::Compact(CompactionRequest::decode(body).expect("logged compact decodes"))
             }
+            5 => Proposal::Publish,
             t => panic!("unknown proposal tag {t} in the raft log"),
         };
         (id, p)
@@ -113,10 +126,18 @@ enum Command {
     ReadIndex {
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
-    AddMember {
+    ChangeMember {
+        change: MemberChange,
         id: u64,
         reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
     },
+}
+
+/// A membership change (etcd's member add and member remove).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    Add,
+    Remove,
 }
 
 /// The member's applied raft index, and a wake-up for everyone waiting on it.
@@ -127,6 +148,8 @@ enum Command {
 #[derive(Default)]
 pub struct AppliedIndex {
     index: std::sync::atomic::AtomicU64,
+    /// The member stopped: the index never moves again, and nobody should wait for it.
+    stopped: std::sync::atomic::AtomicBool,
     notify: Notify,
 }
 
@@ -140,16 +163,61 @@ impl AppliedIndex {
         self.notify.notify_waiters();
     }
 
-    /// Waits until the index differs from `seen`; returns the new index.
+    fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until the index differs from `seen` (or the member stopped); returns the index.
     pub async fn next_change(&self, seen: u64) -> u64 {
         loop {
             // Registered before the check, so a change in between still wakes it.
             let woken = self.notify.notified();
             let now = self.get();
-            if now != seen {
+            if now != seen || self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 return now;
             }
             woken.await;
+        }
+    }
+}
+
+/// Whether a member may serve clients: not before its publish applied after a start (etcd's
+/// ReadyNotify: until then its state may be older than what it served before a restart), and
+/// never after it halted.
+#[derive(Default)]
+pub struct Serving {
+    /// 0: starting, 1: ready, 2: halted.
+    state: std::sync::atomic::AtomicU8,
+}
+
+impl Serving {
+    fn set_ready(&self) {
+        // A halted member stays halted.
+        let _ = self.state.compare_exchange(
+            0,
+            1,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    fn halt(&self) {
+        self.state.store(2, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.state.load(std::sync::atomic::Ordering::SeqCst) == 1
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match self.state.load(std::sync::atomic::Ordering::SeqCst) {
+            1 => Ok(()),
+            0 => Err(StoreError::NotServing(
+                "etcdserver: not ready to serve clients yet",
+            )),
+            _ => Err(StoreError::NotServing("etcdserver: server stopped")),
         }
     }
 }
@@ -162,10 +230,16 @@ pub struct MemberHandle {
     pub applied: SharedApplied,
     /// The applied raft index, bumped after every applied batch: watchers and reads wait on it.
     pub progress: Arc<AppliedIndex>,
+    serving: Arc<Serving>,
     commands: mpsc::Sender<Command>,
 }
 
 impl MemberHandle {
+    /// Whether the member serves clients now; every client request asks first.
+    pub fn serving(&self) -> Result<(), StoreError> {
+        self.serving.check()
+    }
+
     /// Sends the raft loop a command and waits (bounded) for its answer; a loop that is gone or
     /// slow leaves the outcome unknown.
     async fn ask<T>(
@@ -211,6 +285,7 @@ impl MemberHandle {
             let mut seen = self.progress.get();
             while seen < index {
                 seen = self.progress.next_change(seen).await;
+                self.serving()?;
             }
             Ok(())
         };
@@ -219,10 +294,22 @@ impl MemberHandle {
             .unwrap_or(Err(StoreError::OutcomeUnknown))
     }
 
-    /// Adds member `id` as a voter (through the leader); returns the voters once applied here.
-    pub async fn add_member(&self, id: u64, timeout: Duration) -> Result<Vec<u64>, StoreError> {
-        self.ask(|reply| Command::AddMember { id, reply }, timeout)
+    /// Adds member `id` as a voter, or removes it (through the leader); returns the voters once
+    /// the change applied here. Asking for what already holds answers at once.
+    pub async fn change_member(
+        &self,
+        change: MemberChange,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.ask(|reply| Command::ChangeMember { change, id, reply }, timeout)
             .await
+    }
+
+    /// The voters as this member last applied them (its member list; stale while it lags).
+    pub fn voters(&self) -> Vec<u64> {
+        let a = self.applied.lock().expect("applied state lock poisoned");
+        a.mvcc.voters().to_vec()
     }
 
     pub fn leader(&self) -> u64 {
@@ -230,101 +317,6 @@ impl MemberHandle {
             .lock()
             .expect("applied state lock poisoned")
             .leader
-    }
-}
-
-/// What a restart found on the disk.
-struct Recovered {
-    storage: MemberStorage,
-    applied_index: u64,
-    resume_compaction: Option<i64>,
-}
-
-fn recover(config: &MemberConfig, disk: &SharedDisk) -> Recovered {
-    let d = disk.lock().expect("disk lock poisoned");
-    let snap = d
-        .read(SNAP)
-        .map(|b| Snapshot::parse_from_bytes(&b).expect("a synced snapshot parses"));
-    let mut backend = Vec::new();
-    if let Some(bytes) = d.read(BACKEND) {
-        for f in frames(&bytes).0 {
-            backend.extend(decode_records(f));
-        }
-    }
-    let wal = d.read(WAL).unwrap_or_default();
-    drop(d);
-    let snap_index = snap.as_ref().map(|s| s.get_metadata().index).unwrap_or(0);
-    let (mut mvcc, mut resume) = Mvcc::restore(backend, config.compaction);
-    if let Some(s) = &snap {
-        if mvcc.consistent_index() < snap_index {
-            // The snapshot was saved but the backend built from it was not: start from it.
-            (mvcc, resume) = Mvcc::restore(decode_records(&s.data), config.compaction);
-        }
-    }
-    let log = MemStorage::new();
-    if let Some(mut s) = snap {
-        s.data = Default::default();
-        log.wl()
-            .apply_snapshot(s)
-            .expect("a fresh log takes any snapshot");
-    }
-    let (entries, hard_state, _) = replay(&wal, snap_index);
-    log.wl()
-        .append(&entries)
-        .expect("replayed entries are contiguous");
-    let last = log.last_index().expect("memory log answers");
-    {
-        let mut core = log.wl();
-        if let Some(mut hs) = hard_state {
-            // The backend may have applied past the last commit index the WAL recorded.
-            hs.commit = hs
-                .commit
-                .max(mvcc.consistent_index())
-                .min(last)
-                .max(snap_index);
-            core.set_hardstate(hs);
-        }
-        if !mvcc.voters().is_empty() {
-            core.set_conf_state(conf_state(mvcc.voters()));
-        }
-    }
-    if mvcc.voters().is_empty() && !config.initial_voters.is_empty() && last == 0 {
-        // A new cluster starts from a snapshot at index 1 that holds the initial membership,
-        // so a member added later learns every voter from it (raft-rs replicates only changes).
-        mvcc.set_voters(config.initial_voters.clone());
-        mvcc.set_consistent_index(1);
-        let mut snap = Snapshot {
-            data: encode_records(&mvcc.dump()).into(),
-            ..Default::default()
-        };
-        let meta = snap.mut_metadata();
-        meta.index = 1;
-        meta.term = 1;
-        meta.set_conf_state(conf_state(&config.initial_voters));
-        let mut d = disk.lock().expect("disk lock poisoned");
-        d.replace(SNAP, snap.write_to_bytes().expect("a snapshot encodes"));
-        d.sync(SNAP);
-        drop(d);
-        snap.data = Default::default();
-        log.wl()
-            .apply_snapshot(snap)
-            .expect("an empty log takes the initial snapshot");
-    }
-    let applied_index = mvcc
-        .consistent_index()
-        .max(snap_index)
-        .max(log.first_index().expect("memory log answers") - 1);
-    let leader = 0;
-    let applied = Arc::new(Mutex::new(Applied {
-        mvcc,
-        leader,
-        term: 0,
-        last_index: 0,
-    }));
-    Recovered {
-        storage: MemberStorage { log, applied },
-        applied_index,
-        resume_compaction: resume,
     }
 }
 
@@ -345,8 +337,21 @@ pub async fn start_member(
             current_revision: a.mvcc.current_revision(),
             compact_revision: a.mvcc.compact_revision(),
             scheduled_compact_revision: a.mvcc.scheduled_compact_revision(),
+            recovered: rec.durable,
         });
     }
+    let (commands_tx, commands) = mpsc::channel(1024);
+    let progress = Arc::new(AppliedIndex::default());
+    progress.set(rec.applied_index);
+    let serving = Arc::new(Serving::default());
+    let handle = MemberHandle {
+        id: config.id,
+        name: config.name.clone(),
+        applied: applied.clone(),
+        progress: progress.clone(),
+        serving: serving.clone(),
+        commands: commands_tx,
+    };
     let raft_config = Config {
         id: config.id,
         election_tick: 10,
@@ -362,11 +367,22 @@ pub async fn start_member(
         .validate()
         .expect("the member's raft config is valid");
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let node = RawNode::new(&raft_config, rec.storage.clone(), &logger)
-        .expect("raft starts from the recovered log");
-    let (commands_tx, commands) = mpsc::channel(1024);
-    let progress = Arc::new(AppliedIndex::default());
-    progress.set(rec.applied_index);
+    let started = catch_raft_panic(|| RawNode::new(&raft_config, rec.storage.clone(), &logger));
+    let node = match started {
+        Ok(node) => node.expect("raft starts from the recovered log"),
+        Err(reason) => {
+            // raft-rs refused the state on this disk (an applied index past its log, say): the
+            // member halts as etcd would, and a restart from the same disk halts again.
+            observer.record(StoreEvent::MemberHalted {
+                member_id: config.id,
+                last_index: rec.durable.last_index,
+                reason,
+            });
+            serving.halt();
+            progress.stop();
+            return handle;
+        }
+    };
     let endpoint = Arc::new(
         Endpoint::bind(config.peers[&config.id])
             .await
@@ -400,13 +416,7 @@ pub async fn start_member(
         });
         outboxes.insert(id, tx);
     }
-    let handle = MemberHandle {
-        id: config.id,
-        name: config.name.clone(),
-        applied: applied.clone(),
-        progress: progress.clone(),
-        commands: commands_tx,
-    };
+    let next_request = request_id_base(config.id);
     let mut member = Member {
         config,
         node,
@@ -417,9 +427,13 @@ pub async fn start_member(
         outboxes,
         waiters: BTreeMap::new(),
         reads: BTreeMap::new(),
-        next_request: 0,
+        next_request,
         progress: progress.clone(),
+        serving,
+        publishing: None,
         last_log_compaction: rec.applied_index,
+        durable: rec.durable,
+        reported: rec.durable,
     };
     if let Some(rev) = rec.resume_compaction {
         member.finish_compaction(rev);
@@ -446,7 +460,48 @@ struct Member {
     reads: BTreeMap<u64, oneshot::Sender<Result<u64, StoreError>>>,
     next_request: u64,
     progress: Arc<AppliedIndex>,
+    serving: Arc<Serving>,
+    /// This start's publish in flight: its request id and when it was proposed.
+    publishing: Option<(u64, tokio::time::Instant)>,
     last_log_compaction: u64,
+    /// The raft state this member has fsynced and counts on, and the last one it reported.
+    durable: RaftDurable,
+    reported: RaftDurable,
+}
+
+/// Why the raft loop stopped.
+#[derive(Debug)]
+enum Stopped {
+    /// A crash point fired inside the apply loop: the world kills the node.
+    Crashed,
+    /// raft-rs panicked: the member halted.
+    Halted,
+}
+
+/// Runs `f`, turning a panic into its message. raft-rs panics (its `fatal!`) where its state
+/// contradicts what the rest of the cluster knows, which a member whose disk lost fsynced
+/// state runs into; that must become a finding about this member, not end the simulation.
+fn catch_raft_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        if let Some(s) = payload.downcast_ref::<&str>() {
+            s.to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "raft-rs panicked with a non-string payload".into()
+        }
+    })
+}
+
+/// The first request id of this start, as etcd's id generator makes it: the member id in the top
+/// 16 bits, then the start time in milliseconds, then a counter. Ids of entries a previous start
+/// proposed (still in the log, applied after a restart) never match a new request's.
+fn request_id_base(member_id: u64) -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    ((member_id & 0xffff) << 48) | ((ms & 0xff_ffff_ffff) << 8)
 }
 
 impl Member {
@@ -461,26 +516,55 @@ impl Member {
                 biased;
                 _ = tick.tick() => {
                     self.node.tick();
+                    self.maybe_publish();
                     self.waiters.retain(|_, w| match w {
                         Waiter::Apply(s) => !s.is_closed(),
                         Waiter::Members(s) => !s.is_closed(),
                     });
+                    self.commit_backend();
                 }
                 Some(m) = inbox.recv() => {
-                    let _ = self.node.step(m);
+                    if let Err(reason) = catch_raft_panic(|| self.node.step(m)) {
+                        self.halt(reason);
+                        return;
+                    }
                 }
                 Some(c) = commands.recv() => self.command(c),
             }
-            if self.handle_ready().await.is_err() {
+            match self.handle_ready().await {
+                Ok(()) => {}
                 // A crash point fired: the world kills this node; nothing more may reach disk.
-                std::future::pending::<()>().await;
+                Err(Stopped::Crashed) => std::future::pending::<()>().await,
+                Err(Stopped::Halted) => return,
             }
         }
     }
 
     fn request_id(&mut self) -> u64 {
         self.next_request += 1;
-        (self.config.id << 48) | self.next_request
+        self.next_request
+    }
+
+    /// Proposes this start's publish once a leader is known, again if it did not apply in time.
+    fn maybe_publish(&mut self) {
+        if self.serving.is_ready() || self.node.raft.leader_id == 0 {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if self
+            .publishing
+            .is_some_and(|(_, at)| now < at + PUBLISH_RETRY)
+        {
+            return;
+        }
+        let id = self.request_id();
+        if self
+            .node
+            .propose(vec![], Proposal::Publish.encode(id))
+            .is_ok()
+        {
+            self.publishing = Some((id, now));
+        }
     }
 
     fn command(&mut self, c: Command) {
@@ -503,7 +587,11 @@ impl Member {
                 self.node.read_index(id.to_le_bytes().to_vec());
                 self.reads.insert(id, reply);
             }
-            Command::AddMember { id: node_id, reply } => {
+            Command::ChangeMember {
+                change,
+                id: node_id,
+                reply,
+            } => {
                 let voters = self
                     .storage
                     .applied
@@ -512,13 +600,16 @@ impl Member {
                     .mvcc
                     .voters()
                     .to_vec();
-                if voters.contains(&node_id) {
+                if voters.contains(&node_id) == (change == MemberChange::Add) {
                     let _ = reply.send(Ok(voters));
                     return;
                 }
                 let id = self.request_id();
                 let mut cc = ConfChange::default();
-                cc.set_change_type(ConfChangeType::AddNode);
+                cc.set_change_type(match change {
+                    MemberChange::Add => ConfChangeType::AddNode,
+                    MemberChange::Remove => ConfChangeType::RemoveNode,
+                });
                 cc.node_id = node_id;
                 if leader == 0
                     || self
@@ -548,11 +639,14 @@ impl Member {
         }
     }
 
-    async fn handle_ready(&mut self) -> Result<(), Crashed> {
+    async fn handle_ready(&mut self) -> Result<(), Stopped> {
         if !self.node.has_ready() {
             return Ok(());
         }
-        let mut ready = self.node.ready();
+        let mut ready = match catch_raft_panic(|| self.node.ready()) {
+            Ok(ready) => ready,
+            Err(reason) => return Err(self.halt(reason)),
+        };
         if let Some(ss) = ready.ss() {
             let mut a = self.storage.applied.lock().expect("applied lock");
             a.leader = ss.leader_id;
@@ -582,18 +676,35 @@ impl Member {
         }
         if !batch.entries.is_empty() || batch.hard_state.is_some() {
             let mut d = self.disk.lock().expect("disk lock poisoned");
-            d.append(WAL, &frame(&batch.encode()));
+            d.append(WAL, frame(&batch.encode()));
             d.sync(WAL);
+            drop(d);
+            self.wal_synced(&batch);
         }
+        self.report_durable();
         self.send(ready.take_persisted_messages());
-        let mut light = self.node.advance(ready);
+        let mut light = match catch_raft_panic(|| self.node.advance(ready)) {
+            Ok(light) => light,
+            Err(reason) => return Err(self.halt(reason)),
+        };
         if let Some(commit) = light.commit_index() {
             self.storage.log.wl().mut_hard_state().commit = commit;
         }
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
-        self.node.advance_apply();
-        self.commit_backend();
+        if let Err(reason) = catch_raft_panic(|| self.node.advance_apply()) {
+            return Err(self.halt(reason));
+        }
+        let pending = self
+            .storage
+            .applied
+            .lock()
+            .expect("applied lock")
+            .mvcc
+            .pending_writes();
+        if pending >= BACKEND_BATCH_LIMIT {
+            self.commit_backend();
+        }
         {
             let mut a = self.storage.applied.lock().expect("applied lock");
             a.term = self.node.raft.term;
@@ -609,10 +720,50 @@ impl Member {
             .consistent_index();
         self.progress.set(applied);
         self.maybe_compact_log(applied);
+        self.report_durable();
         Ok(())
     }
 
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Crashed> {
+    /// The WAL now durably ends with `batch`: later entries overwrite from their index on.
+    fn wal_synced(&mut self, batch: &WalBatch) {
+        if let Some(last) = batch.entries.last() {
+            self.durable.last_index = last.index;
+            self.durable.last_term = last.term;
+        }
+        if let Some(hs) = &batch.hard_state {
+            self.durable.term = hs.term;
+            self.durable.vote = hs.vote;
+            self.durable.commit = hs.commit;
+        }
+    }
+
+    /// Tells the observer what this member now counts on, when that changed.
+    fn report_durable(&mut self) {
+        if self.durable != self.reported {
+            self.reported = self.durable;
+            self.observer.record(StoreEvent::MemberPersisted {
+                durable: self.durable,
+            });
+        }
+    }
+
+    /// raft-rs panicked: this member serves nothing more and its loop ends, as an etcd process
+    /// that hit raft's fatal error exits. What it lost is for the history to tell.
+    fn halt(&mut self, reason: String) -> Stopped {
+        // raft-rs may have panicked holding its log's lock; read it without trusting that.
+        let last_index = catch_raft_panic(|| self.storage.log.last_index().unwrap_or(0))
+            .unwrap_or(self.durable.last_index);
+        self.observer.record(StoreEvent::MemberHalted {
+            member_id: self.config.id,
+            last_index,
+            reason,
+        });
+        self.serving.halt();
+        self.progress.stop();
+        Stopped::Halted
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Stopped> {
         for e in entries {
             // The consistent index moves with the entry's first backend write (a compaction
             // commits its scheduled mark mid-apply), as etcd's does.
@@ -626,6 +777,13 @@ impl Member {
                 EntryType::EntryNormal if e.data.is_empty() => {}
                 EntryType::EntryNormal => {
                     let (id, proposal) = Proposal::decode(&e.data);
+                    if let Proposal::Publish = proposal {
+                        if self.publishing.is_some_and(|(p, _)| p == id) {
+                            self.publishing = None;
+                            self.serving.set_ready();
+                        }
+                        continue;
+                    }
                     let result = self.apply_proposal(proposal)?;
                     if let Some(Waiter::Apply(reply)) = self.waiters.remove(&id) {
                         let _ = reply.send(result);
@@ -655,13 +813,14 @@ impl Member {
         Ok(())
     }
 
-    fn apply_proposal(&mut self, p: Proposal) -> Result<ApplyResult, Crashed> {
+    fn apply_proposal(&mut self, p: Proposal) -> Result<ApplyResult, Stopped> {
         let mut a = self.storage.applied.lock().expect("applied lock");
         let m = &mut a.mvcc;
         let out = match p {
             Proposal::Put(r) => Ok(Outcome::Put(m.put(&r))),
             Proposal::DeleteRange(r) => Ok(Outcome::DeleteRange(m.delete_range(&r))),
             Proposal::Txn(r) => m.txn(&r).map(Outcome::Txn),
+            Proposal::Publish => unreachable!("a publish changes no key and is applied apart"),
             Proposal::Compact(r) => {
                 let rev = r.revision;
                 match m.schedule_compaction(rev) {
@@ -691,7 +850,7 @@ impl Member {
         Ok(out.map(|o| (o, rev)))
     }
 
-    fn compact_rows(&mut self, rev: i64) -> Result<(), Crashed> {
+    fn compact_rows(&mut self, rev: i64) -> Result<(), Stopped> {
         let removed = self
             .storage
             .applied
@@ -715,7 +874,7 @@ impl Member {
                     self.config.name
                 ),
             });
-            return Err(Crashed);
+            return Err(Stopped::Crashed);
         }
         Ok(())
     }
@@ -733,7 +892,9 @@ impl Member {
         }
     }
 
-    /// Writes the applied changes since the last commit to the backend, durably.
+    /// Writes the applied changes since the last commit to the backend, durably: on the batch
+    /// interval, at the batch limit, and where etcd forces a commit (a compaction's scheduled
+    /// mark and its deleted rows).
     fn commit_backend(&mut self) {
         let dirty = self
             .storage
@@ -746,14 +907,14 @@ impl Member {
             return;
         }
         let mut d = self.disk.lock().expect("disk lock poisoned");
-        d.append(BACKEND, &frame(&encode_records(&dirty)));
+        d.append(BACKEND, frame(&encode_records(&dirty)));
         d.sync(BACKEND);
     }
 
     fn install_snapshot(&mut self, snap: Snapshot) {
         let index = snap.get_metadata().index;
         let records = decode_records(&snap.data);
-        let (mvcc, _) = Mvcc::restore(records.clone(), self.config.compaction);
+        let (mvcc, _) = Mvcc::restore(records, self.config.compaction);
         assert_eq!(
             mvcc.consistent_index(),
             index,
@@ -766,15 +927,26 @@ impl Member {
             .wl()
             .apply_snapshot(stored)
             .expect("raft only hands out snapshots newer than the log");
+        // The new WAL starts after the snapshot but keeps the hard state (term, vote): a member
+        // that forgot its vote could vote twice in one term.
+        let base = WalBatch {
+            entries: vec![],
+            hard_state: Some(self.storage.log.rl().hard_state().clone()),
+        };
         let mut d = self.disk.lock().expect("disk lock poisoned");
         // Snapshot first: a crash before the backend is replaced restarts from the snapshot.
         d.replace(SNAP, snap.write_to_bytes().expect("a snapshot encodes"));
         d.sync(SNAP);
-        d.replace(BACKEND, frame(&encode_records(&records)));
+        // The snapshot's data is the whole store's records: the compacted backend, as it is.
+        d.replace(BACKEND, frame(&snap.data));
         d.sync(BACKEND);
-        d.replace(WAL, Vec::new());
+        d.replace(WAL, frame(&base.encode()));
         d.sync(WAL);
         drop(d);
+        self.durable.snapshot_index = index;
+        self.durable.last_index = index;
+        self.durable.last_term = snap.get_metadata().term;
+        self.wal_synced(&base);
         self.storage.applied.lock().expect("applied lock").mvcc = mvcc;
         self.last_log_compaction = index;
     }
@@ -788,6 +960,14 @@ impl Member {
         let Ok(snap) = self.storage.snapshot(applied, 0) else {
             return;
         };
+        // The backend is rewritten below from the same state: a forced commit of everything
+        // pending (etcd commits its backend before a snapshot too).
+        self.storage
+            .applied
+            .lock()
+            .expect("applied lock")
+            .mvcc
+            .take_dirty();
         let keep_from = applied.saturating_sub(self.config.keep_entries).max(1);
         let entries: Vec<Entry> = {
             let log = &self.storage.log;
@@ -814,27 +994,20 @@ impl Member {
             snap_on_disk.write_to_bytes().expect("a snapshot encodes"),
         );
         d.sync(SNAP);
-        let records = decode_records(&snap.data);
-        d.replace(BACKEND, frame(&encode_records(&records)));
+        d.replace(BACKEND, frame(&snap.data));
         d.sync(BACKEND);
-        let tail: Vec<Entry> = entries.into_iter().filter(|e| e.index > applied).collect();
-        d.replace(
-            WAL,
-            frame(
-                &WalBatch {
-                    entries: tail,
-                    hard_state: Some(hard_state),
-                }
-                .encode(),
-            ),
-        );
+        let tail = WalBatch {
+            entries: entries.into_iter().filter(|e| e.index > applied).collect(),
+            hard_state: Some(hard_state),
+        };
+        d.replace(WAL, frame(&tail.encode()));
         d.sync(WAL);
         drop(d);
+        self.durable.snapshot_index = applied;
+        self.durable.last_index = applied;
+        self.durable.last_term = snap.get_metadata().term;
+        self.wal_synced(&tail);
         let _ = self.storage.log.wl().compact(keep_from);
         self.last_log_compaction = applied;
     }
 }
-
-/// A crash point fired inside the apply loop.
-#[derive(Debug)]
-struct Crashed;

@@ -8,6 +8,10 @@ pub mod disk;
 pub mod member;
 pub mod mvcc;
 pub mod node;
+mod recovery;
 pub mod service;
 pub mod storage;
 pub mod wal;
+
+#[cfg(test)]
+mod member_tests;

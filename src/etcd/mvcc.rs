@@ -163,6 +163,11 @@ impl Mvcc {
         self.dirty.push(BackendRecord::Voters(voters));
     }
 
+    /// Backend writes applied but not yet committed (etcd's batch tx `pending`).
+    pub fn pending_writes(&self) -> usize {
+        self.dirty.len()
+    }
+
     /// The records changed since the last call: what the next backend commit must write.
     pub fn take_dirty(&mut self) -> Vec<BackendRecord> {
         std::mem::take(&mut self.dirty)

@@ -2,6 +2,7 @@
 //!
 //! Writes go through the raft log and answer once this member applied them; linearizable reads
 //! wait for a ReadIndex barrier, serializable reads are served from the local store as it is.
+//! Nothing is served before the member is ready (its publish applied after a start).
 //! It never writes the store itself: only the member's raft loop does.
 
 // tonic's `Status` is large and its service traits return it by value.
@@ -51,10 +52,12 @@ impl MemberApi {
     }
 
     async fn write(&self, p: Proposal) -> Result<(Outcome, i64), Status> {
+        self.member.serving()?;
         Ok(self.member.propose(p, REQUEST_TIMEOUT).await?)
     }
 
     async fn read(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
+        self.member.serving()?;
         if !req.serializable {
             self.member.read_barrier(REQUEST_TIMEOUT).await?;
         }
@@ -146,6 +149,7 @@ impl Lease for MemberApi {
 #[tonic::async_trait]
 impl Maintenance for MemberApi {
     async fn status(&self, _r: Request<StatusRequest>) -> Answer<StatusResponse> {
+        self.member.serving()?;
         let a = self.member.applied.lock().expect("applied lock poisoned");
         let resp = StatusResponse {
             header: None,
@@ -187,6 +191,11 @@ impl MemberApi {
         };
         let applied = self.member.progress.clone();
         loop {
+            if let Err(e) = self.member.serving() {
+                // The member halted: its streams break, as a dead process's would.
+                let _ = outbox.send(Err(e.into())).await;
+                return;
+            }
             let seen = applied.get();
             let (events, current, compact) = {
                 let a = self.member.applied.lock().expect("applied lock poisoned");
@@ -287,6 +296,7 @@ impl Watch for MemberApi {
     type WatchStream = BoxStream<WatchResponse>;
 
     async fn watch(&self, r: Request<Streaming<WatchRequest>>) -> Answer<Self::WatchStream> {
+        self.member.serving()?;
         Ok(Response::new(crate::server::serve_watch_stream(
             self.clone(),
             r.into_inner(),

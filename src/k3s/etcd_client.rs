@@ -1,8 +1,9 @@
 //! An apiserver's etcd client: the etcd endpoints it knows, tried in turn.
 //!
 //! It stays on the endpoint that last answered and moves to the next on an error or a deadline,
-//! as k3s's local etcd load balancer and etcd's client do. Errors carry etcd's own messages back
-//! as [`StoreError`]s, so the facade maps them as it maps kine's.
+//! as k3s's local etcd load balancer and etcd's client do; its endpoints follow the member list
+//! when the node learns of members joining or leaving. Errors carry etcd's own messages back as
+//! [`StoreError`]s, so the facade maps them as it maps kine's.
 
 use crate::error::{StoreError, COMPACTED, FUTURE_REV};
 use crate::proto::etcdserverpb::kv_client::KvClient;
@@ -15,10 +16,15 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 pub struct EtcdClient {
-    endpoints: Vec<SocketAddr>,
     timeout: Duration,
-    /// Index of the endpoint in use and its open channel.
-    current: Mutex<(usize, Option<Channel>)>,
+    /// The endpoints, the index of the one in use and its open channel.
+    state: Mutex<Endpoints>,
+}
+
+struct Endpoints {
+    all: Vec<SocketAddr>,
+    at: usize,
+    open: Option<Channel>,
 }
 
 fn store_error(status: &tonic::Status) -> StoreError {
@@ -33,43 +39,71 @@ impl EtcdClient {
     pub fn new(endpoints: Vec<SocketAddr>, timeout: Duration) -> Self {
         assert!(!endpoints.is_empty(), "an etcd client needs an endpoint");
         EtcdClient {
-            endpoints,
             timeout,
-            current: Mutex::new((0, None)),
+            state: Mutex::new(Endpoints {
+                all: endpoints,
+                at: 0,
+                open: None,
+            }),
         }
     }
 
-    async fn channel(&self) -> Result<(usize, KvClient<Channel>), StoreError> {
-        for _ in 0..self.endpoints.len() {
-            let (at, open) = self.current.lock().expect("client lock poisoned").clone();
+    fn lock(&self) -> std::sync::MutexGuard<'_, Endpoints> {
+        self.state.lock().expect("client lock poisoned")
+    }
+
+    /// Replaces the endpoints (members joined or left); stays on the one in use if it is kept.
+    pub fn set_endpoints(&self, endpoints: Vec<SocketAddr>) {
+        if endpoints.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
+        let in_use = s.all[s.at];
+        match endpoints.iter().position(|e| *e == in_use) {
+            Some(at) => s.at = at,
+            None => (s.at, s.open) = (0, None),
+        }
+        s.all = endpoints;
+    }
+
+    async fn channel(&self) -> Result<(SocketAddr, KvClient<Channel>), StoreError> {
+        let tries = self.lock().all.len();
+        for _ in 0..tries {
+            let (addr, open) = {
+                let s = self.lock();
+                (s.all[s.at], s.open.clone())
+            };
             if let Some(ch) = open {
-                return Ok((at, KvClient::new(ch)));
+                return Ok((addr, KvClient::new(ch)));
             }
-            let endpoint =
-                tonic::transport::Endpoint::from_shared(format!("http://{}", self.endpoints[at]))
-                    .expect("endpoint addresses are valid URIs")
-                    .timeout(self.timeout)
-                    .connect_timeout(self.timeout);
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .expect("endpoint addresses are valid URIs")
+                .timeout(self.timeout)
+                .connect_timeout(self.timeout);
             match endpoint.connect().await {
                 Ok(ch) => {
-                    *self.current.lock().expect("client lock poisoned") = (at, Some(ch.clone()));
-                    return Ok((at, KvClient::new(ch)));
+                    let mut s = self.lock();
+                    if s.all[s.at] == addr {
+                        s.open = Some(ch.clone());
+                    }
+                    return Ok((addr, KvClient::new(ch)));
                 }
-                Err(_) => self.fail(at),
+                Err(_) => self.fail(addr),
             }
         }
         Err(StoreError::OutcomeUnknown)
     }
 
-    /// Drops the channel to endpoint `at` and moves on to the next one.
-    fn fail(&self, at: usize) {
-        let mut cur = self.current.lock().expect("client lock poisoned");
-        if cur.0 == at {
-            *cur = ((at + 1) % self.endpoints.len(), None);
+    /// Drops the channel to endpoint `addr` and moves on to the next one.
+    fn fail(&self, addr: SocketAddr) {
+        let mut s = self.lock();
+        if s.all[s.at] == addr {
+            s.at = (s.at + 1) % s.all.len();
+            s.open = None;
         }
     }
 
-    fn failed(&self, at: usize, status: &tonic::Status) -> StoreError {
+    fn failed(&self, at: SocketAddr, status: &tonic::Status) -> StoreError {
         let e = store_error(status);
         if e == StoreError::OutcomeUnknown {
             self.fail(at);

@@ -282,6 +282,28 @@ mod tests {
         assert_eq!(lb.route().as_deref(), Some("s0"));
     }
 
+    #[test]
+    fn a_server_that_joined_is_probed_and_used_once_it_passes() {
+        let mut lb = lb(LbVariant::Fixed);
+        lb.record("s0", UP);
+        lb.record("s1", DOWN);
+        lb.record("s2", DOWN);
+        assert_eq!(lb.route().as_deref(), Some("s0"));
+        assert!(lb.set_servers(&names(&["s1", "s2", "s3"])).is_empty());
+        assert_eq!(lb.servers(), names(&["s0", "s1", "s2", "s3"]));
+        assert_eq!(
+            lb.route().as_deref(),
+            Some("s0"),
+            "not before it passed a check"
+        );
+        assert_eq!(
+            lb.record("s3", UP),
+            names(&["s0"]),
+            "fail back to the new server"
+        );
+        assert_eq!(lb.route().as_deref(), Some("s3"));
+    }
+
     /// The k3s 11311 outage: joined through etcd-only s0, every control-plane server goes down,
     /// then comes back.
     fn outage(variant: LbVariant) -> LoadBalancer {

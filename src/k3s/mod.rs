@@ -7,4 +7,5 @@
 pub mod etcd_client;
 pub mod lb;
 pub mod node;
+pub mod servers;
 pub mod supervisor;

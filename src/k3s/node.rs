@@ -1,16 +1,18 @@
 //! One k3s node's life: its etcd member and apiserver (by role), joining through the join
-//! target, the client load balancer with its health checks, and the kubelet's Node lease.
+//! target, following the server lists as servers join and leave, the client load balancer with
+//! its health checks, and the kubelet's Node lease.
 //!
 //! A restart runs [`run_k3s_node`] again on the same disk: the member and the persisted server
 //! list come back from it; everything else starts afresh and must find its way back on its own.
 
 use super::etcd_client::EtcdClient;
 use super::lb::{LoadBalancer, Probe};
+use super::servers::{etcd_endpoints, follow_servers, join, persist_servers, Following};
 use super::supervisor::{
     serve_supervisor, Supervisor, SupervisorCall, SupervisorRequest, SupervisorResponse,
 };
 use crate::apiserver::{serve_api, ApiCall, ApiRequest, ApiResponse, ApiServer, Backend};
-use crate::design::{Design, StartupVariant};
+use crate::design::Design;
 use crate::etcd::disk::SharedDisk;
 use crate::etcd::member::{start_member, MemberConfig};
 use crate::etcd::node::{compact_loop, serve_member};
@@ -54,6 +56,8 @@ impl NodeRole {
 #[derive(Clone, Debug)]
 pub struct NodeAddrs {
     pub role: NodeRole,
+    /// The node's etcd member id, for roles that hold one.
+    pub member_id: Option<u64>,
     pub supervisor: SocketAddr,
     pub api: SocketAddr,
     pub watch: SocketAddr,
@@ -79,9 +83,6 @@ pub struct K3sNodeConfig {
     pub lease_every: Duration,
 }
 
-const SERVERS_FILE: &str = "agent/servers";
-/// Every server the last join named (control plane and etcd): where a restart may rejoin.
-const KNOWN_FILE: &str = "agent/known-servers";
 /// Components give up waiting for the apiserver after this long (and the process restarts).
 const READYZ_GIVE_UP: Duration = Duration::from_secs(15 * 60);
 
@@ -101,19 +102,12 @@ pub async fn run_k3s_node(
         }
         None => None,
     };
-    let names = |f: fn(NodeRole) -> bool| -> Vec<String> {
-        config
-            .book
-            .iter()
-            .filter(|(_, a)| f(a.role))
-            .map(|(n, _)| n.clone())
-            .collect()
-    };
     let supervisor = Arc::new(Supervisor {
         member: member.clone(),
         apiserver: std::sync::OnceLock::new(),
-        control_plane: names(NodeRole::control_plane),
-        etcd: names(NodeRole::etcd),
+        book: config.book.clone(),
+        learned: Mutex::new(None),
+        observer: observer.clone(),
         ready_cache: Default::default(),
     });
     if config.role != NodeRole::Agent {
@@ -124,17 +118,15 @@ pub async fn run_k3s_node(
             .await
             .expect("a node binds an ephemeral endpoint"),
     );
-    let (control_plane, etcd) =
-        join(&config, &design, &rpc, &disk, &observer, member.is_some()).await;
+    let lists = join(&config, &design, &rpc, &disk, &observer, member.is_some()).await;
+    if member.is_none() {
+        *supervisor.learned.lock().expect("lists lock poisoned") = Some(lists.clone());
+    }
+    let mut etcd_client = None;
     if config.role.control_plane() {
-        // The local member first, then the others: k3s's local etcd load balancer.
-        let mut endpoints: Vec<SocketAddr> = member.iter().map(|_| me.etcd).collect();
-        endpoints.extend(
-            etcd.iter()
-                .filter(|n| **n != config.name)
-                .map(|n| config.book[n].etcd),
-        );
+        let endpoints = etcd_endpoints(&config, member.is_some(), &lists.etcd);
         let client = Arc::new(EtcdClient::new(endpoints, config.request_timeout));
+        etcd_client = Some(client.clone());
         let api = Arc::new(ApiServer {
             backend: Backend::Etcd(client.clone()),
             watchlist: design.watchlist,
@@ -152,7 +144,7 @@ pub async fn run_k3s_node(
     }
     let lb = Arc::new(Mutex::new(LoadBalancer::new(
         &config.join,
-        &control_plane,
+        &lists.control_plane,
         design.lb,
     )));
     persist_servers(&disk, &lb.lock().expect("lb lock poisoned").servers());
@@ -162,94 +154,20 @@ pub async fn run_k3s_node(
         rpc.clone(),
         observer.clone(),
     ));
-    kubelet(config, lb, rpc, observer).await;
-}
-
-fn persist_servers(disk: &SharedDisk, servers: &[String]) {
-    persist(disk, SERVERS_FILE, servers)
-}
-
-fn persist(disk: &SharedDisk, file: &str, servers: &[String]) {
-    let mut d = disk.lock().expect("disk lock poisoned");
-    d.replace(file, servers.join("\n").into_bytes());
-    d.sync(file);
-}
-
-fn persisted(disk: &SharedDisk, file: &str) -> Vec<String> {
-    let d = disk.lock().expect("disk lock poisoned");
-    d.read(file)
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .lines()
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Joins through the join target (or, fixed, any previously known server), retrying each
-/// second; returns the control-plane servers and etcd members the supervisor named.
-async fn join(
-    config: &K3sNodeConfig,
-    design: &Design,
-    rpc: &Endpoint,
-    disk: &SharedDisk,
-    observer: &SharedObserver,
-    has_member: bool,
-) -> (Vec<String>, Vec<String>) {
-    let mut targets = vec![config.join.clone()];
-    let insists =
-        design.startup == StartupVariant::K3s11333 && config.role == NodeRole::ControlPlaneOnly;
-    if !insists {
-        // Any server a previous join named will do (not this node itself: it cannot vouch for
-        // a cluster it is not yet part of).
-        for s in persisted(disk, KNOWN_FILE) {
-            if !targets.contains(&s) && s != config.name {
-                targets.push(s);
-            }
-        }
-    }
-    let member_id = config.member.as_ref().filter(|_| has_member).map(|m| m.id);
-    // Adding a member waits for a membership change to commit; a plain join is one request.
-    let deadline = if member_id.is_some() {
-        Duration::from_secs(12)
-    } else {
-        config.request_timeout
+    let following = Following {
+        supervisor,
+        lb: lb.clone(),
+        etcd_client,
+        disk,
+        observer: observer.clone(),
     };
-    loop {
-        let mut failing = Vec::new();
-        for t in &targets {
-            let Some(addrs) = config.book.get(t) else {
-                continue;
-            };
-            let req = SupervisorCall(SupervisorRequest::Join {
-                node: config.name.clone(),
-                member_id,
-            });
-            match rpc.call_timeout(addrs.supervisor, req, deadline).await {
-                Ok(SupervisorResponse::Joined {
-                    control_plane,
-                    etcd,
-                }) => {
-                    let mut known = control_plane.clone();
-                    known.extend(etcd.iter().filter(|n| !control_plane.contains(n)).cloned());
-                    persist(disk, KNOWN_FILE, &known);
-                    observer.record(StoreEvent::Joined {
-                        via: t.clone(),
-                        known,
-                    });
-                    return (control_plane, etcd);
-                }
-                Ok(other) => failing.push(format!("join via {t}: {other:?}")),
-                Err(e) => failing.push(format!("join via {t}: {e}")),
-            }
-        }
-        observer.record(StoreEvent::ApiserverWaiting {
-            via: Some(config.join.clone()),
-            failing,
-        });
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    tokio::spawn(follow_servers(
+        config.clone(),
+        following,
+        rpc.clone(),
+        lists,
+    ));
+    kubelet(config, lb, rpc, observer).await;
 }
 
 /// Probes every known server each period and records each change of route.

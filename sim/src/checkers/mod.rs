@@ -7,6 +7,7 @@
 mod compactor_continuity;
 mod etcd_only_rejoin;
 mod list_continuation;
+mod member_durability;
 mod rejoin_liveness;
 mod revision_monotonic;
 mod watch;

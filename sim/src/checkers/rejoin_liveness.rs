@@ -30,8 +30,12 @@ impl<'a> World<'a> {
             EventKind::NodeKilled => {
                 self.down.insert(node);
             }
-            EventKind::NodeRestarted => {
+            EventKind::NodeRestarted | EventKind::ServerJoined { .. } => {
                 self.down.remove(node);
+            }
+            // A server that left never answers again.
+            EventKind::ServerLeft { .. } => {
+                self.down.insert(node);
             }
             EventKind::PartitionStarted { from, to, one_way }
             | EventKind::PartitionHealed { from, to, one_way } => {
@@ -69,6 +73,8 @@ fn world_events(h: &History) -> Vec<(SimNanos, &str, &EventKind)> {
                 e.kind,
                 EventKind::NodeKilled
                     | EventKind::NodeRestarted
+                    | EventKind::ServerJoined { .. }
+                    | EventKind::ServerLeft { .. }
                     | EventKind::PartitionStarted { .. }
                     | EventKind::PartitionHealed { .. }
             )
@@ -139,13 +145,20 @@ pub fn check(h: &History, out: &mut Violations) -> u64 {
             continue;
         }
         let mut joins: Vec<(SimNanos, &[String])> = Vec::new();
+        // What the node knew over time: its joins' answers, then each update since.
+        let mut known_since: Vec<(SimNanos, &[String])> = Vec::new();
         let mut waiting: Vec<(SimNanos, &[String])> = Vec::new();
         for (at, who, e) in h.store_events() {
             if who != node {
                 continue;
             }
             match e {
-                StoreEvent::Joined { known, .. } => joins.push((at, known)),
+                StoreEvent::Joined { known, .. } => {
+                    joins.push((at, known));
+                    known_since.push((at, known));
+                }
+                // The servers it knows follow membership between joins too.
+                StoreEvent::ServersUpdated { known, .. } => known_since.push((at, known)),
                 StoreEvent::ApiserverWaiting { failing, .. } => waiting.push((at, failing)),
                 _ => {}
             }
@@ -155,7 +168,7 @@ pub fn check(h: &History, out: &mut Violations) -> u64 {
             .filter(|(_, n, k)| *n == node && matches!(k, EventKind::NodeRestarted))
             .map(|(t, _, _)| *t);
         for t in restarts {
-            let Some((_, known)) = joins.iter().rev().find(|(at, _)| *at < t) else {
+            let Some((_, known)) = known_since.iter().rev().find(|(at, _)| *at < t) else {
                 continue;
             };
             let joined = joins.iter().find(|(at, _)| *at >= t).map(|(at, _)| *at);
@@ -220,6 +233,14 @@ mod tests {
         );
     }
 
+    /// The history's events in time order, judged.
+    fn violations(mut h: History) -> Vec<crate::checkers::Violation> {
+        h.events.sort_by_key(|e| e.at_ns);
+        let mut out = Violations::new();
+        check(&h, &mut out);
+        out.kept().to_vec()
+    }
+
     /// cp-1 restarts at 100 s while etcd-1 (its join server) is down until 300 s; etcd-2 is up.
     fn restart_while_join_server_down(rejoin_at_s: f64) -> Vec<crate::checkers::Violation> {
         let mut h = history();
@@ -247,10 +268,7 @@ mod tests {
         );
         world(&mut h, 300.0, "etcd-1", EventKind::NodeRestarted);
         joined(&mut h, rejoin_at_s, "cp-1");
-        h.events.sort_by_key(|e| e.at_ns);
-        let mut out = Violations::new();
-        check(&h, &mut out);
-        out.kept().to_vec()
+        violations(h)
     }
 
     #[test]
@@ -273,6 +291,48 @@ mod tests {
         );
         assert!(m.contains("join via etcd-1: RPC timeout"), "{m}");
         assert_eq!(out[0].at_ns, 130_000_000_000);
+    }
+
+    #[test]
+    fn a_server_that_left_is_no_obligation_and_one_that_joined_is() {
+        // cp-1 knew etcd-1 and etcd-2; etcd-2 left, etcd-3 joined and cp-1 learned of it.
+        let setup = |rejoin_at_s: f64| {
+            let mut h = history();
+            h.params.end_ns = 400_000_000_000;
+            h.params.node_roles = [("cp-1", "control-plane-only"), ("etcd-1", "etcd-only")]
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            joined(&mut h, 5.0, "cp-1");
+            let left = EventKind::ServerLeft { replaced_by: None };
+            world(&mut h, 40.0, "etcd-2", left);
+            let came = EventKind::ServerJoined {
+                via: "etcd-1".into(),
+                replacing: None,
+            };
+            world(&mut h, 50.0, "etcd-3", came);
+            let known = vec!["cp-1".into(), "etcd-1".into(), "etcd-3".into()];
+            let update = StoreEvent::ServersUpdated {
+                via: "etcd-1".into(),
+                known,
+            };
+            store(&mut h, 55.0, "cp-1", update);
+            world(&mut h, 90.0, "etcd-1", EventKind::NodeKilled);
+            world(&mut h, 95.0, "cp-1", EventKind::NodeKilled);
+            world(&mut h, 100.0, "cp-1", EventKind::NodeRestarted);
+            world(&mut h, 300.0, "etcd-1", EventKind::NodeRestarted);
+            joined(&mut h, rejoin_at_s, "cp-1");
+            violations(h)
+        };
+        assert_eq!(setup(110.0), vec![], "rejoined through etcd-3");
+        let late = setup(301.0);
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert!(
+            late[0]
+                .message
+                .contains("etcd-3, a server it knew, became reachable at 100.000s"),
+            "{late:?}"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! From client operations: committed write revisions are unique and follow real time; no client
 //! sees a header revision lower than one it saw before; the final audit read still holds every
 //! acknowledged write. From the database's commits: the stored compact revision never decreases
-//! and never passes `current - min_retain`.
+//! and never passes `current - min_retain`. From etcd members' own reports: a restarted member
+//! holds all the raft state it had fsynced, and raft-rs never halts one (`member_durability`),
+//! the cause a reader of a lost write or a revision handed out twice needs next to it.
 
 use super::{secs, CheckReport, Checker, DbTimeline, Violations};
 use crate::history::{History, OpResult, Outcome, Request};
@@ -236,7 +238,7 @@ impl Checker for RevisionMonotonic {
     }
 
     fn meaning(&self) -> &'static str {
-        "write revisions unique and in real-time order, no client sees the revision go back, acknowledged writes survive, compact revision only rises and keeps min-retain"
+        "write revisions unique and in real-time order, no client sees the revision go back, acknowledged writes survive, etcd members restart with all they fsynced and never halt, compact revision only rises and keeps min-retain"
     }
 
     fn check(&self, h: &History) -> CheckReport {
@@ -245,6 +247,7 @@ impl Checker for RevisionMonotonic {
         revisions_committed_once(h, &mut out);
         per_client_headers(h, &mut out);
         durability(h, &mut out);
+        let member_restarts = super::member_durability::check(h, &mut out);
         compact_revision_bounds(h, &mut out);
         let writes = acked_writes(h).len() as u64;
         let reads = h
@@ -256,14 +259,18 @@ impl Checker for RevisionMonotonic {
             .store_events()
             .filter(|(_, _, e)| matches!(e, StoreEvent::DbInsert { .. }))
             .count() as u64;
+        let mut judged = vec![
+            ("acknowledged writes", writes),
+            ("reads", reads),
+            ("commits", commits),
+        ];
+        if member_restarts > 0 {
+            judged.push(("member restarts", member_restarts));
+        }
         CheckReport::judged(
             self.name(),
             out,
-            vec![
-                ("acknowledged writes", writes),
-                ("reads", reads),
-                ("commits", commits),
-            ],
+            judged,
             "no client operation completed and nothing was committed",
         )
     }

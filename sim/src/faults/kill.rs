@@ -1,5 +1,7 @@
 //! Node kills and restarts. A node is always killed before it is restarted, and a node already
-//! down is not killed again; the registry knows which nodes are down.
+//! down is not killed again; the registry knows which nodes are down. Membership changes hold
+//! nodes down outside the fault schedule: a server created for a later join stays down until it
+//! joins, and one that left stays down for good; no kill or restart touches a held node.
 
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
@@ -8,37 +10,62 @@ use std::sync::Mutex;
 
 #[derive(Default)]
 pub struct Lifecycle {
-    down: Mutex<BTreeSet<NodeId>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    down: BTreeSet<NodeId>,
+    /// Down because of membership (not joined yet, or left): never killed or restarted here.
+    held: BTreeSet<NodeId>,
 }
 
 impl Lifecycle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("lifecycle lock poisoned")
+    }
+
     /// Kills `node` unless it is already down; returns whether it was killed.
     pub fn kill(&self, node: NodeId) -> bool {
-        let mut down = self.down.lock().expect("lifecycle lock poisoned");
-        if !down.insert(node) {
+        let mut s = self.lock();
+        if !s.down.insert(node) {
             return false;
         }
         Handle::current().kill(node);
         true
     }
 
-    /// Restarts `node` if it is down; returns whether it was restarted.
+    /// Restarts `node` if it is down (and not held); returns whether it was restarted.
     pub fn restart(&self, node: NodeId) -> bool {
-        let mut down = self.down.lock().expect("lifecycle lock poisoned");
-        if !down.remove(&node) {
+        let mut s = self.lock();
+        if s.held.contains(&node) || !s.down.remove(&node) {
             return false;
         }
         Handle::current().restart(node);
         true
     }
 
-    /// Every node currently down.
+    /// Every node currently down that a restart may bring back (held nodes are not).
     pub fn down(&self) -> Vec<NodeId> {
-        self.down
-            .lock()
-            .expect("lifecycle lock poisoned")
-            .iter()
-            .copied()
-            .collect()
+        let s = self.lock();
+        s.down.difference(&s.held).copied().collect()
+    }
+
+    /// Takes `node` down (killing it if it is up) and keeps it down until [`Lifecycle::admit`]:
+    /// a server that has not joined yet, or one that left.
+    pub fn hold(&self, node: NodeId) {
+        let mut s = self.lock();
+        if s.down.insert(node) {
+            Handle::current().kill(node);
+        }
+        s.held.insert(node);
+    }
+
+    /// Starts a held node: a server joining the cluster.
+    pub fn admit(&self, node: NodeId) {
+        let mut s = self.lock();
+        assert!(s.held.remove(&node), "only a held node is admitted");
+        assert!(s.down.remove(&node), "a held node is down");
+        Handle::current().restart(node);
     }
 }

@@ -1,11 +1,13 @@
 //! Fault families the simulator injects, each drawn from the seed.
 //!
-//! `schedule` draws when partitions and kills happen, `network` and `kill` carry them out, and
+//! `schedule` draws when partitions and kills happen, `network` and `kill` carry them out,
+//! `membership` draws which servers join and leave (the world carries those out), and
 //! `compaction` answers the store's fault points. Every draw comes from a generator seeded from
 //! the run's seed, separate from the workload's, so a change in load does not move the faults.
 
 pub mod compaction;
 pub mod kill;
+pub mod membership;
 pub mod network;
 pub mod schedule;
 
@@ -29,6 +31,18 @@ pub const KINDS: &[(&str, &str)] = &[
         "a node is killed (in-flight transactions roll back) and restarted after a drawn downtime",
     ),
     (
+        "server-join",
+        "a new server with a fresh disk joins through a current member: member add, catch up",
+    ),
+    (
+        "server-leave",
+        "a server is stopped for good, its etcd member removed and its disk discarded",
+    ),
+    (
+        "server-replace",
+        "a server leaves and a new one (same role, new name, fresh disk) joins in its place",
+    ),
+    (
         "compact-database-locked",
         "a compaction batch fails with `database is locked` after its DELETE ran",
     ),
@@ -46,6 +60,7 @@ pub const KINDS: &[(&str, &str)] = &[
 pub const SCHEDULE_SALT: u64 = 0x5ced_0001;
 pub const SWARM_SALT: u64 = 0x5ced_0002;
 pub const COMPACTION_SALT: u64 = 0x5ced_0003;
+pub const MEMBERSHIP_SALT: u64 = 0x5ced_0004;
 
 /// The fault rates in force for one seed: the scenario's, or a swarm draw from them.
 #[derive(Clone, Debug, Serialize)]

@@ -394,6 +394,19 @@ pub enum EventKind {
     },
     /// The fault schedule ended; the quiet period begins.
     FaultsStopped,
+    /// A new server node started with a fresh disk to join the cluster through `via` (in place
+    /// of `replacing`, for a replacement).
+    ServerJoined {
+        via: String,
+        #[serde(default)]
+        replacing: Option<String>,
+    },
+    /// The server node was stopped for good and its disk discarded; its etcd member is removed
+    /// next. It is not expected back (`replaced_by` names its replacement, if any).
+    ServerLeft {
+        #[serde(default)]
+        replaced_by: Option<String>,
+    },
     /// A client polled an apiserver's `/readyz` and it was not ready.
     NotReady {
         server: String,

@@ -30,6 +30,9 @@ struct State {
     /// Revisions already reported committed, with the key and whether it was a delete: every
     /// etcd member applies (and reports) each one.
     committed: BTreeMap<i64, (String, bool)>,
+    /// Each etcd member's last report of what it fsynced, held back until its node is killed:
+    /// members report at every fsync, and only the state at a kill is worth a line.
+    persisted: BTreeMap<String, StoreEvent>,
 }
 
 #[derive(Clone)]
@@ -58,6 +61,18 @@ impl Recorder {
     pub fn event(&self, node: &str, kind: EventKind) {
         let at_ns = self.now_ns();
         let mut s = self.lock();
+        if matches!(kind, EventKind::NodeKilled) {
+            // What the node's member counted on when it died: its restart is held to it.
+            if let Some(event) = s.persisted.remove(node) {
+                let kind = EventKind::Store { event };
+                s.trace.push(at_ns, node, &describe_event(&kind));
+                s.events.push(WorldEvent {
+                    at_ns,
+                    node: node.to_string(),
+                    kind,
+                });
+            }
+        }
         let line = describe_event(&kind);
         s.trace.push(at_ns, node, &line);
         s.events.push(WorldEvent {
@@ -346,6 +361,11 @@ struct NodeObserver {
 
 impl Observer for NodeObserver {
     fn record(&self, event: StoreEvent) {
+        if let StoreEvent::MemberPersisted { .. } = &event {
+            let mut state = self.recorder.lock();
+            state.persisted.insert(self.node.clone(), event);
+            return;
+        }
         if let StoreEvent::DbInsert {
             id, key, deleted, ..
         } = &event

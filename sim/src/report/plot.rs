@@ -17,6 +17,7 @@ const HEIGHT: u32 = 900;
 const UP: RGBColor = RGBColor(120, 190, 120);
 const DOWN: RGBColor = RGBColor(210, 40, 40);
 const CUT: RGBColor = RGBColor(245, 150, 30);
+const ABSENT: RGBColor = RGBColor(225, 225, 225);
 const TICK_OK: RGBColor = RGBColor(30, 150, 60);
 const TICK_SKIPPED: RGBColor = RGBColor(150, 150, 150);
 const FAULT: RGBColor = RGBColor(140, 60, 170);
@@ -44,6 +45,8 @@ struct Timeline {
     nodes: Vec<String>,
     down: Vec<(String, f64, f64)>,
     cut: Vec<(String, f64, f64)>,
+    /// Not in the cluster: a server before it joined, or after it left.
+    absent: Vec<(String, f64, f64)>,
     current: Vec<(f64, i64)>,
     compact: Vec<(f64, i64)>,
     /// (time, in-memory compact revision, outcome) per tick.
@@ -66,7 +69,7 @@ fn extract(h: &History) -> Timeline {
             nodes.push(n.to_string());
         }
     };
-    let (mut down, mut cut) = (Vec::new(), Vec::new());
+    let (mut down, mut cut, mut absent) = (Vec::new(), Vec::new(), Vec::new());
     let mut killed: BTreeMap<String, f64> = BTreeMap::new();
     let mut open_cuts: Vec<(Vec<String>, f64)> = Vec::new();
     let (mut current, mut compact) = (vec![(0.0, 0)], vec![(0.0, 0)]);
@@ -85,6 +88,19 @@ fn extract(h: &History) -> Timeline {
                 if let Some(from) = killed.remove(&e.node) {
                     down.push((e.node.clone(), from, t));
                 }
+            }
+            // A server is out of the cluster before it joins and after it leaves.
+            EventKind::ServerJoined { via, .. } => {
+                node(&e.node, &mut nodes);
+                absent.push((e.node.clone(), 0.0, t));
+                faults.push((t, format!("{} joins via {via}", e.node)));
+            }
+            EventKind::ServerLeft { .. } => {
+                if let Some(from) = killed.remove(&e.node) {
+                    down.push((e.node.clone(), from, t));
+                }
+                absent.push((e.node.clone(), t, end));
+                faults.push((t, format!("{} leaves", e.node)));
             }
             EventKind::PartitionStarted { from, to, .. } => {
                 let mut members = from.clone();
@@ -160,6 +176,7 @@ fn extract(h: &History) -> Timeline {
         nodes,
         down,
         cut,
+        absent,
         current,
         compact,
         ticks,
@@ -249,6 +266,14 @@ where
         .map_err(err)?
         .label("down (killed)")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], DOWN.filled()));
+    if !tl.absent.is_empty() {
+        // Drawn last: whatever the schedule aimed at a server outside the cluster missed.
+        lanes
+            .draw_series(spans(&tl.absent, ABSENT, 0.32))
+            .map_err(err)?
+            .label("not in the cluster (before joining, after leaving)")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], ABSENT.filled()));
+    }
     lanes
         .draw_series(std::iter::once(Rectangle::new(
             [(0.0, -1.0), (0.0, -1.0)],
@@ -570,5 +595,40 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from the SVG");
         }
+    }
+
+    #[test]
+    fn a_server_is_out_of_the_cluster_before_it_joins_and_after_it_leaves() {
+        let mut h = history();
+        h.params.end_ns = 100 * S;
+        let joined = EventKind::ServerJoined {
+            via: "server-1".into(),
+            replacing: Some("server-2".into()),
+        };
+        let left = EventKind::ServerLeft {
+            replaced_by: Some("server-4".into()),
+        };
+        for (t, n, k) in [
+            (0, "server-2", EventKind::NodeStarted),
+            (20, "server-2", EventKind::NodeKilled),
+            (30, "server-2", left),
+            (30, "server-4", joined),
+        ] {
+            h.events.push(WorldEvent {
+                at_ns: t * S,
+                node: n.into(),
+                kind: k,
+            });
+        }
+        let tl = extract(&h);
+        assert_eq!(tl.nodes, vec!["server-2", "server-4"]);
+        assert_eq!(tl.down, vec![("server-2".to_string(), 20.0, 30.0)]);
+        assert_eq!(
+            tl.absent,
+            vec![
+                ("server-2".to_string(), 30.0, 100.0),
+                ("server-4".to_string(), 0.0, 30.0)
+            ]
+        );
     }
 }

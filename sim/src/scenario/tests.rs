@@ -91,3 +91,27 @@ fn a_bad_mix_weight_names_its_operation_kind() {
     let e = parse("bad.toml", &text).unwrap_err().to_string();
     assert!(e.contains("workload.mix: at least one weight"), "{e}");
 }
+
+#[test]
+fn membership_changes_are_validated_with_their_line() {
+    let text = GOOD.replace(
+        "kill_downtime_s = [1, 2]",
+        "kill_downtime_s = [1, 2]\nmembership_changes_per_min = 0.5\nmembership_kinds = [\"server-join\"]",
+    );
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(
+        e.starts_with("bad.toml:21: faults.membership_changes_per_min:")
+            && e.contains("need kind = \"etcd\""),
+        "{e}"
+    );
+    let text = GOOD.replace(
+        "kill_downtime_s = [1, 2]",
+        "kill_downtime_s = [1, 2]\nmembership_kinds = [\"server-join\", \"server-swap\"]",
+    );
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(
+        e.starts_with("bad.toml:21: faults.membership_kinds: unknown value `server-swap`")
+            && e.contains("server-join, server-leave, server-replace"),
+        "{e}"
+    );
+}

@@ -295,6 +295,31 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
             "join-target",
         ],
     )?;
+    check(
+        f.membership_changes_per_min >= 0.0 && f.membership_changes_per_min.is_finite(),
+        "faults.membership_changes_per_min",
+        "must be finite and not negative",
+    )?;
+    subset(
+        "faults.membership_kinds",
+        &f.membership_kinds,
+        crate::faults::membership::KINDS,
+    )?;
+    if f.membership_changes_per_min > 0.0 {
+        check(
+            t.kind == TopologyKind::Etcd,
+            "faults.membership_changes_per_min",
+            "server membership changes need kind = \"etcd\" (k3s servers on embedded etcd)",
+        )?;
+        check(
+            !f.membership_kinds.is_empty(),
+            "faults.membership_kinds",
+            format!(
+                "name at least one change for membership_changes_per_min to draw: {}",
+                crate::faults::membership::KINDS.join(", ")
+            ),
+        )?;
+    }
     subset(
         "faults.compact_failure_kinds",
         &f.compact_failure_kinds,

@@ -25,6 +25,8 @@ pub(crate) struct Cluster {
     pub ids: BTreeMap<String, NodeId>,
     pub refs: Vec<NodeRef>,
     pub servers: Vec<(String, SocketAddr)>,
+    /// etcd topology: the servers that join and leave during the run, and how.
+    pub membership: Option<std::sync::Arc<crate::world::membership::Membership>>,
 }
 
 impl Cluster {
@@ -42,6 +44,20 @@ impl Cluster {
         join_target: bool,
         recorder: &Recorder,
     ) {
+        self.register_absent(name, id, role, control_plane, join_target);
+        recorder.event(name, EventKind::NodeStarted);
+    }
+
+    /// Records a created node that does not run yet (a server that joins later): faults may
+    /// target it by name, and miss while it is absent.
+    pub fn register_absent(
+        &mut self,
+        name: &str,
+        id: NodeId,
+        role: Role,
+        control_plane: bool,
+        join_target: bool,
+    ) {
         self.ids.insert(name.to_string(), id);
         self.refs.push(NodeRef {
             name: name.to_string(),
@@ -49,7 +65,6 @@ impl Cluster {
             control_plane,
             join_target,
         });
-        recorder.event(name, EventKind::NodeStarted);
     }
 
     pub fn ids_of(&self, names: &[String]) -> Vec<NodeId> {

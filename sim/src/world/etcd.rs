@@ -1,15 +1,18 @@
 //! The embedded-etcd part of the world: server nodes that each run an etcd member on a disk of
-//! their own, and the audit of every member's final state.
+//! their own (every node that will ever exist, planned joiners included, created up front in a
+//! fixed order), and the audit of every member's final state.
 //!
 //! A node's disk is the only state that outlives its restarts; a restart first applies the power
 //! loss (unsynced writes dropped, the last one sometimes torn, drawn from the seed) and records it.
 
 use crate::faults::compaction::CompactionFaults;
+use crate::faults::membership::{self, Plan};
 use crate::faults::schedule::Role;
 use crate::history::recorder::Recorder;
 use crate::history::MemberFinal;
 use crate::scenario::Scenario;
 use crate::world::cluster::{ip, Cluster, API_PORT, ETCD_PORT, WATCH_PORT};
+use crate::world::membership::{Membership, ServerNode};
 use madsim::runtime::Handle;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,26 +29,84 @@ use store::proto::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRe
 /// Raft traffic between members.
 const PEER_PORT: u16 = 2380;
 /// The k3s supervisor (joins and health checks).
-const SUPERVISOR_PORT: u16 = 9345;
+pub(crate) const SUPERVISOR_PORT: u16 = 9345;
 /// Load balancer health checks (k3s: every second).
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// Kubelet Node lease renewals (every 10 s) and the NotReady grace (40 s).
 const LEASE_EVERY: Duration = Duration::from_secs(10);
 pub(crate) const LEASE_GRACE: Duration = Duration::from_secs(40);
 
-/// The etcd topology's nodes in order: (name, role, ip).
-fn layout(t: &crate::scenario::Topology) -> Vec<(String, NodeRole, std::net::IpAddr)> {
+/// The network a role's nodes live on: `<prefix>-<n>` is `10.0.<net>.<n>`.
+fn role_net(role: NodeRole) -> u8 {
+    match role {
+        NodeRole::Server => 1,
+        NodeRole::EtcdOnly => 5,
+        NodeRole::ControlPlaneOnly => 6,
+        NodeRole::Agent => 7,
+    }
+}
+
+/// The etcd topology's nodes at bootstrap, in order: (name, role, ip).
+pub(crate) fn layout(t: &crate::scenario::Topology) -> Vec<(String, NodeRole, std::net::IpAddr)> {
     let mut out = Vec::new();
-    let mut add = |prefix: &str, n: u32, role: NodeRole, net: u8| {
+    let mut add = |prefix: &str, n: u32, role: NodeRole| {
         for i in 1..=n {
-            out.push((format!("{prefix}-{i}"), role, ip(net, i)));
+            out.push((format!("{prefix}-{i}"), role, ip(role_net(role), i)));
         }
     };
-    add("server", t.servers, NodeRole::Server, 1);
-    add("etcd", t.etcd_only, NodeRole::EtcdOnly, 5);
-    add("cp", t.control_plane_only, NodeRole::ControlPlaneOnly, 6);
-    add("agent", t.agents, NodeRole::Agent, 7);
+    add("server", t.servers, NodeRole::Server);
+    add("etcd", t.etcd_only, NodeRole::EtcdOnly);
+    add("cp", t.control_plane_only, NodeRole::ControlPlaneOnly);
+    add("agent", t.agents, NodeRole::Agent);
     out
+}
+
+/// Every node that will ever exist: the bootstrap layout, then the planned joiners in order.
+fn roster(t: &crate::scenario::Topology, plan: &Plan) -> Vec<(String, NodeRole, std::net::IpAddr)> {
+    let mut out = layout(t);
+    for j in &plan.joiners {
+        let n: u32 = j
+            .name
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a joiner is named <prefix>-<n>");
+        out.push((j.name.clone(), j.role, ip(role_net(j.role), n)));
+    }
+    out
+}
+
+/// The server every node of the topology joins through: the configured one, or the first
+/// server (else the first etcd member).
+fn join_target(t: &crate::scenario::Topology) -> String {
+    if let Some(j) = &t.join {
+        return j.clone();
+    }
+    let members: Vec<(String, NodeRole, _)> =
+        layout(t).into_iter().filter(|(_, r, _)| r.etcd()).collect();
+    members
+        .iter()
+        .find(|(_, r, _)| *r == NodeRole::Server)
+        .or(members.first())
+        .map(|(n, _, _)| n.clone())
+        .expect("an etcd topology has a member")
+}
+
+/// The run's membership changes, drawn from the seed before anything is built.
+fn plan_membership(scenario: &Scenario, seed: u64) -> Plan {
+    let t = &scenario.topology;
+    let members: Vec<(String, NodeRole)> = layout(t)
+        .into_iter()
+        .filter(|(_, r, _)| r.etcd())
+        .map(|(n, r, _)| (n, r))
+        .collect();
+    membership::draw(
+        seed,
+        &scenario.faults,
+        &members,
+        &[join_target(t)],
+        Duration::from_secs(scenario.duration_s),
+    )
 }
 
 /// How long after faults stop every node must be routed to an apiserver and Ready again: an
@@ -55,23 +116,25 @@ pub(crate) fn rejoin_bound(request_timeout: Duration) -> Duration {
     Duration::from_secs(5) + 2 * HEALTH_EVERY + 2 * (LEASE_EVERY + request_timeout)
 }
 
-pub(crate) fn node_roles(t: &crate::scenario::Topology) -> BTreeMap<String, String> {
-    layout(t)
-        .into_iter()
-        .map(|(n, r, _)| (n, r.name().to_string()))
-        .collect()
-}
-
 pub(crate) fn build_etcd_servers(
     scenario: &Scenario,
     design: &Design,
     recorder: &Recorder,
     faults: Arc<CompactionFaults>,
     cluster: &mut Cluster,
+    seed: u64,
 ) {
     let handle = Handle::current();
     let t = &scenario.topology;
-    let nodes = layout(t);
+    let plan = plan_membership(scenario, seed);
+    let nodes = roster(t, &plan);
+    // Member ids in roster order over the nodes that hold one.
+    let member_ids: BTreeMap<String, u64> = nodes
+        .iter()
+        .filter(|(_, r, _)| r.etcd())
+        .enumerate()
+        .map(|(i, (n, _, _))| (n.clone(), i as u64 + 1))
+        .collect();
     let book: BTreeMap<String, NodeAddrs> = nodes
         .iter()
         .map(|(name, role, ip)| {
@@ -79,6 +142,7 @@ pub(crate) fn build_etcd_servers(
                 name.clone(),
                 NodeAddrs {
                     role: *role,
+                    member_id: member_ids.get(name).copied(),
                     supervisor: SocketAddr::new(*ip, SUPERVISOR_PORT),
                     api: SocketAddr::new(*ip, API_PORT),
                     watch: SocketAddr::new(*ip, WATCH_PORT),
@@ -86,13 +150,6 @@ pub(crate) fn build_etcd_servers(
                 },
             )
         })
-        .collect();
-    // Member ids in layout order over the nodes that hold one.
-    let member_ids: BTreeMap<String, u64> = nodes
-        .iter()
-        .filter(|(_, r, _)| r.etcd())
-        .enumerate()
-        .map(|(i, (n, _, _))| (n.clone(), i as u64 + 1))
         .collect();
     let peers: BTreeMap<u64, SocketAddr> = nodes
         .iter()
@@ -102,25 +159,29 @@ pub(crate) fn build_etcd_servers(
                 .map(|id| (*id, SocketAddr::new(*ip, PEER_PORT)))
         })
         .collect();
-    let join = t.join.clone().unwrap_or_else(|| {
-        member_ids
-            .keys()
-            .find(|n| n.starts_with("server-"))
-            .or(member_ids.keys().next())
-            .cloned()
-            .expect("an etcd topology has a member")
-    });
+    let join = join_target(t);
+    let joiners: BTreeMap<&str, &membership::Joiner> =
+        plan.joiners.iter().map(|j| (j.name.as_str(), j)).collect();
+    // Without a join target every bootstrap member starts as a voter of one initial cluster.
+    let initial_voters: Vec<u64> = member_ids
+        .iter()
+        .filter(|(n, _)| !joiners.contains_key(n.as_str()))
+        .map(|(_, id)| *id)
+        .collect();
+    let mut servers = BTreeMap::new();
     for (name, role, node_ip) in &nodes {
+        let joiner = joiners.get(name.as_str());
         let member = member_ids.get(name).map(|&id| MemberConfig {
             name: name.clone(),
             id,
             peers: peers.clone(),
-            // With a join target, only it starts the cluster; the others are added as members.
-            // Without one, every member starts as a voter of one initial cluster.
+            // With a join target, only it starts the cluster; the others are added as members,
+            // as is every server that joins later.
             initial_voters: match &t.join {
+                _ if joiner.is_some() => vec![],
                 Some(j) if j == name => vec![id],
                 Some(_) => vec![],
-                None => peers.keys().copied().collect(),
+                None => initial_voters.clone(),
             },
             snapshot_entries: scenario.etcd.snapshot_entries,
             keep_entries: scenario.etcd.keep_entries,
@@ -129,7 +190,8 @@ pub(crate) fn build_etcd_servers(
         let config = K3sNodeConfig {
             name: name.clone(),
             role: *role,
-            join: join.clone(),
+            // A joiner is told one member to join through; every other node the join target.
+            join: joiner.map_or(join.clone(), |j| j.via.clone()),
             book: book.clone(),
             member,
             compact_interval: (scenario.etcd.compact_interval_s > 0)
@@ -140,6 +202,14 @@ pub(crate) fn build_etcd_servers(
             lease_every: LEASE_EVERY,
         };
         let disk = Disk::shared();
+        if role.etcd() {
+            let server = ServerNode {
+                disk: disk.clone(),
+                supervisor: book[name].supervisor,
+                etcd: book[name].etcd,
+            };
+            servers.insert(name.clone(), server);
+        }
         let (design, recorder_c, faults) = (design.clone(), recorder.clone(), faults.clone());
         let torn_p = scenario.etcd.torn_write_probability;
         let node_name = name.clone();
@@ -169,6 +239,11 @@ pub(crate) fn build_etcd_servers(
                 )
             })
             .build();
+        if joiner.is_some() {
+            // Created now so ids and names follow the roster; held down until it joins.
+            cluster.register_absent(name, node.id(), Role::Server, role.control_plane(), false);
+            continue;
+        }
         cluster.register_node(
             name,
             node.id(),
@@ -181,6 +256,8 @@ pub(crate) fn build_etcd_servers(
             cluster.servers.push((name.clone(), book[name].etcd));
         }
     }
+    let roles = nodes.iter().map(|(n, r, _)| (n.clone(), *r)).collect();
+    cluster.membership = Some(Arc::new(Membership::new(plan, servers, roles)));
 }
 
 /// Every member's own view (a serializable Status), from a fresh auditor node.

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod membership;
 
 use crate::clients::controller::{run_controller, ApiServerAddr, ControllerConfig};
 use crate::clients::watcher::{run_watcher, WatcherConfig};
@@ -80,10 +81,13 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
         )
         .with_member_crashes(scenario.etcd.compaction_crash_probability, crash_tx),
     );
-    let cluster = build_cluster(&scenario, &design, &recorder, compaction_faults, end);
+    let cluster = build_cluster(&scenario, &design, &recorder, compaction_faults, end, seed);
 
     let links = Arc::new(Links::default());
     let lifecycle = Arc::new(Lifecycle::default());
+    if let Some(m) = &cluster.membership {
+        m.hold_joiners(&cluster, &lifecycle);
+    }
     {
         // A member that died at a crash point is killed here and restarted shortly after.
         let (lifecycle, recorder, ids) = (lifecycle.clone(), recorder.clone(), cluster.ids.clone());
@@ -112,6 +116,10 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
         fault_period,
     );
     let cluster = Arc::new(cluster);
+    if let Some(m) = cluster.membership.clone() {
+        let (c, l, r) = (cluster.clone(), lifecycle.clone(), recorder.clone());
+        tokio::spawn(m.carry_out(c, l, r, start, end));
+    }
     for scheduled in plan {
         let (links, lifecycle, cluster, recorder) = (
             links.clone(),
@@ -189,11 +197,12 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
     )
     .await;
     let final_read = final_audit(&cluster, &recorder, scenario.workload.request_timeout_ms).await;
-    let members_final = if scenario.topology.kind == TopologyKind::Etcd {
-        crate::world::etcd::member_audit(&cluster.servers, scenario.workload.request_timeout_ms)
-            .await
-    } else {
-        vec![]
+    let members_final = match &cluster.membership {
+        Some(m) => {
+            let members = m.final_members();
+            crate::world::etcd::member_audit(&members, scenario.workload.request_timeout_ms).await
+        }
+        None => vec![],
     };
 
     let params = HistoryParams {
@@ -223,10 +232,10 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
             .collect(),
         ..Default::default()
     };
-    let params = if scenario.topology.kind == TopologyKind::Etcd {
+    let params = if let Some(m) = &cluster.membership {
         let timeout = Duration::from_millis(scenario.workload.request_timeout_ms);
         HistoryParams {
-            node_roles: crate::world::etcd::node_roles(&scenario.topology),
+            node_roles: m.final_roles(),
             rejoin_bound_ns: crate::world::etcd::rejoin_bound(timeout).as_nanos() as u64,
             node_lease_grace_ns: crate::world::etcd::LEASE_GRACE.as_nanos() as u64,
             ..params
@@ -252,12 +261,14 @@ fn build_cluster(
     recorder: &Recorder,
     faults: Arc<CompactionFaults>,
     stop_at: Instant,
+    seed: u64,
 ) -> Cluster {
     let handle = Handle::current();
     let mut cluster = Cluster {
         ids: BTreeMap::new(),
         refs: Vec::new(),
         servers: Vec::new(),
+        membership: None,
     };
     let latency = Latency {
         min_ms: scenario.database.latency_ms[0],
@@ -276,6 +287,7 @@ fn build_cluster(
                 recorder,
                 faults.clone(),
                 &mut cluster,
+                seed,
             );
             None
         }
@@ -523,6 +535,11 @@ fn count_faults(history: &History) -> BTreeMap<String, u64> {
             EventKind::PartitionStarted { one_way: false, .. } => "partition".to_string(),
             EventKind::PartitionStarted { one_way: true, .. } => "partition-one-way".to_string(),
             EventKind::NodeKilled => "kill".to_string(),
+            EventKind::ServerJoined { replacing, .. } => match replacing {
+                Some(_) => "server-replace".to_string(),
+                None => "server-join".to_string(),
+            },
+            EventKind::ServerLeft { replaced_by: None } => "server-leave".to_string(),
             EventKind::Store {
                 event: store::observe::StoreEvent::FaultInjected { fault, .. },
             } => fault.clone(),

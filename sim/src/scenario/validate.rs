@@ -141,6 +141,11 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
     let c = &s.controllers;
     check(c.count <= 20, "controllers.count", "at most 20 controllers")?;
     check(
+        c.count == 0 || t.kind != TopologyKind::Etcd || t.servers + t.control_plane_only > 0,
+        "controllers.count",
+        "controllers need an apiserver: an etcd topology with servers or control_plane_only nodes",
+    )?;
+    check(
         c.writes_per_s.is_finite() && c.writes_per_s >= 0.0,
         "controllers.writes_per_s",
         "a finite rate, 0 or more",

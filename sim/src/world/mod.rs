@@ -406,13 +406,17 @@ fn build_cluster(
             .build();
         cluster.register(&name, node.id(), Role::Client, recorder);
     }
-    let apiservers: Vec<ApiServerAddr> = (1..=kine_servers)
-        .map(|i| ApiServerAddr {
-            name: format!("kine-{i}"),
-            api: SocketAddr::new(ip(1, i), API_PORT),
-            watch: SocketAddr::new(ip(1, i), WATCH_PORT),
-        })
-        .collect();
+    let apiservers: Vec<ApiServerAddr> = if scenario.topology.kind == TopologyKind::Etcd {
+        crate::world::etcd::apiservers(&scenario.topology)
+    } else {
+        (1..=kine_servers)
+            .map(|i| ApiServerAddr {
+                name: format!("kine-{i}"),
+                api: SocketAddr::new(ip(1, i), API_PORT),
+                watch: SocketAddr::new(ip(1, i), WATCH_PORT),
+            })
+            .collect()
+    };
     for i in 1..=scenario.controllers.count {
         let name = format!("controller-{i}");
         let config = ControllerConfig {

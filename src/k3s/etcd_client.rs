@@ -7,8 +7,10 @@
 
 use crate::error::{StoreError, COMPACTED, FUTURE_REV};
 use crate::proto::etcdserverpb::kv_client::KvClient;
+use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, RangeRequest, RangeResponse, TxnRequest, TxnResponse, WatchRequest,
+    WatchResponse,
 };
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -67,6 +69,12 @@ impl EtcdClient {
     }
 
     async fn channel(&self) -> Result<(SocketAddr, KvClient<Channel>), StoreError> {
+        let (at, ch) = self.open().await?;
+        Ok((at, KvClient::new(ch)))
+    }
+
+    /// The endpoint in use and its channel, connecting to the next endpoint when needed.
+    async fn open(&self) -> Result<(SocketAddr, Channel), StoreError> {
         let tries = self.lock().all.len();
         for _ in 0..tries {
             let (addr, open) = {
@@ -74,7 +82,7 @@ impl EtcdClient {
                 (s.all[s.at], s.open.clone())
             };
             if let Some(ch) = open {
-                return Ok((addr, KvClient::new(ch)));
+                return Ok((addr, ch));
             }
             let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                 .expect("endpoint addresses are valid URIs")
@@ -86,7 +94,7 @@ impl EtcdClient {
                     if s.all[s.at] == addr {
                         s.open = Some(ch.clone());
                     }
-                    return Ok((addr, KvClient::new(ch)));
+                    return Ok((addr, ch));
                 }
                 Err(_) => self.fail(addr),
             }
@@ -95,7 +103,7 @@ impl EtcdClient {
     }
 
     /// Drops the channel to endpoint `addr` and moves on to the next one.
-    fn fail(&self, addr: SocketAddr) {
+    pub fn fail(&self, addr: SocketAddr) {
         let mut s = self.lock();
         if s.all[s.at] == addr {
             s.at = (s.at + 1) % s.all.len();
@@ -116,6 +124,20 @@ impl EtcdClient {
         kv.range(req)
             .await
             .map(|r| r.into_inner())
+            .map_err(|s| self.failed(at, &s))
+    }
+
+    /// Opens a Watch stream on the endpoint in use, sending `requests`; returns the endpoint
+    /// (for [`EtcdClient::fail`]) and the responses.
+    pub async fn watch(
+        &self,
+        requests: impl futures::Stream<Item = WatchRequest> + Send + 'static,
+    ) -> Result<(SocketAddr, tonic::Streaming<WatchResponse>), StoreError> {
+        let (at, channel) = self.open().await?;
+        WatchClient::new(channel)
+            .watch(requests)
+            .await
+            .map(|r| (at, r.into_inner()))
             .map_err(|s| self.failed(at, &s))
     }
 

@@ -43,7 +43,7 @@ validate: build
 
 ## Simulated seconds per wall second, seeds per minute and peak memory, one core.
 bench: build
-	$(BIN) bench --seeds 1..5
+	$(BIN) bench --seeds 1..5 $(if $(BASELINE),--baseline $(BASELINE),)
 
 list: build
 	$(BIN) list

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 pub const COMPACT_REV_KEY: &str = "compact_rev_key";
 
+/// How many prepared statements a connection keeps.
+const STATEMENT_CACHE: usize = 64;
+
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS kine (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,6 +66,16 @@ pub enum End {
     Unbounded,
 }
 
+impl End {
+    /// The SQL condition for this end, its bound value (if any) being parameter `?n`.
+    fn clause(&self, n: usize) -> String {
+        match self {
+            End::Exclusive(_) => format!("AND name < ?{n}"),
+            End::Unbounded => String::new(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
     /// The (name, prev_revision) guard fired: another write to this key won the race.
@@ -89,13 +102,30 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 const COLUMNS: &str =
     "id, name, created, deleted, create_revision, prev_revision, lease, value, old_value";
 
+const GET: &str =
+    "SELECT id, name, created, deleted, create_revision, prev_revision, lease, value, old_value
+    FROM kine WHERE name = ?1 AND id <= ?2 ORDER BY id DESC LIMIT 1";
+
 /// Opens an in-memory database with kine's schema.
 pub fn open() -> Result<Connection, SqlError> {
     let conn = Connection::open_in_memory()?;
+    // Every statement below is prepared once per connection and kept: re-parsing them was a
+    // quarter of a kine run's time. The distinct statement texts (list and count variants
+    // included) fit well within this.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     for stmt in SCHEMA {
         conn.execute(stmt, [])?;
     }
     Ok(conn)
+}
+
+/// A LIMIT written into a statement's text (none for 0 or less).
+fn limit_clause(limit: i64) -> String {
+    if limit > 0 {
+        format!(" LIMIT {limit}")
+    } else {
+        String::new()
+    }
 }
 
 /// Read and write queries over one connection or transaction.
@@ -112,51 +142,58 @@ impl<'c> Log<'c> {
         Log { conn: tx }
     }
 
-    /// The current revision: the highest id ever assigned that is still in the table.
-    pub fn current_revision(&self) -> Result<i64, SqlError> {
+    /// One value from a single-row query, through the statement cache.
+    fn one<T: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<T, SqlError> {
         Ok(self
             .conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM kine", [], |r| r.get(0))?)
+            .prepare_cached(sql)?
+            .query_row(params, |r| r.get(0))?)
+    }
+
+    /// Executes a write through the statement cache; returns the rows it changed.
+    fn write(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(sql)?.execute(params)
+    }
+
+    /// The current revision: the highest id ever assigned that is still in the table.
+    pub fn current_revision(&self) -> Result<i64, SqlError> {
+        self.one("SELECT COALESCE(MAX(id), 0) FROM kine", [])
     }
 
     /// The stored compact revision, from the `compact_rev_key` row (0 when there is none).
     pub fn compact_revision(&self) -> Result<i64, SqlError> {
-        Ok(self.conn.query_row(
+        self.one(
             "SELECT COALESCE(MAX(prev_revision), 0) FROM kine WHERE name = ?1",
             [COMPACT_REV_KEY],
-            |r| r.get(0),
-        )?)
+        )
     }
 
     /// True when a row with this (name, prev_revision) exists: kine's unique guard.
     pub fn has_row(&self, name: &str, prev_revision: i64) -> Result<bool, SqlError> {
-        Ok(self.conn.query_row(
+        self.one(
             "SELECT EXISTS(SELECT 1 FROM kine WHERE name = ?1 AND prev_revision = ?2)",
             params![name, prev_revision],
-            |r| r.get(0),
-        )?)
+        )
     }
 
     /// True when a row with this id exists.
     pub fn has_id(&self, id: i64) -> Result<bool, SqlError> {
-        Ok(self.conn.query_row(
-            "SELECT EXISTS(SELECT 1 FROM kine WHERE id = ?1)",
-            [id],
-            |r| r.get(0),
-        )?)
+        self.one("SELECT EXISTS(SELECT 1 FROM kine WHERE id = ?1)", [id])
     }
 
     pub fn row_count(&self) -> Result<i64, SqlError> {
-        Ok(self
-            .conn
-            .query_row("SELECT COUNT(*) FROM kine", [], |r| r.get(0))?)
+        self.one("SELECT COUNT(*) FROM kine", [])
     }
 
     /// Every `compact_rev_key` row, as (id, stored compact revision).
     pub fn compact_rows(&self) -> Result<Vec<(i64, i64)>, SqlError> {
         let mut st = self
             .conn
-            .prepare("SELECT id, prev_revision FROM kine WHERE name = ?1 ORDER BY id")?;
+            .prepare_cached("SELECT id, prev_revision FROM kine WHERE name = ?1 ORDER BY id")?;
         let rows = st.query_map([COMPACT_REV_KEY], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -173,52 +210,49 @@ impl<'c> Log<'c> {
         by_id: bool,
     ) -> Result<Vec<Row>, SqlError> {
         let rev = if revision <= 0 { i64::MAX } else { revision };
-        let end_clause = match end {
-            End::Exclusive(_) => "AND name < ?3",
-            End::Unbounded => "AND ?3 IS NULL",
-        };
-        let end_value: Option<&str> = match end {
-            End::Exclusive(e) => Some(e),
-            End::Unbounded => None,
-        };
+        // The statement's text carries every choice, the limit included, never a bound value:
+        // SQLite re-plans, at every step, a statement whose plan may depend on a value bound to
+        // it (a bound LIMIT is one).
         let sql = format!(
             "SELECT {COLUMNS} FROM kine WHERE id IN (
-                SELECT MAX(id) FROM kine WHERE name >= ?1 {end_clause} AND id <= ?2 GROUP BY name)
-             AND (deleted = 0 OR ?4) ORDER BY {} ASC LIMIT ?5",
-            if by_id { "id" } else { "name" }
+                SELECT MAX(id) FROM kine WHERE name >= ?1 {} AND id <= ?2 GROUP BY name)
+             {} ORDER BY {} ASC{}",
+            end.clause(3),
+            if include_deleted {
+                ""
+            } else {
+                "AND deleted = 0"
+            },
+            if by_id { "id" } else { "name" },
+            limit_clause(limit)
         );
-        let lim = if limit <= 0 { -1 } else { limit };
         let mut st = self.conn.prepare_cached(&sql)?;
-        let rows = st.query_map(
-            params![start, rev, end_value, include_deleted, lim],
-            row_from,
-        )?;
+        let rows = match end {
+            End::Exclusive(e) => st.query_map(params![start, rev, e], row_from)?,
+            End::Unbounded => st.query_map(params![start, rev], row_from)?,
+        };
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The number of live names in `[start, end)` at `revision` (0 = newest).
     pub fn count(&self, start: &str, end: &End, revision: i64) -> Result<i64, SqlError> {
         let rev = if revision <= 0 { i64::MAX } else { revision };
-        let (end_clause, end_value) = match end {
-            End::Exclusive(e) => ("AND name < ?3", Some(e.as_str())),
-            End::Unbounded => ("AND ?3 IS NULL", None),
-        };
         let sql = format!(
             "SELECT COUNT(*) FROM kine WHERE id IN (
-                SELECT MAX(id) FROM kine WHERE name >= ?1 {end_clause} AND id <= ?2 GROUP BY name)
-             AND deleted = 0"
+                SELECT MAX(id) FROM kine WHERE name >= ?1 {} AND id <= ?2 GROUP BY name)
+             AND deleted = 0",
+            end.clause(3)
         );
-        let mut st = self.conn.prepare_cached(&sql)?;
-        Ok(st.query_row(params![start, rev, end_value], |r| r.get(0))?)
+        match end {
+            End::Exclusive(e) => self.one(&sql, params![start, rev, e]),
+            End::Unbounded => self.one(&sql, params![start, rev]),
+        }
     }
 
     /// The newest row of one name with id <= `revision` (0 = newest), deleted or not.
     pub fn get(&self, name: &str, revision: i64) -> Result<Option<Row>, SqlError> {
         let rev = if revision <= 0 { i64::MAX } else { revision };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM kine WHERE name = ?1 AND id <= ?2 ORDER BY id DESC LIMIT 1"
-        );
-        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut st = self.conn.prepare_cached(GET)?;
         Ok(st.query_row(params![name, rev], row_from).optional()?)
     }
 
@@ -230,16 +264,16 @@ impl<'c> Log<'c> {
         after: i64,
         limit: i64,
     ) -> Result<Vec<Row>, SqlError> {
-        let (end_clause, end_value) = match end {
-            End::Exclusive(e) => ("AND name < ?3", Some(e.as_str())),
-            End::Unbounded => ("AND ?3 IS NULL", None),
-        };
-        let lim = if limit <= 0 { -1 } else { limit };
         let sql = format!(
-            "SELECT {COLUMNS} FROM kine WHERE id > ?1 AND name >= ?2 {end_clause} ORDER BY id ASC LIMIT ?4"
+            "SELECT {COLUMNS} FROM kine WHERE id > ?1 AND name >= ?2 {} ORDER BY id ASC{}",
+            end.clause(3),
+            limit_clause(limit)
         );
         let mut st = self.conn.prepare_cached(&sql)?;
-        let rows = st.query_map(params![after, start, end_value, lim], row_from)?;
+        let rows = match end {
+            End::Exclusive(e) => st.query_map(params![after, start, e], row_from)?,
+            End::Unbounded => st.query_map(params![after, start], row_from)?,
+        };
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -254,7 +288,7 @@ impl<'c> Log<'c> {
     }
 
     fn insert_with(&self, id: Option<i64>, row: &NewRow) -> Result<i64, SqlError> {
-        let res = self.conn.execute(
+        let res = self.write(
             "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, lease, value, old_value)
              VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
@@ -284,7 +318,7 @@ impl<'c> Log<'c> {
     /// names as its previous revision, plus every deleted row with id <= revision. The
     /// `compact_rev_key` row's chain is never followed. Returns the number of rows deleted.
     pub fn delete_compacted(&self, revision: i64) -> Result<i64, SqlError> {
-        let n = self.conn.execute(
+        let n = self.write(
             "DELETE FROM kine WHERE id IN (
                 SELECT kp.prev_revision FROM kine AS kp
                 WHERE kp.name != ?2 AND kp.prev_revision != 0 AND kp.id <= ?1
@@ -297,7 +331,7 @@ impl<'c> Log<'c> {
 
     /// Stores the compact revision in place; this does not consume a revision.
     pub fn set_compact_revision(&self, revision: i64) -> Result<(), SqlError> {
-        self.conn.execute(
+        self.write(
             "UPDATE kine SET prev_revision = ?1 WHERE name = ?2",
             params![revision, COMPACT_REV_KEY],
         )?;
@@ -306,7 +340,7 @@ impl<'c> Log<'c> {
 
     /// Deletes one row by id (used to merge duplicate `compact_rev_key` rows).
     pub fn delete_row(&self, id: i64) -> Result<(), SqlError> {
-        self.conn.execute("DELETE FROM kine WHERE id = ?1", [id])?;
+        self.write("DELETE FROM kine WHERE id = ?1", [id])?;
         Ok(())
     }
 }

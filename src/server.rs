@@ -13,7 +13,10 @@ use crate::kine::watch::{run_watcher, WatchEnd, WatchHub, WatchItem};
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{
-    kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance, watch_server::Watch,
+    kv_server::{Kv, KvServer},
+    lease_server::{Lease, LeaseServer},
+    maintenance_server::{Maintenance, MaintenanceServer},
+    watch_server::{Watch, WatchServer},
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -35,6 +38,17 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 pub struct EtcdApi {
     pub store: Arc<KineStore>,
     pub hub: Arc<WatchHub>,
+}
+
+impl EtcdApi {
+    /// The four services, ready to serve on an address (simulator) or a listener (real server).
+    pub fn router(self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder()
+            .add_service(KvServer::new(self.clone()))
+            .add_service(LeaseServer::new(self.clone()))
+            .add_service(MaintenanceServer::new(self.clone()))
+            .add_service(WatchServer::new(self))
+    }
 }
 
 #[tonic::async_trait]

@@ -10,9 +10,10 @@ use crate::observe::StoreEvent;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::request_op::Request as Op;
 use crate::proto::etcdserverpb::response_op::Response as OpResponse;
+use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, ResponseOp, TxnRequest, TxnResponse,
+    RangeResponse, ResponseOp, TxnRequest, TxnResponse, WatchCreateRequest,
 };
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 use serde::{Deserialize, Serialize};
@@ -545,6 +546,40 @@ impl Mvcc {
             ));
         }
         Ok(out)
+    }
+}
+
+impl Mvcc {
+    /// What a watch created by `create` receives from revision `from` on: its events in order,
+    /// with its filters and its prev_kv choice applied; or, when `from` can no longer be served,
+    /// the compact revision its cancellation names (the oldest it could resume from). One
+    /// definition for the member's watchers and the conformance suite.
+    pub fn watch_events(
+        &self,
+        create: &WatchCreateRequest,
+        from: i64,
+        variant_18089: bool,
+    ) -> Result<Vec<(i64, Event)>, i64> {
+        let events = self
+            .events(&create.key, &create.range_end, from, variant_18089)
+            .map_err(|_| self.watch_floor())?;
+        Ok(events
+            .into_iter()
+            .filter(|(_, e)| {
+                let filter = if e.r#type == EventType::Put as i32 {
+                    FilterType::Noput
+                } else {
+                    FilterType::Nodelete
+                };
+                !create.filters.contains(&(filter as i32))
+            })
+            .map(|(rev, mut e)| {
+                if !create.prev_kv {
+                    e.prev_kv = None;
+                }
+                (rev, e)
+            })
+            .collect())
     }
 }
 

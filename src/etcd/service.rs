@@ -18,7 +18,6 @@ use crate::proto::etcdserverpb::{
     ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse, WatchCreateRequest,
     WatchRequest, WatchResponse,
 };
-use crate::proto::mvccpb::event::EventType;
 use crate::server::{BoxStream, Outbox};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -188,24 +187,21 @@ impl MemberApi {
         let applied = self.member.progress.clone();
         loop {
             let seen = applied.get();
-            let (events, current, compact) = {
+            let (events, current) = {
                 let a = self.member.applied.lock().expect("applied lock poisoned");
-                // What the client may resume from: a cancelled watch restarts there.
-                let compact = a.mvcc.watch_floor();
                 (
-                    a.mvcc.events(
-                        &create.key,
-                        &create.range_end,
+                    a.mvcc.watch_events(
+                        &create,
                         next,
                         self.watch_variant == WatchVariant::Etcd18089,
                     ),
                     a.mvcc.current_revision(),
-                    compact,
                 )
             };
             let events = match events {
                 Ok(e) => e,
-                Err(_) => {
+                // What the client may resume from: a cancelled watch restarts there.
+                Err(compact) => {
                     let _ = outbox
                         .send(Ok(WatchResponse {
                             header: self.header(current),
@@ -223,20 +219,8 @@ impl MemberApi {
             for (rev, e) in events {
                 by_rev.entry(rev).or_default().push(e);
             }
-            for (rev, mut events) in by_rev {
+            for (rev, events) in by_rev {
                 next = rev + 1;
-                events.retain(|e| {
-                    let put = e.r#type == EventType::Put as i32;
-                    !create.filters.contains(&(if put { 0 } else { 1 }))
-                });
-                if events.is_empty() {
-                    continue;
-                }
-                if !create.prev_kv {
-                    for e in &mut events {
-                        e.prev_kv = None;
-                    }
-                }
                 let resp = WatchResponse {
                     header: self.header(rev),
                     watch_id,

@@ -188,7 +188,17 @@ impl Database {
     }
 
     pub fn open_with(observer: SharedObserver, dialect: Dialect) -> Result<Self, DbError> {
-        let conn = sql::open()?;
+        Self::with_connection(sql::open()?, observer, dialect)
+    }
+
+    /// A database over a connection the caller opened (the real server's file), with kine's
+    /// schema created if missing.
+    pub fn with_connection(
+        conn: rusqlite::Connection,
+        observer: SharedObserver,
+        dialect: Dialect,
+    ) -> Result<Self, DbError> {
+        let conn = sql::with_schema(conn)?;
         Ok(Database {
             conn,
             observer,

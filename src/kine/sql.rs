@@ -91,7 +91,12 @@ const COLUMNS: &str =
 
 /// Opens an in-memory database with kine's schema.
 pub fn open() -> Result<Connection, SqlError> {
-    let conn = Connection::open_in_memory()?;
+    with_schema(Connection::open_in_memory()?)
+}
+
+/// Creates kine's schema on a connection the caller opened (the real server opens a file),
+/// keeping whatever rows it already holds.
+pub fn with_schema(conn: Connection) -> Result<Connection, SqlError> {
     for stmt in SCHEMA {
         conn.execute(stmt, [])?;
     }

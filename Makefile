@@ -8,7 +8,16 @@ SEEDS    ?= 1..200
 DESIGN   ?=
 DESIGN_FLAG := $(if $(DESIGN),--design $(DESIGN),)
 
-.PHONY: build run test fuzz repro determinism validate bench list lint
+# The real build (faultline-store): the same src/ without --cfg madsim, in its own target folder
+# so the simulator's build stays what it is. An explicit RUSTFLAGS, even empty, overrides the
+# `--cfg madsim` of .cargo/config.toml.
+REAL_CARGO := RUSTFLAGS= $(CARGO)
+REAL_FLAGS := --release --target-dir target/real -p faultline-real --features real
+REAL_BIN   := target/real/release
+LISTEN     ?= 127.0.0.1:2379
+DB         ?= results/serve/store.db
+
+.PHONY: build run test test-real fuzz repro determinism validate bench list lint real-build serve
 
 build:
 	$(CARGO) build --release --bin faultline
@@ -17,9 +26,24 @@ build:
 run: build
 	$(BIN) run scenarios/kine-compaction-failure.toml --seed 1
 
-## Every test: unit tests, checker tests both ways, CLI and determinism tests.
+## Every test: unit tests, checker tests both ways, CLI and determinism tests, then the real
+## build's tests.
 test:
 	$(CARGO) test --workspace --release
+	@$(MAKE) --no-print-directory test-real
+
+## The real build's tests: faultline-store served for real (restart, Ctrl-C, flags).
+test-real:
+	$(REAL_CARGO) test $(REAL_FLAGS) --bins --test serve
+
+real-build:
+	$(REAL_CARGO) build $(REAL_FLAGS)
+
+## The store served for real until Ctrl-C: make serve [LISTEN=127.0.0.1:2379] [DB=results/serve/store.db]
+## (DB=:memory: keeps nothing; SERVE_FLAGS='--compact-interval-s 60' and so on).
+serve: real-build
+	@mkdir -p $(dir $(DB))
+	$(REAL_BIN)/faultline-store serve --listen $(LISTEN) --db $(DB) $(SERVE_FLAGS)
 
 ## Every scenario over SEEDS (default 1..200); reports in results/fuzz-*/summary.json.
 fuzz: build
@@ -47,3 +71,5 @@ list: build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(REAL_CARGO) clippy --release --target-dir target/real -p faultline-store -p faultline-real \
+		--features faultline-real/real --all-targets -- -D warnings

@@ -18,7 +18,7 @@ use crate::proto::etcdserverpb::{
     ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse, WatchCreateRequest,
     WatchRequest, WatchResponse,
 };
-use crate::server::{BoxStream, Outbox};
+use crate::server::{compacted_cancel, BoxStream, Outbox, Probe};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
@@ -170,7 +170,7 @@ impl MemberApi {
         self,
         watch_id: i64,
         create: WatchCreateRequest,
-        mut progress_requests: tokio::sync::mpsc::Receiver<()>,
+        mut probes: tokio::sync::mpsc::Receiver<Probe>,
         outbox: Outbox,
     ) {
         let mut next = if create.start_revision > 0 {
@@ -202,16 +202,8 @@ impl MemberApi {
                 Ok(e) => e,
                 // What the client may resume from: a cancelled watch restarts there.
                 Err(compact) => {
-                    let _ = outbox
-                        .send(Ok(WatchResponse {
-                            header: self.header(current),
-                            watch_id,
-                            canceled: true,
-                            compact_revision: compact,
-                            cancel_reason: crate::error::COMPACTED.into(),
-                            ..Default::default()
-                        }))
-                        .await;
+                    let cancel = compacted_cancel(self.header(current), watch_id, compact);
+                    let _ = outbox.send(Ok(cancel)).await;
                     return;
                 }
             };
@@ -235,15 +227,9 @@ impl MemberApi {
             tokio::select! {
                 biased;
                 _ = applied.next_change(seen) => {}
-                Some(()) = progress_requests.recv() => {
-                    let resp = WatchResponse {
-                        header: self.header(next - 1),
-                        watch_id,
-                        ..Default::default()
-                    };
-                    if outbox.send(Ok(resp)).await.is_err() {
-                        return;
-                    }
+                // Everything up to `next - 1` is in the outbox already.
+                Some(probe) = probes.recv() => {
+                    let _ = probe.send(next - 1);
                 }
             }
         }
@@ -251,18 +237,23 @@ impl MemberApi {
 }
 
 impl crate::server::WatchBackend for MemberApi {
-    fn stream_header(&self) -> Option<ResponseHeader> {
-        self.header(0)
+    async fn current_revision(&self) -> i64 {
+        let a = self.member.applied.lock().expect("applied lock poisoned");
+        a.mvcc.current_revision()
+    }
+
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        MemberApi::header(self, revision)
     }
 
     fn start_watcher(
         &self,
         watch_id: i64,
         create: WatchCreateRequest,
-        progress: tokio::sync::mpsc::Receiver<()>,
+        probes: tokio::sync::mpsc::Receiver<Probe>,
         outbox: Outbox,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.clone().run_watcher(watch_id, create, progress, outbox))
+        tokio::spawn(self.clone().run_watcher(watch_id, create, probes, outbox))
     }
 }
 

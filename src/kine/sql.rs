@@ -117,11 +117,16 @@ impl<'c> Log<'c> {
         Log { conn: tx }
     }
 
-    /// The current revision: the highest id ever assigned that is still in the table.
+    /// The current revision: the highest id ever assigned. AUTOINCREMENT keeps it in
+    /// `sqlite_sequence`, so compacting away the newest row (a tombstone at the compact
+    /// revision) never takes the revision back, live or after a restart; `MAX(id)` alone would.
     pub fn current_revision(&self) -> Result<i64, SqlError> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM kine", [], |r| r.get(0))?)
+        Ok(self.conn.query_row(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'kine'), 0),
+                        COALESCE((SELECT MAX(id) FROM kine), 0))",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// The stored compact revision, from the `compact_rev_key` row (0 when there is none).
@@ -402,5 +407,18 @@ mod tests {
             .map(|r| r.id)
             .collect();
         assert_eq!(ids, vec![2, 5]);
+    }
+
+    #[test]
+    fn compacting_the_newest_tombstone_keeps_the_revision() {
+        let conn = open().unwrap();
+        let log = Log::new(&conn);
+        put(&log, "/a", None, false); // 1
+        let a = log.get("/a", 0).unwrap().unwrap();
+        let tombstone = put(&log, "/a", Some(&a), true); // 2, the newest row
+        assert_eq!(log.delete_compacted(tombstone).unwrap(), 2);
+        assert_eq!(log.row_count().unwrap(), 0);
+        assert_eq!(log.current_revision().unwrap(), tombstone);
+        assert_eq!(put(&log, "/b", None, false), tombstone + 1);
     }
 }

@@ -16,8 +16,12 @@ REAL_FLAGS := --release --target-dir target/real -p faultline-real --features re
 REAL_BIN   := target/real/release
 LISTEN     ?= 127.0.0.1:2379
 DB         ?= results/serve/store.db
+# The conformance suite's seeds: `make conformance` (about 2 minutes here) and in `make test`.
+CONFORMANCE_SEEDS      ?= 1..200
+TEST_CONFORMANCE_SEEDS ?= 1..20
 
-.PHONY: build run test test-real fuzz repro determinism validate bench list lint real-build serve
+.PHONY: build run test test-real fuzz repro determinism validate bench list lint real-build serve \
+	conformance
 
 build:
 	$(CARGO) build --release --bin faultline
@@ -32,9 +36,30 @@ test:
 	$(CARGO) test --workspace --release
 	@$(MAKE) --no-print-directory test-real
 
-## The real build's tests: faultline-store served for real (restart, Ctrl-C, flags).
+## The real build's tests: faultline-store served for real and the suite's own unit tests; then,
+## with etcd 3.4 installed, etcdctl against faultline-store and TEST_CONFORMANCE_SEEDS of the
+## conformance suite. Without etcd those two are NOT run: this says so and fails, unless
+## SKIP_ETCD=1 says to accept that.
 test-real:
 	$(REAL_CARGO) test $(REAL_FLAGS) --bins --test serve
+	@if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then \
+		echo "FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test conformance"; \
+		FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test conformance; \
+	else \
+		echo; \
+		echo "************************************************************************"; \
+		echo "** etcd 3.4 NOT FOUND: the etcdctl test and the conformance suite were"; \
+		echo "** NOT RUN. Install Debian's etcd-server and etcd-client:"; \
+		echo "**     sudo apt-get install etcd-server etcd-client    (bash .ci/run does)"; \
+		echo "** or accept that they did not run: make test SKIP_ETCD=1"; \
+		echo "************************************************************************"; \
+		test "$(SKIP_ETCD)" = 1; \
+	fi
+
+## faultline's etcd MVCC and faultline-store against real etcd 3.4, operation by operation:
+## make conformance [CONFORMANCE_SEEDS=1..200]
+conformance: real-build
+	$(REAL_BIN)/faultline-conformance --seeds $(CONFORMANCE_SEEDS)
 
 real-build:
 	$(REAL_CARGO) build $(REAL_FLAGS)

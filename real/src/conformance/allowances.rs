@@ -19,6 +19,16 @@ pub enum Pair {
     Kine,
 }
 
+impl Pair {
+    /// The side's name in a report.
+    pub fn side(self) -> &'static str {
+        match self {
+            Pair::Mvcc => "faultline etcd MVCC",
+            Pair::Kine => "faultline-store (kine)",
+        }
+    }
+}
+
 pub struct Allowance {
     pub name: &'static str,
     pub pair: Pair,

@@ -100,13 +100,12 @@ fn etcd_version(etcd: &Path) -> anyhow::Result<String> {
 fn print_allowances() {
     println!("allowances (differences from etcd 3.4 the suite accepts; anything else is a bug):");
     for a in allowances::ALLOWANCES {
-        let side = match a.pair {
-            allowances::Pair::Mvcc => "etcd MVCC",
-            allowances::Pair::Kine => "faultline-store",
-        };
         println!(
-            "  {} ({side})\n    why: {}\n    source: {}",
-            a.name, a.reason, a.source
+            "  {} ({})\n    why: {}\n    source: {}",
+            a.name,
+            a.pair.side(),
+            a.reason,
+            a.source
         );
     }
 }

@@ -170,8 +170,4 @@ impl Model {
             w.compact_at_open,
         )
     }
-
-    pub fn watch_ids(&self) -> Vec<usize> {
-        self.watches.keys().copied().collect()
-    }
 }

@@ -41,40 +41,11 @@ pub struct SeedReport {
     pub transcript: String,
 }
 
-struct Labels {
-    etcd: String,
-}
-
-impl Labels {
-    fn other(pair: Pair) -> &'static str {
-        match pair {
-            Pair::Mvcc => "faultline etcd MVCC",
-            Pair::Kine => "faultline-store (kine)",
-        }
-    }
-}
-
-fn compare(
-    pair: Pair,
-    cx: &Context<'_>,
-    etcd: &Answer,
-    other: &Answer,
-    labels: &Labels,
-    report: &mut SeedReport,
-) -> Option<String> {
-    let (mut e, mut o) = (etcd.clone(), other.clone());
-    for name in allowances::apply(pair, cx, &mut e, &mut o) {
-        *report.used.entry(name).or_default() += 1;
-    }
-    let d = diff(&e.fields(), &o.fields());
-    (!d.is_empty()).then(|| {
-        format!(
-            "  {} differs from {}:\n{}",
-            Labels::other(pair),
-            labels.etcd,
-            d.render(&labels.etcd, Labels::other(pair), "    ")
-        )
-    })
+/// The three answers to one operation (or one watch's whole delivery).
+struct Answers {
+    etcd: Answer,
+    mvcc: Answer,
+    kine: Answer,
 }
 
 fn summary(a: &Answer) -> String {
@@ -85,6 +56,42 @@ fn summary(a: &Answer) -> String {
         .join(" ")
 }
 
+impl SeedReport {
+    /// Compares both faultline sides with etcd under their allowances; records and returns
+    /// whether they matched. `what` names the operation in the report.
+    fn check(&mut self, cfg: &Config, cx: &Context<'_>, a: &Answers, what: String) -> bool {
+        if cfg.verbose {
+            self.transcript.push_str(&format!(
+                "{what}\n  etcd:  {}\n  mvcc:  {}\n  kine:  {}\n",
+                summary(&a.etcd),
+                summary(&a.mvcc),
+                summary(&a.kine)
+            ));
+        }
+        let etcd_label = format!("etcd {}", cfg.etcd_version);
+        let mut found = String::new();
+        for (pair, other) in [(Pair::Mvcc, &a.mvcc), (Pair::Kine, &a.kine)] {
+            let (mut e, mut o) = (a.etcd.clone(), other.clone());
+            for name in allowances::apply(pair, cx, &mut e, &mut o) {
+                *self.used.entry(name).or_default() += 1;
+            }
+            let d = diff(&e.fields(), &o.fields());
+            if !d.is_empty() {
+                found.push_str(&format!(
+                    "  {} differs from {etcd_label}:\n{}",
+                    pair.side(),
+                    d.render(&etcd_label, pair.side(), "    ")
+                ));
+            }
+        }
+        if found.is_empty() {
+            return true;
+        }
+        self.mismatches.push(format!("{what}\n{found}"));
+        false
+    }
+}
+
 pub async fn run_seed(seed: u64, cfg: &Config) -> anyhow::Result<SeedReport> {
     let tag = format!("{}-{seed}", std::process::id());
     let (etcd, store) = tokio::try_join!(
@@ -93,144 +100,69 @@ pub async fn run_seed(seed: u64, cfg: &Config) -> anyhow::Result<SeedReport> {
     )?;
     let mut etcd_side = GrpcSide::connect(&etcd.addr).await?;
     let mut kine_side = GrpcSide::connect(&store.addr).await?;
-    let labels = Labels {
-        etcd: format!("etcd {}", cfg.etcd_version),
-    };
     let mut model = Model::new();
     let mut generator = Generator::new(seed);
     let mut report = SeedReport::default();
     // A watch opened on history that etcd may not have caught up with yet.
     let mut catching_up = false;
-    let mut failed_at = None;
     let mut watches = BTreeMap::new();
+    let mut matched = true;
     for i in 1..=cfg.ops {
         let op = generator.next(&model.mvcc);
-        if let Op::Watch { watch, .. } = &op {
-            watches.insert(*watch, op.clone());
-        }
         if matches!(op, Op::Compact { .. }) && catching_up {
             tokio::time::sleep(ETCD_SYNC).await;
             catching_up = false;
         }
         let current = model.mvcc.current_revision();
-        let m = model.apply(&op);
-        let (e, k) = tokio::join!(etcd_side.apply(&op), kine_side.apply(&op));
+        let mvcc = model.apply(&op);
+        let (etcd, kine) = tokio::join!(etcd_side.apply(&op), kine_side.apply(&op));
         if let Op::Watch { watch, create } = &op {
+            watches.insert(*watch, op.clone());
             if (1..=current).contains(&create.start_revision) {
                 catching_up = true;
                 tokio::join!(etcd_side.fence(*watch), kine_side.fence(*watch));
             }
         }
         report.ops = i;
-        if cfg.verbose {
-            report.transcript.push_str(&format!(
-                "#{i} {op}\n  etcd:  {}\n  mvcc:  {}\n  kine:  {}\n",
-                summary(&e),
-                summary(&m),
-                summary(&k)
-            ));
-        }
         let cx = Context {
             op: &op,
             as_3_4: None,
             compact_at_open: 0,
         };
-        let found: Vec<String> = [
-            compare(Pair::Mvcc, &cx, &e, &m, &labels, &mut report),
-            compare(Pair::Kine, &cx, &e, &k, &labels, &mut report),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !found.is_empty() {
-            report.mismatches.push(format!(
-                "seed {seed}, operation {i} of {}: {op}\n{}",
-                cfg.ops,
-                found.join("")
-            ));
-            failed_at = Some(i);
+        let what = format!("seed {seed}, operation {i} of {}: {op}", cfg.ops);
+        matched = report.check(cfg, &cx, &Answers { etcd, mvcc, kine }, what);
+        if !matched {
             break;
         }
     }
-    if failed_at.is_none() {
-        let sides = (&etcd_side, &kine_side);
-        gather_watches(seed, cfg, &model, &watches, sides, &labels, &mut report).await;
+    if matched && !watches.is_empty() {
+        // What every watch delivered, once etcd and faultline-store have caught up.
+        tokio::time::sleep(ETCD_SYNC).await;
+        for &id in watches.keys() {
+            tokio::join!(etcd_side.fence(id), kine_side.fence(id));
+        }
+        for (&id, op) in &watches {
+            let (mvcc, as_3_4, compact_at_open) = model.outcome(id);
+            let answers = Answers {
+                etcd: etcd_side.outcome(id),
+                mvcc,
+                kine: kine_side.outcome(id),
+            };
+            let cx = Context {
+                op,
+                as_3_4: as_3_4.as_ref(),
+                compact_at_open,
+            };
+            let what =
+                format!("seed {seed}, what watch#{id} delivered by the end of the sequence:");
+            if !report.check(cfg, &cx, &answers, what) {
+                break;
+            }
+        }
     }
-    if !report.mismatches.is_empty() {
-        let last = report.mismatches.pop().expect("not empty");
-        report
-            .mismatches
-            .push(format!("{last}  replay: {} --seed {seed}\n", cfg.replay));
+    if let Some(last) = report.mismatches.last_mut() {
+        last.push_str(&format!("  replay: {} --seed {seed}\n", cfg.replay));
     }
     drop((etcd, store));
     Ok(report)
-}
-
-/// Compares what every watch delivered, once etcd and faultline-store have caught up.
-async fn gather_watches(
-    seed: u64,
-    cfg: &Config,
-    model: &Model,
-    watches: &BTreeMap<usize, Op>,
-    (etcd, kine): (&GrpcSide, &GrpcSide),
-    labels: &Labels,
-    report: &mut SeedReport,
-) {
-    let ids = model.watch_ids();
-    if ids.is_empty() {
-        return;
-    }
-    tokio::time::sleep(ETCD_SYNC).await;
-    for &id in &ids {
-        tokio::join!(etcd.fence(id), kine.fence(id));
-    }
-    for id in ids {
-        let (m, as_3_4, compact_at_open) = model.outcome(id);
-        let (e, k) = (etcd.outcome(id), kine.outcome(id));
-        let op = &watches[&id];
-        if cfg.verbose {
-            report.transcript.push_str(&format!(
-                "watch#{id} delivered\n  etcd:  {}\n  mvcc:  {}\n  kine:  {}\n",
-                summary(&e),
-                summary(&m),
-                summary(&k)
-            ));
-        }
-        let found: Vec<String> = [
-            compare(
-                Pair::Mvcc,
-                &Context {
-                    op,
-                    as_3_4: as_3_4.as_ref(),
-                    compact_at_open,
-                },
-                &e,
-                &m,
-                labels,
-                report,
-            ),
-            compare(
-                Pair::Kine,
-                &Context {
-                    op,
-                    as_3_4: None,
-                    compact_at_open,
-                },
-                &e,
-                &k,
-                labels,
-                report,
-            ),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !found.is_empty() {
-            report.mismatches.push(format!(
-                "seed {seed}, what watch#{id} delivered by the end of the sequence:\n{}",
-                found.join("")
-            ));
-            return;
-        }
-    }
 }

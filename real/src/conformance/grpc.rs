@@ -183,6 +183,33 @@ impl GrpcSide {
         }
     }
 
+    /// Waits until watch `id` has delivered at least `events` events, or been cancelled when
+    /// `cancelled`; a side that falls short is compared as it is after the deadline.
+    pub async fn wait_delivered(&self, id: usize, events: usize, cancelled: bool) {
+        let Some(stream) = self.watches.get(&id) else {
+            return;
+        };
+        let until = tokio::time::Instant::now() + REQUEST_DEADLINE;
+        loop {
+            let notified = stream.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (delivered, cancel) = {
+                let log = stream.log.lock().unwrap();
+                (
+                    log.iter().map(|r| r.events.len()).sum::<usize>(),
+                    log.iter().any(|r| r.canceled),
+                )
+            };
+            if delivered >= events && (cancel || !cancelled) {
+                return;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Everything watch `id` delivered: its events in order and its cancellation.
     pub fn outcome(&self, id: usize) -> Answer {
         let Some(stream) = self.watches.get(&id) else {

@@ -160,6 +160,16 @@ impl Model {
         }
     }
 
+    /// How much etcd should have delivered on watch `id` by now: (events, cancelled), counting
+    /// what etcd 3.4.23 serves where the model refused the watch at its compact revision.
+    pub fn expected(&self, id: usize) -> (usize, bool) {
+        let w = &self.watches[&id];
+        match &w.as_3_4 {
+            Some(served) => (served.len(), false),
+            None => (w.outcome.events.len(), w.outcome.cancel.is_some()),
+        }
+    }
+
     /// What watch `id` delivered, what etcd 3.4 would have served if the model refused it at
     /// the compact revision, and the compact revision when it was opened.
     pub fn outcome(&self, id: usize) -> (Answer, Option<Vec<Event>>, i64) {

@@ -16,9 +16,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// etcd 3.4 catches a watcher up with history every 100 ms; waiting longer than that before a
-/// compaction or the final gathering means it has caught up (faultline-store says so itself).
-const ETCD_SYNC: Duration = Duration::from_millis(300);
+/// etcd 3.4 catches a watcher up with history every 100 ms, and nothing tells a client when it
+/// has (3.4.23's progress notification may come first); before a compaction or the final
+/// gathering the suite waits this long, then until etcd delivered what the model expects.
+/// faultline-store says so itself: it answers a progress request only once caught up.
+const ETCD_SYNC: Duration = Duration::from_millis(400);
 
 pub struct Config {
     pub etcd: PathBuf,
@@ -92,6 +94,15 @@ impl SeedReport {
     }
 }
 
+/// Waits until etcd's watchers have caught up with history, as far as the model can tell.
+async fn etcd_caught_up(model: &Model, etcd: &GrpcSide, ids: impl Iterator<Item = &usize>) {
+    tokio::time::sleep(ETCD_SYNC).await;
+    for &id in ids {
+        let (events, cancelled) = model.expected(id);
+        etcd.wait_delivered(id, events, cancelled).await;
+    }
+}
+
 pub async fn run_seed(seed: u64, cfg: &Config) -> anyhow::Result<SeedReport> {
     let tag = format!("{}-{seed}", std::process::id());
     let (etcd, store) = tokio::try_join!(
@@ -110,7 +121,7 @@ pub async fn run_seed(seed: u64, cfg: &Config) -> anyhow::Result<SeedReport> {
     for i in 1..=cfg.ops {
         let op = generator.next(&model.mvcc);
         if matches!(op, Op::Compact { .. }) && catching_up {
-            tokio::time::sleep(ETCD_SYNC).await;
+            etcd_caught_up(&model, &etcd_side, watches.keys()).await;
             catching_up = false;
         }
         let current = model.mvcc.current_revision();
@@ -137,7 +148,7 @@ pub async fn run_seed(seed: u64, cfg: &Config) -> anyhow::Result<SeedReport> {
     }
     if matched && !watches.is_empty() {
         // What every watch delivered, once etcd and faultline-store have caught up.
-        tokio::time::sleep(ETCD_SYNC).await;
+        etcd_caught_up(&model, &etcd_side, watches.keys()).await;
         for &id in watches.keys() {
             tokio::join!(etcd_side.fence(id), kine_side.fence(id));
         }

@@ -37,6 +37,27 @@ fn is_progress(r: &WatchResponse) -> bool {
 }
 
 impl Stream {
+    /// Waits until `seen` finds what it looks for in the responses so far, re-reading the log
+    /// each time a response arrives, for at most `deadline`.
+    async fn wait_until<T>(
+        &self,
+        deadline: Duration,
+        seen: impl Fn(&[WatchResponse]) -> Option<T>,
+    ) -> Option<T> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let notified = self.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(found) = seen(&self.log.lock().unwrap()) {
+                return Some(found);
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// Waits until a response after the first `after` ones satisfies `want`.
     async fn wait_for(
         &self,
@@ -44,25 +65,10 @@ impl Stream {
         want: impl Fn(&WatchResponse) -> bool,
         deadline: Duration,
     ) -> Option<WatchResponse> {
-        let until = tokio::time::Instant::now() + deadline;
-        loop {
-            let notified = self.arrived.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(r) = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .skip(after)
-                .find(|r| want(r))
-            {
-                return Some(r.clone());
-            }
-            if tokio::time::timeout_at(until, notified).await.is_err() {
-                return None;
-            }
-        }
+        self.wait_until(deadline, |log| {
+            log.iter().skip(after).find(|r| want(r)).cloned()
+        })
+        .await
     }
 
     /// Sends a progress request and waits for the notification that answers it.
@@ -186,27 +192,14 @@ impl GrpcSide {
     /// Waits until watch `id` has delivered at least `events` events, or been cancelled when
     /// `cancelled`; a side that falls short is compared as it is after the deadline.
     pub async fn wait_delivered(&self, id: usize, events: usize, cancelled: bool) {
-        let Some(stream) = self.watches.get(&id) else {
-            return;
-        };
-        let until = tokio::time::Instant::now() + REQUEST_DEADLINE;
-        loop {
-            let notified = stream.arrived.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let (delivered, cancel) = {
-                let log = stream.log.lock().unwrap();
-                (
-                    log.iter().map(|r| r.events.len()).sum::<usize>(),
-                    log.iter().any(|r| r.canceled),
-                )
-            };
-            if delivered >= events && (cancel || !cancelled) {
-                return;
-            }
-            if tokio::time::timeout_at(until, notified).await.is_err() {
-                return;
-            }
+        if let Some(stream) = self.watches.get(&id) {
+            stream
+                .wait_until(REQUEST_DEADLINE, |log| {
+                    let delivered: usize = log.iter().map(|r| r.events.len()).sum();
+                    let cancel = log.iter().any(|r| r.canceled);
+                    (delivered >= events && (cancel || !cancelled)).then_some(())
+                })
+                .await;
         }
     }
 

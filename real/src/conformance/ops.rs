@@ -138,9 +138,12 @@ impl Op {
                 ..Default::default()
             }),
             Op::Range(r) => Request::Range(r.clone()),
+            // Physical: etcd answers once the compaction's rows are gone. Otherwise a watch
+            // opened soon after could still find a tombstone at the compact revision that a
+            // little later it would not (etcd compacts its index and backend in the background).
             Op::Compact { revision } => Request::Compact(CompactionRequest {
                 revision: *revision,
-                physical: false,
+                physical: true,
             }),
             Op::Watch { .. } | Op::Progress { .. } => return None,
         })
@@ -216,7 +219,7 @@ impl fmt::Display for Op {
                 }
                 Ok(())
             }
-            Op::Compact { revision } => write!(f, "compact {revision}"),
+            Op::Compact { revision } => write!(f, "compact {revision} --physical"),
             Op::Watch { watch, create } => {
                 write!(
                     f,

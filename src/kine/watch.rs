@@ -10,9 +10,9 @@ use super::sql::{End, Row};
 use super::store::KineStore;
 use crate::design::WatchVariant;
 use crate::error::StoreError;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 /// Rows fetched per poll (kine's default poll batch size).
 pub const POLL_BATCH: i64 = 500;
@@ -27,22 +27,58 @@ pub fn is_fill(name: &str) -> bool {
 /// What one server's poller shares with its watchers.
 pub struct WatchHub {
     batches: broadcast::Sender<Arc<Vec<Row>>>,
-    polled: watch::Sender<i64>,
+    /// The highest revision the poller has delivered. Locked while a batch is published and
+    /// while a watcher subscribes, so a watcher either receives a batch or starts past it.
+    polled: Mutex<i64>,
 }
 
 impl Default for WatchHub {
     fn default() -> Self {
         WatchHub {
             batches: broadcast::channel(4096).0,
-            polled: watch::channel(0).0,
+            polled: Mutex::new(0),
         }
     }
 }
 
 impl WatchHub {
+    fn lock(&self) -> MutexGuard<'_, i64> {
+        self.polled
+            .lock()
+            .expect("no one panics holding the hub's lock")
+    }
+
     /// The highest revision the poller has delivered.
     pub fn polled(&self) -> i64 {
-        *self.polled.borrow()
+        *self.lock()
+    }
+
+    /// Hands `batch` to every watcher (none is fine: nobody is watching yet); the poller has
+    /// now delivered everything up to `polled`.
+    fn publish(&self, batch: Option<Arc<Vec<Row>>>, polled: i64) {
+        let mut at = self.lock();
+        if let Some(batch) = batch {
+            let _ = self.batches.send(batch);
+        }
+        *at = polled;
+    }
+
+    /// A receiver of what is published from now on, and the revision up to which everything
+    /// was published before it.
+    fn subscribe(&self) -> (broadcast::Receiver<Arc<Vec<Row>>>, i64) {
+        let at = self.lock();
+        (self.batches.subscribe(), *at)
+    }
+
+    /// Up to which revision a watcher that has handed over everything up to `sent` is caught
+    /// up: with nothing left in `live`, everything published so far.
+    fn caught_up(&self, live: &broadcast::Receiver<Arc<Vec<Row>>>, sent: i64) -> i64 {
+        let at = self.lock();
+        if live.is_empty() {
+            (*at).max(sent)
+        } else {
+            sent
+        }
     }
 }
 
@@ -54,7 +90,7 @@ pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>, variant: WatchVaria
             _ => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     };
-    hub.polled.send_replace(last);
+    hub.publish(None, last);
     // The missing id being waited for, and since when.
     let mut gap: Option<(i64, tokio::time::Instant)> = None;
     let mut more = false;
@@ -99,11 +135,7 @@ pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>, variant: WatchVaria
                 batch.push(row);
             }
         }
-        if !batch.is_empty() {
-            // No receivers is fine: nobody is watching yet.
-            let _ = hub.batches.send(Arc::new(batch));
-        }
-        hub.polled.send_replace(last);
+        hub.publish((!batch.is_empty()).then(|| Arc::new(batch)), last);
     }
 }
 
@@ -148,8 +180,7 @@ pub async fn run_watcher(
     out: tokio::sync::mpsc::Sender<WatchItem>,
 ) -> WatchEnd {
     // Subscribe before reading history, so nothing polled in between is missed.
-    let mut live = hub.batches.subscribe();
-    let mut sent = hub.polled();
+    let (mut live, mut sent) = hub.subscribe();
     if start_revision > 0 {
         let (start, stop) = match &end {
             None => (key.clone(), End::Exclusive(format!("{key}\0"))),
@@ -211,7 +242,7 @@ pub async fn run_watcher(
                 }
                 // The biased select drains batches first, so with none pending every row the
                 // poller has delivered is handed over; otherwise only what was sent counts.
-                let upto = if live.is_empty() { hub.polled().max(sent) } else { sent };
+                let upto = hub.caught_up(&live, sent);
                 if out.send(WatchItem::Progress(upto)).await.is_err() {
                     return WatchEnd::Failed(StoreError::Database("watch stream closed".into()));
                 }

@@ -243,8 +243,9 @@ impl EtcdApi {
                 items_tx,
             );
             let forward = async {
-                // The probes asked of the watcher and not yet answered, oldest first.
-                let mut waiting: std::collections::VecDeque<Probe> = Default::default();
+                // The probe the watcher has been asked and not answered yet: a stream probes
+                // each watcher once at a time.
+                let mut waiting: Option<Probe> = None;
                 loop {
                     tokio::select! {
                         biased;
@@ -271,14 +272,13 @@ impl EtcdApi {
                                 }
                             }
                             Some(WatchItem::Progress(upto)) => {
-                                if let Some(probe) = waiting.pop_front() {
+                                if let Some(probe) = waiting.take() {
                                     let _ = probe.send(upto);
                                 }
                             }
                         },
                         probe = probes.recv() => match probe {
-                            // One probe at a time per stream, so the watcher's queue has room.
-                            Some(probe) if progress.try_send(()).is_ok() => waiting.push_back(probe),
+                            Some(probe) if progress.try_send(()).is_ok() => waiting = Some(probe),
                             Some(_) | None => {}
                         },
                     }
@@ -286,7 +286,7 @@ impl EtcdApi {
             };
             // The watcher ends (and drops its sender) before the forwarder drains and stops.
             let (end, ()) = futures::join!(watcher, forward);
-            let header = store.header(hub_revision(&store, &hub).await);
+            let header = store.header(kine_current_revision(&store, &hub).await);
             let resp = match end {
                 WatchEnd::Compacted { compact_revision } => {
                     compacted_cancel(header, watch_id, compact_revision)
@@ -312,7 +312,7 @@ impl EtcdApi {
 }
 
 /// The store's current revision, or the poller's when the database cannot say.
-async fn hub_revision(store: &KineStore, hub: &WatchHub) -> i64 {
+async fn kine_current_revision(store: &KineStore, hub: &WatchHub) -> i64 {
     store
         .revisions()
         .await
@@ -387,7 +387,8 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
             ),
         > = BTreeMap::new();
         let mut next_id = 0;
-        // At most one progress request is answered at a time; more while it waits are one.
+        // One progress request is answered at a time; those arriving while it waits share its
+        // answer.
         let mut progress: Option<tokio::task::JoinHandle<()>> = None;
         while let Some(Ok(req)) = inbound.next().await {
             match req.request_union {
@@ -458,7 +459,7 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
 
 impl WatchBackend for EtcdApi {
     async fn current_revision(&self) -> i64 {
-        hub_revision(&self.store, &self.hub).await
+        kine_current_revision(&self.store, &self.hub).await
     }
 
     fn header(&self, revision: i64) -> Option<ResponseHeader> {

@@ -79,8 +79,27 @@ async fn wait_ready(addr: &str, child: &mut Child, log: &Path, what: &str) -> an
     }
 }
 
-/// Starts etcd on free loopback ports with a fresh data folder under `root`.
+/// How often etcd is started again when another process took one of its ports meanwhile.
+const PORT_ATTEMPTS: usize = 5;
+
+/// Starts etcd on free loopback ports with a fresh data folder under `root`. A port is free
+/// when picked but may be taken before etcd binds it (other servers start alongside), so a
+/// start that fails on a taken port is tried again on new ones.
 pub async fn start_etcd(binary: &Path, root: &Path, tag: &str) -> anyhow::Result<Server> {
+    let mut attempt = 1;
+    loop {
+        match start_etcd_once(binary, root, tag).await {
+            Err(e)
+                if attempt < PORT_ATTEMPTS && format!("{e}").contains("address already in use") =>
+            {
+                attempt += 1;
+            }
+            started => return started,
+        }
+    }
+}
+
+async fn start_etcd_once(binary: &Path, root: &Path, tag: &str) -> anyhow::Result<Server> {
     let dir = root.join(format!("etcd-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

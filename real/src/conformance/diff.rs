@@ -16,11 +16,14 @@ impl Diff {
         self.differing.is_empty()
     }
 
-    /// A table of the differing fields under the two sides' names.
+    /// A table of the differing fields under the two sides' names. A field whose value is too
+    /// long for a column (a watch's list of events) shows both values on lines of their own.
     pub fn render(&self, left: &str, right: &str, indent: &str) -> String {
+        let fits = |d: &&(String, String, String)| d.1.len() <= COLUMN && d.2.len() <= COLUMN;
         let width = |f: fn(&(String, String, String)) -> usize, title: &str| {
             self.differing
                 .iter()
+                .filter(fits)
                 .map(f)
                 .max()
                 .unwrap_or(0)
@@ -28,9 +31,17 @@ impl Diff {
         };
         let wp = width(|d| d.0.len(), "field");
         let wl = width(|d| d.1.len(), left);
+        let ws = left.len().max(right.len());
         let mut out = format!("{indent}{:wp$}  {:wl$}  {right}\n", "field", left);
-        for (path, l, r) in &self.differing {
-            out.push_str(&format!("{indent}{path:wp$}  {l:wl$}  {r}\n"));
+        for d in &self.differing {
+            let (path, l, r) = d;
+            if fits(&d) {
+                out.push_str(&format!("{indent}{path:wp$}  {l:wl$}  {r}\n"));
+            } else {
+                out.push_str(&format!(
+                    "{indent}{path}\n{indent}  {left:ws$}  {l}\n{indent}  {right:ws$}  {r}\n"
+                ));
+            }
         }
         out.push_str(&format!(
             "{indent}({} other field{} equal)\n",
@@ -40,6 +51,9 @@ impl Diff {
         out
     }
 }
+
+/// The widest value shown in a table column.
+const COLUMN: usize = 40;
 
 const MISSING: &str = "(missing)";
 
@@ -94,6 +108,23 @@ mod tests {
         let table = d.render("etcd", "faultline", "  ");
         assert!(table.contains("  more   true       false"), "{table}");
         assert!(table.contains("(1 other field equal)"), "{table}");
+    }
+
+    #[test]
+    fn a_long_value_goes_on_lines_of_its_own() {
+        let long = "17 [6 /registry/pods/ns-0/b, 7 /registry/configmaps/ns-0/a]";
+        let d = diff(
+            &f(&[("events", long), ("canceled", "false")]),
+            &f(&[("events", "0 []"), ("canceled", "true")]),
+        );
+        let table = d.render("etcd", "faultline", "  ");
+        assert_eq!(
+            table,
+            format!(
+                "  field     etcd   faultline\n  events\n    etcd       {long}\n    \
+                 faultline  0 []\n  canceled  false  true\n  (0 other fields equal)\n"
+            )
+        );
     }
 
     #[test]

@@ -8,7 +8,20 @@ SEEDS    ?= 1..200
 DESIGN   ?=
 DESIGN_FLAG := $(if $(DESIGN),--design $(DESIGN),)
 
-.PHONY: build run test fuzz repro determinism validate bench list lint
+# The real build (faultline-store): the same src/ without --cfg madsim, in its own target folder
+# so the simulator's build stays what it is. An explicit RUSTFLAGS, even empty, overrides the
+# `--cfg madsim` of .cargo/config.toml.
+REAL_CARGO := RUSTFLAGS= $(CARGO)
+REAL_FLAGS := --release --target-dir target/real -p faultline-real --features real
+REAL_BIN   := target/real/release
+LISTEN     ?= 127.0.0.1:2379
+DB         ?= results/serve/store.db
+# The conformance suite's seeds: `make conformance` (about 2 minutes here) and in `make test`.
+CONFORMANCE_SEEDS      ?= 1..200
+TEST_CONFORMANCE_SEEDS ?= 1..20
+
+.PHONY: build run test test-real fuzz repro determinism validate bench list lint real-build serve \
+	conformance
 
 build:
 	$(CARGO) build --release --bin faultline
@@ -17,13 +30,49 @@ build:
 run: build
 	$(BIN) run scenarios/kine-compaction-failure.toml --seed 1
 
-## Every test: unit tests, checker tests both ways, CLI, campaign and determinism tests, and the
-## deployment files against their validators (from PyPI; said loudly when they are missing).
+## Every test: unit tests, checker tests both ways, CLI, campaign and determinism tests, the
+## deployment files against their validators (from PyPI; said loudly when they are missing), then
+## the real build's tests.
 test:
 	@for v in kubernetes-validate check-jsonschema zizmor; do \
 	  command -v $$v >/dev/null 2>&1 || echo "*** NOT RUN: deployment validation needs $$v (pip install kubernetes-validate check-jsonschema zizmor) ***"; \
 	done
 	$(CARGO) test --workspace --release
+	@$(MAKE) --no-print-directory test-real
+
+## The real build's tests: faultline-store served for real and the suite's own unit tests; then,
+## with etcd 3.4 installed, etcdctl against faultline-store and TEST_CONFORMANCE_SEEDS of the
+## conformance suite. Without etcd those two are NOT run: this says so and fails, unless
+## SKIP_ETCD=1 says to accept that.
+test-real:
+	$(REAL_CARGO) test $(REAL_FLAGS) --bins --test serve
+	@if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then \
+		echo "FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test conformance"; \
+		FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test conformance; \
+	else \
+		echo; \
+		echo "************************************************************************"; \
+		echo "** etcd 3.4 NOT FOUND: the etcdctl test and the conformance suite were"; \
+		echo "** NOT RUN. Install Debian's etcd-server and etcd-client:"; \
+		echo "**     sudo apt-get install etcd-server etcd-client    (bash .ci/run does)"; \
+		echo "** or accept that they did not run: make test SKIP_ETCD=1"; \
+		echo "************************************************************************"; \
+		test "$(SKIP_ETCD)" = 1; \
+	fi
+
+## faultline's etcd MVCC and faultline-store against real etcd 3.4, operation by operation:
+## make conformance [CONFORMANCE_SEEDS=1..200]
+conformance: real-build
+	$(REAL_BIN)/faultline-conformance --seeds $(CONFORMANCE_SEEDS)
+
+real-build:
+	$(REAL_CARGO) build $(REAL_FLAGS)
+
+## The store served for real until Ctrl-C: make serve [LISTEN=127.0.0.1:2379] [DB=results/serve/store.db]
+## (DB=:memory: keeps nothing; SERVE_FLAGS='--compact-interval-s 60' and so on).
+serve: real-build
+	@mkdir -p $(dir $(DB))
+	$(REAL_BIN)/faultline-store serve --listen $(LISTEN) --db $(DB) $(SERVE_FLAGS)
 
 ## Every scenario over SEEDS (default 1..200); reports in results/fuzz-*/summary.json.
 fuzz: build
@@ -51,3 +100,5 @@ list: build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(REAL_CARGO) clippy --release --target-dir target/real -p faultline-store -p faultline-real \
+		--features faultline-real/real --all-targets -- -D warnings

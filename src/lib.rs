@@ -3,12 +3,19 @@
 //! This crate never imports the simulator. It sees the world through the runtime it is given
 //! (madsim's tokio, network and time), an [`observe::Observer`] it reports to, and the
 //! [`faults::FaultPoints`] it consults; so the same code runs outside a simulation.
+//!
+//! Built without `--cfg madsim` (the real server, the conformance suite), madsim's tokio and
+//! tonic are the real ones. The only parts left out of that build are the simulator's own
+//! topology, which talks over madsim's in-memory connections: the apiserver facade, k3s node
+//! roles and the etcd member's raft transport. The store logic is the same code in both builds.
 
+#[cfg(madsim)]
 pub mod apiserver;
 pub mod design;
 pub mod error;
 pub mod etcd;
 pub mod faults;
+#[cfg(madsim)]
 pub mod k3s;
 pub mod kine;
 pub mod node;

@@ -13,7 +13,10 @@ use crate::kine::watch::{run_watcher, WatchEnd, WatchHub, WatchItem};
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{
-    kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance, watch_server::Watch,
+    kv_server::{Kv, KvServer},
+    lease_server::{Lease, LeaseServer},
+    maintenance_server::{Maintenance, MaintenanceServer},
+    watch_server::{Watch, WatchServer},
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -35,6 +38,17 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 pub struct EtcdApi {
     pub store: Arc<KineStore>,
     pub hub: Arc<WatchHub>,
+}
+
+impl EtcdApi {
+    /// The four services, ready to serve on an address (simulator) or a listener (real server).
+    pub fn router(self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder()
+            .add_service(KvServer::new(self.clone()))
+            .add_service(LeaseServer::new(self.clone()))
+            .add_service(MaintenanceServer::new(self.clone()))
+            .add_service(WatchServer::new(self))
+    }
 }
 
 #[tonic::async_trait]
@@ -162,13 +176,49 @@ fn event_of(row: &Row, with_prev: bool) -> Event {
 
 pub(crate) type Outbox = tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>;
 
+/// A progress probe: the watcher answers with the revision up to which it has handed every
+/// event in its range to the stream's outbox.
+pub(crate) type Probe = tokio::sync::oneshot::Sender<i64>;
+
+/// The watch id of a progress notification: etcd answers a progress request once for the whole
+/// stream, not per watcher.
+pub const STREAM_WATCH_ID: i64 = -1;
+
+/// etcd's answer to a progress request: one response for the stream, at a revision up to which
+/// every watcher on it has delivered everything (etcd 3.4.24+/3.5.8+, where a request waits for
+/// unsynced watchers; etcd 3.4.23 could answer before them, #15220).
+pub fn progress_notification(header: Option<ResponseHeader>) -> WatchResponse {
+    WatchResponse {
+        header,
+        watch_id: STREAM_WATCH_ID,
+        ..Default::default()
+    }
+}
+
+/// The response that ends a watch whose start revision was compacted. etcd sets only the compact
+/// revision (its client turns that into its compacted error) and no cancel reason.
+pub fn compacted_cancel(
+    header: Option<ResponseHeader>,
+    watch_id: i64,
+    compact_revision: i64,
+) -> WatchResponse {
+    WatchResponse {
+        header,
+        watch_id,
+        canceled: true,
+        compact_revision,
+        ..Default::default()
+    }
+}
+
 impl EtcdApi {
-    /// Runs one watcher and forwards what it yields as responses of `watch_id`.
+    /// Runs one watcher and forwards what it yields as responses of `watch_id`; answers each
+    /// probe once every row before it has been forwarded.
     fn spawn_watcher(
         &self,
         watch_id: i64,
         create: crate::proto::etcdserverpb::WatchCreateRequest,
-        progress: tokio::sync::mpsc::Receiver<()>,
+        mut probes: tokio::sync::mpsc::Receiver<Probe>,
         outbox: Outbox,
     ) -> tokio::task::JoinHandle<()> {
         let (store, hub) = (self.store.clone(), self.hub.clone());
@@ -182,85 +232,143 @@ impl EtcdApi {
             let no_put = create.filters.contains(&(FilterType::Noput as i32));
             let no_delete = create.filters.contains(&(FilterType::Nodelete as i32));
             let (items_tx, mut items) = tokio::sync::mpsc::channel(64);
+            let (progress, progress_rx) = tokio::sync::mpsc::channel(4);
             let watcher = run_watcher(
                 store.clone(),
-                hub,
+                hub.clone(),
                 key,
                 end,
                 create.start_revision,
-                progress,
+                progress_rx,
                 items_tx,
             );
             let forward = async {
-                while let Some(item) = items.recv().await {
-                    let (revision, events) = match item {
-                        WatchItem::Rows(rows) => {
-                            let last = rows.last().map(|r| r.id).unwrap_or(0);
-                            let events = rows
-                                .iter()
-                                .filter(|r| !(r.deleted && no_delete || !r.deleted && no_put))
-                                .map(|r| event_of(r, create.prev_kv))
-                                .collect::<Vec<_>>();
-                            if events.is_empty() {
-                                continue;
+                // The probe the watcher has been asked and not answered yet: a stream probes
+                // each watcher once at a time.
+                let mut waiting: Option<Probe> = None;
+                loop {
+                    tokio::select! {
+                        biased;
+                        item = items.recv() => match item {
+                            None => return,
+                            Some(WatchItem::Rows(rows)) => {
+                                let last = rows.last().map(|r| r.id).unwrap_or(0);
+                                let events = rows
+                                    .iter()
+                                    .filter(|r| !(r.deleted && no_delete || !r.deleted && no_put))
+                                    .map(|r| event_of(r, create.prev_kv))
+                                    .collect::<Vec<_>>();
+                                if events.is_empty() {
+                                    continue;
+                                }
+                                let resp = WatchResponse {
+                                    header: store.header(last),
+                                    watch_id,
+                                    events,
+                                    ..Default::default()
+                                };
+                                if outbox.send(Ok(resp)).await.is_err() {
+                                    return;
+                                }
                             }
-                            (last, events)
-                        }
-                        WatchItem::Progress(r) => (r, vec![]),
-                    };
-                    let resp = WatchResponse {
-                        header: store.header(revision),
-                        watch_id,
-                        events,
-                        ..Default::default()
-                    };
-                    if outbox.send(Ok(resp)).await.is_err() {
-                        return;
+                            Some(WatchItem::Progress(upto)) => {
+                                if let Some(probe) = waiting.take() {
+                                    let _ = probe.send(upto);
+                                }
+                            }
+                        },
+                        probe = probes.recv() => match probe {
+                            Some(probe) if progress.try_send(()).is_ok() => waiting = Some(probe),
+                            Some(_) | None => {}
+                        },
                     }
                 }
             };
             // The watcher ends (and drops its sender) before the forwarder drains and stops.
             let (end, ()) = futures::join!(watcher, forward);
-            let (compact_revision, reason) = match end {
+            let header = store.header(kine_current_revision(&store, &hub).await);
+            let resp = match end {
                 WatchEnd::Compacted { compact_revision } => {
-                    (compact_revision, crate::error::COMPACTED.to_string())
+                    compacted_cancel(header, watch_id, compact_revision)
                 }
-                WatchEnd::Lagged => (
-                    0,
-                    "watcher fell behind; resume from the last revision".into(),
-                ),
-                WatchEnd::Failed(e) => (0, e.to_string()),
-            };
-            let _ = outbox
-                .send(Ok(WatchResponse {
-                    header: store.header(hub_revision(&store).await),
+                WatchEnd::Lagged => WatchResponse {
+                    header,
                     watch_id,
                     canceled: true,
-                    compact_revision,
-                    cancel_reason: reason,
+                    cancel_reason: "watcher fell behind; resume from the last revision".into(),
                     ..Default::default()
-                }))
-                .await;
+                },
+                WatchEnd::Failed(e) => WatchResponse {
+                    header,
+                    watch_id,
+                    canceled: true,
+                    cancel_reason: e.to_string(),
+                    ..Default::default()
+                },
+            };
+            let _ = outbox.send(Ok(resp)).await;
         })
     }
 }
 
-async fn hub_revision(store: &KineStore) -> i64 {
-    store.revisions().await.map(|(c, _)| c).unwrap_or(0)
+/// The store's current revision, or the poller's when the database cannot say.
+async fn kine_current_revision(store: &KineStore, hub: &WatchHub) -> i64 {
+    store
+        .revisions()
+        .await
+        .map(|(c, _)| c)
+        .unwrap_or_else(|_| hub.polled())
 }
+
+/// How often a progress request re-probes watchers that have not caught up yet.
+const PROGRESS_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What a watch stream's dispatcher needs from the server behind it.
 pub(crate) trait WatchBackend: Clone + Send + Sync + 'static {
-    /// The header of a created or cancelled response.
-    fn stream_header(&self) -> Option<ResponseHeader>;
-    /// Starts one watcher that sends its responses (tagged `watch_id`) to `outbox`.
+    /// The store's current revision: a created response's, and a progress request's target.
+    fn current_revision(&self) -> impl std::future::Future<Output = i64> + Send;
+    fn header(&self, revision: i64) -> Option<ResponseHeader>;
+    /// Starts one watcher that sends its responses (tagged `watch_id`) to `outbox` and answers
+    /// `probes`.
     fn start_watcher(
         &self,
         watch_id: i64,
         create: crate::proto::etcdserverpb::WatchCreateRequest,
-        progress: tokio::sync::mpsc::Receiver<()>,
+        probes: tokio::sync::mpsc::Receiver<Probe>,
         outbox: Outbox,
     ) -> tokio::task::JoinHandle<()>;
+}
+
+/// Answers one progress request: the current revision once every watcher has delivered up to
+/// it, probing again while any has not. Ends when answered or when the stream closes.
+async fn answer_progress<B: WatchBackend>(
+    backend: B,
+    probes: Vec<tokio::sync::mpsc::Sender<Probe>>,
+    outbox: Outbox,
+) {
+    let target = backend.current_revision().await;
+    loop {
+        let mut synced = true;
+        for watcher in &probes {
+            let (probe, answer) = tokio::sync::oneshot::channel();
+            if watcher.send(probe).await.is_err() {
+                continue; // the watcher ended: it has nothing more to deliver
+            }
+            if answer.await.is_ok_and(|upto| upto < target) {
+                synced = false;
+            }
+        }
+        if synced {
+            let _ = outbox
+                .send(Ok(progress_notification(backend.header(target))))
+                .await;
+            return;
+        }
+        if outbox.is_closed() {
+            return;
+        }
+        tokio::time::sleep(PROGRESS_RETRY).await;
+    }
 }
 
 /// Serves one etcd Watch stream: creates, cancels and progress requests multiplexed over it,
@@ -273,20 +381,33 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
     tokio::spawn(async move {
         let mut watchers: BTreeMap<
             i64,
-            (tokio::task::JoinHandle<()>, tokio::sync::mpsc::Sender<()>),
+            (
+                tokio::task::JoinHandle<()>,
+                tokio::sync::mpsc::Sender<Probe>,
+            ),
         > = BTreeMap::new();
         let mut next_id = 0;
+        // One progress request is answered at a time; those arriving while it waits share its
+        // answer.
+        let mut progress: Option<tokio::task::JoinHandle<()>> = None;
         while let Some(Ok(req)) = inbound.next().await {
             match req.request_union {
-                Some(RequestUnion::CreateRequest(create)) => {
+                Some(RequestUnion::CreateRequest(mut create)) => {
                     let watch_id = if create.watch_id != 0 {
                         create.watch_id
                     } else {
                         next_id
                     };
                     next_id = next_id.max(watch_id + 1);
+                    let now = backend.current_revision().await;
+                    // A watch from now starts after the revision its created response names,
+                    // fixed before that response goes out: a write the client makes once it
+                    // has seen the response is never missed (etcd registers the watcher first).
+                    if create.start_revision == 0 {
+                        create.start_revision = now + 1;
+                    }
                     let created = WatchResponse {
-                        header: backend.stream_header(),
+                        header: backend.header(now),
                         watch_id,
                         created: true,
                         ..Default::default()
@@ -294,16 +415,16 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
                     if outbox.send(Ok(created)).await.is_err() {
                         break;
                     }
-                    let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(4);
-                    let task = backend.start_watcher(watch_id, create, progress_rx, outbox.clone());
-                    watchers.insert(watch_id, (task, progress_tx));
+                    let (probes, probes_rx) = tokio::sync::mpsc::channel(1);
+                    let task = backend.start_watcher(watch_id, create, probes_rx, outbox.clone());
+                    watchers.insert(watch_id, (task, probes));
                 }
                 Some(RequestUnion::CancelRequest(cancel)) => {
                     if let Some((task, _)) = watchers.remove(&cancel.watch_id) {
                         task.abort();
                         let _ = outbox
                             .send(Ok(WatchResponse {
-                                header: backend.stream_header(),
+                                header: backend.header(backend.current_revision().await),
                                 watch_id: cancel.watch_id,
                                 canceled: true,
                                 ..Default::default()
@@ -311,34 +432,48 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
                             .await;
                     }
                 }
-                Some(RequestUnion::ProgressRequest(_)) => {
-                    for (_, progress) in watchers.values() {
-                        let _ = progress.try_send(());
-                    }
+                Some(RequestUnion::ProgressRequest(_))
+                    if progress.as_ref().is_none_or(|p| p.is_finished()) =>
+                {
+                    let probes = watchers.values().map(|(_, p)| p.clone()).collect();
+                    progress = Some(tokio::spawn(answer_progress(
+                        backend.clone(),
+                        probes,
+                        outbox.clone(),
+                    )));
                 }
+                // A progress request while one is pending is answered by that one.
+                Some(RequestUnion::ProgressRequest(_)) => {}
                 None => {}
             }
         }
         for (task, _) in watchers.into_values() {
             task.abort();
         }
+        if let Some(p) = progress {
+            p.abort();
+        }
     });
     Box::pin(futures::stream::poll_fn(move |cx| responses.poll_recv(cx)))
 }
 
 impl WatchBackend for EtcdApi {
-    fn stream_header(&self) -> Option<ResponseHeader> {
-        self.store.header(self.hub.polled())
+    async fn current_revision(&self) -> i64 {
+        kine_current_revision(&self.store, &self.hub).await
+    }
+
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        self.store.header(revision)
     }
 
     fn start_watcher(
         &self,
         watch_id: i64,
         create: crate::proto::etcdserverpb::WatchCreateRequest,
-        progress: tokio::sync::mpsc::Receiver<()>,
+        probes: tokio::sync::mpsc::Receiver<Probe>,
         outbox: Outbox,
     ) -> tokio::task::JoinHandle<()> {
-        self.spawn_watcher(watch_id, create, progress, outbox)
+        self.spawn_watcher(watch_id, create, probes, outbox)
     }
 }
 

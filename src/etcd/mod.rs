@@ -5,10 +5,17 @@
 //! is rebuilt on restart from the WAL, the snapshot and the backend.
 
 pub mod disk;
+// The member's raft transport, its gRPC services and the k3s glue use madsim's raw endpoints:
+// they exist only in the simulator. `mvcc` (the conformance suite calls it directly), the disk,
+// the WAL and the raft storage build everywhere.
+#[cfg(madsim)]
 pub mod member;
 pub mod mvcc;
+#[cfg(madsim)]
 pub mod node;
+#[cfg(madsim)]
 mod recovery;
+#[cfg(madsim)]
 pub mod service;
 pub mod storage;
 pub mod wal;

@@ -10,9 +10,10 @@ use crate::observe::StoreEvent;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::request_op::Request as Op;
 use crate::proto::etcdserverpb::response_op::Response as OpResponse;
+use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, ResponseOp, TxnRequest, TxnResponse,
+    RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse, WatchCreateRequest,
 };
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 use serde::{Deserialize, Serialize};
@@ -293,8 +294,9 @@ impl Mvcc {
             kvs.push(v.kv(k, req.keys_only));
         }
         RangeResponse {
-            header: None,
-            more: req.limit > 0 && count > req.limit,
+            header: revision_header(self.current),
+            // A count-only range returns no key-values, so nothing was cut (etcd's applier).
+            more: !req.count_only && req.limit > 0 && count > req.limit,
             count,
             kvs,
         }
@@ -347,11 +349,9 @@ impl Mvcc {
     pub fn put(&mut self, req: &PutRequest) -> PutResponse {
         let mut tx = Tx::new(self);
         let prev_kv = tx.put(req);
+        let header = revision_header(tx.revision());
         tx.end();
-        PutResponse {
-            header: None,
-            prev_kv,
-        }
+        PutResponse { header, prev_kv }
     }
 
     pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> DeleteRangeResponse {
@@ -373,13 +373,15 @@ impl Mvcc {
         for op in ops {
             let response = match &op.request {
                 Some(Op::RequestRange(r)) => {
-                    // Reads inside a transaction see its earlier writes.
-                    let at = if tx.sub > 0 { tx.rev() } else { tx.m.current };
-                    OpResponse::ResponseRange(tx.m.range_at(r, at))
+                    // Reads inside a transaction see its earlier writes, and say at which
+                    // revision they read.
+                    let mut resp = tx.m.range_at(r, tx.revision());
+                    resp.header = revision_header(tx.revision());
+                    OpResponse::ResponseRange(resp)
                 }
                 Some(Op::RequestPut(p)) => OpResponse::ResponsePut(PutResponse {
-                    header: None,
                     prev_kv: tx.put(p),
+                    header: revision_header(tx.revision()),
                 }),
                 Some(Op::RequestDeleteRange(d)) => OpResponse::ResponseDeleteRange(tx.delete(d)),
                 Some(Op::RequestTxn(_)) | None => {
@@ -390,9 +392,10 @@ impl Mvcc {
                 response: Some(response),
             });
         }
+        let header = revision_header(tx.revision());
         tx.end();
         Ok(TxnResponse {
-            header: None,
+            header,
             succeeded,
             responses,
         })
@@ -553,6 +556,49 @@ impl Mvcc {
     }
 }
 
+impl Mvcc {
+    /// What a watch created by `create` receives from revision `from` on: its events in order,
+    /// with its filters and its prev_kv choice applied; or, when `from` can no longer be served,
+    /// the compact revision its cancellation names (the oldest it could resume from). One
+    /// definition for the member's watchers and the conformance suite.
+    pub fn watch_events(
+        &self,
+        create: &WatchCreateRequest,
+        from: i64,
+        variant_18089: bool,
+    ) -> Result<Vec<(i64, Event)>, i64> {
+        let events = self
+            .events(&create.key, &create.range_end, from, variant_18089)
+            .map_err(|_| self.watch_floor())?;
+        Ok(events
+            .into_iter()
+            .filter(|(_, e)| {
+                let filter = if e.r#type == EventType::Put as i32 {
+                    FilterType::Noput
+                } else {
+                    FilterType::Nodelete
+                };
+                !create.filters.contains(&(filter as i32))
+            })
+            .map(|(rev, mut e)| {
+                if !create.prev_kv {
+                    e.prev_kv = None;
+                }
+                (rev, e)
+            })
+            .collect())
+    }
+}
+
+/// A header carrying only a revision, as etcd's applier fills it; the member's services add
+/// the cluster, member and term to the outer one.
+fn revision_header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
 fn row_record(key: &[u8], v: &Version) -> BackendRecord {
     BackendRecord::Row {
         key: key.to_vec(),
@@ -578,6 +624,16 @@ impl<'a> Tx<'a> {
 
     fn rev(&self) -> i64 {
         self.m.current + 1
+    }
+
+    /// The revision the transaction's reads see and its responses carry: the one it writes at
+    /// once it wrote something, the current one before (etcd's `storeTxnWrite`).
+    fn revision(&self) -> i64 {
+        if self.sub > 0 {
+            self.rev()
+        } else {
+            self.m.current
+        }
     }
 
     fn put(&mut self, p: &PutRequest) -> Option<KeyValue> {
@@ -606,7 +662,7 @@ impl<'a> Tx<'a> {
         }
         self.sub = sub;
         DeleteRangeResponse {
-            header: None,
+            header: revision_header(self.revision()),
             deleted: live.len() as i64,
             prev_kvs: if d.prev_kv { live } else { vec![] },
         }
@@ -673,6 +729,68 @@ mod tests {
             })
             .unwrap();
         assert_eq!((all.count, all.more, all.kvs.len()), (1, false, 1));
+    }
+
+    #[test]
+    fn responses_carry_the_revision_etcd_puts_in_their_headers() {
+        let mut m = Mvcc::new(CompactionVariant::Fixed);
+        put(&mut m, "a", "1"); // 2
+        put(&mut m, "b", "1"); // 3
+        let rev = |h: &Option<ResponseHeader>| h.as_ref().map(|h| h.revision);
+        let count = m
+            .range(&RangeRequest {
+                key: b"a".to_vec(),
+                range_end: vec![0],
+                limit: 1,
+                count_only: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            (count.count, count.more, count.kvs.len(), rev(&count.header)),
+            (2, false, 0, Some(3)),
+            "a count-only range returns nothing, so nothing was cut"
+        );
+        let op = |request| crate::proto::etcdserverpb::RequestOp {
+            request: Some(request),
+        };
+        let get = || {
+            op(Op::RequestRange(RangeRequest {
+                key: b"a".to_vec(),
+                ..Default::default()
+            }))
+        };
+        let txn = TxnRequest {
+            compare: vec![],
+            success: vec![
+                get(),
+                op(Op::RequestPut(PutRequest {
+                    key: b"a".to_vec(),
+                    value: b"2".to_vec(),
+                    ..Default::default()
+                })),
+                get(),
+                op(Op::RequestDeleteRange(DeleteRangeRequest {
+                    key: b"zz".to_vec(),
+                    ..Default::default()
+                })),
+            ],
+            failure: vec![],
+        };
+        let resp = m.txn(&txn).unwrap();
+        let inner: Vec<Option<i64>> = resp
+            .responses
+            .iter()
+            .map(|r| match &r.response {
+                Some(OpResponse::ResponseRange(r)) => rev(&r.header),
+                Some(OpResponse::ResponsePut(p)) => rev(&p.header),
+                Some(OpResponse::ResponseDeleteRange(d)) => rev(&d.header),
+                _ => None,
+            })
+            .collect();
+        // A read before the write sees revision 3; everything after it, the txn's revision 4.
+        assert_eq!(inner, vec![Some(3), Some(4), Some(4), Some(4)]);
+        assert_eq!(rev(&resp.header), Some(4));
     }
 
     #[test]

@@ -19,8 +19,7 @@ use crate::proto::etcdserverpb::{
     ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse, WatchCreateRequest,
     WatchRequest, WatchResponse,
 };
-use crate::proto::mvccpb::event::EventType;
-use crate::server::{BoxStream, Outbox};
+use crate::server::{compacted_cancel, BoxStream, Outbox, Probe};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
@@ -175,7 +174,7 @@ impl MemberApi {
         self,
         watch_id: i64,
         create: WatchCreateRequest,
-        mut progress_requests: tokio::sync::mpsc::Receiver<()>,
+        mut probes: tokio::sync::mpsc::Receiver<Probe>,
         outbox: Outbox,
     ) {
         let mut next = if create.start_revision > 0 {
@@ -197,34 +196,23 @@ impl MemberApi {
                 return;
             }
             let seen = applied.get();
-            let (events, current, compact) = {
+            let (events, current) = {
                 let a = self.member.applied.lock().expect("applied lock poisoned");
-                // What the client may resume from: a cancelled watch restarts there.
-                let compact = a.mvcc.watch_floor();
                 (
-                    a.mvcc.events(
-                        &create.key,
-                        &create.range_end,
+                    a.mvcc.watch_events(
+                        &create,
                         next,
                         self.watch_variant == WatchVariant::Etcd18089,
                     ),
                     a.mvcc.current_revision(),
-                    compact,
                 )
             };
             let events = match events {
                 Ok(e) => e,
-                Err(_) => {
-                    let _ = outbox
-                        .send(Ok(WatchResponse {
-                            header: self.header(current),
-                            watch_id,
-                            canceled: true,
-                            compact_revision: compact,
-                            cancel_reason: crate::error::COMPACTED.into(),
-                            ..Default::default()
-                        }))
-                        .await;
+                // What the client may resume from: a cancelled watch restarts there.
+                Err(compact) => {
+                    let cancel = compacted_cancel(self.header(current), watch_id, compact);
+                    let _ = outbox.send(Ok(cancel)).await;
                     return;
                 }
             };
@@ -232,20 +220,8 @@ impl MemberApi {
             for (rev, e) in events {
                 by_rev.entry(rev).or_default().push(e);
             }
-            for (rev, mut events) in by_rev {
+            for (rev, events) in by_rev {
                 next = rev + 1;
-                events.retain(|e| {
-                    let put = e.r#type == EventType::Put as i32;
-                    !create.filters.contains(&(if put { 0 } else { 1 }))
-                });
-                if events.is_empty() {
-                    continue;
-                }
-                if !create.prev_kv {
-                    for e in &mut events {
-                        e.prev_kv = None;
-                    }
-                }
                 let resp = WatchResponse {
                     header: self.header(rev),
                     watch_id,
@@ -260,15 +236,9 @@ impl MemberApi {
             tokio::select! {
                 biased;
                 _ = applied.next_change(seen) => {}
-                Some(()) = progress_requests.recv() => {
-                    let resp = WatchResponse {
-                        header: self.header(next - 1),
-                        watch_id,
-                        ..Default::default()
-                    };
-                    if outbox.send(Ok(resp)).await.is_err() {
-                        return;
-                    }
+                // Everything up to `next - 1` is in the outbox already.
+                Some(probe) = probes.recv() => {
+                    let _ = probe.send(next - 1);
                 }
             }
         }
@@ -276,18 +246,23 @@ impl MemberApi {
 }
 
 impl crate::server::WatchBackend for MemberApi {
-    fn stream_header(&self) -> Option<ResponseHeader> {
-        self.header(0)
+    async fn current_revision(&self) -> i64 {
+        let a = self.member.applied.lock().expect("applied lock poisoned");
+        a.mvcc.current_revision()
+    }
+
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        MemberApi::header(self, revision)
     }
 
     fn start_watcher(
         &self,
         watch_id: i64,
         create: WatchCreateRequest,
-        progress: tokio::sync::mpsc::Receiver<()>,
+        probes: tokio::sync::mpsc::Receiver<Probe>,
         outbox: Outbox,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.clone().run_watcher(watch_id, create, progress, outbox))
+        tokio::spawn(self.clone().run_watcher(watch_id, create, probes, outbox))
     }
 }
 

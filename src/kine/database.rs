@@ -188,7 +188,17 @@ impl Database {
     }
 
     pub fn open_with(observer: SharedObserver, dialect: Dialect) -> Result<Self, DbError> {
-        let conn = sql::open()?;
+        Self::with_connection(sql::open()?, observer, dialect)
+    }
+
+    /// A database over a connection the caller opened (the real server's file), with kine's
+    /// schema created if missing.
+    pub fn with_connection(
+        conn: rusqlite::Connection,
+        observer: SharedObserver,
+        dialect: Dialect,
+    ) -> Result<Self, DbError> {
+        let conn = sql::with_schema(conn)?;
         Ok(Database {
             conn,
             observer,
@@ -226,8 +236,9 @@ impl Database {
         Ok(id)
     }
 
-    /// Commits a reserved insert. If a premature gap fill took its id meanwhile, the insert is
-    /// retried under a fresh id, so it is never lost. Returns the id the row committed under.
+    /// Commits a reserved insert. If a premature gap fill took its id meanwhile, or compaction
+    /// passed it (a row there would be history no watcher reads), the insert is retried under a
+    /// fresh id, so it is never lost. Returns the id the row committed under.
     pub fn commit_reserved(&mut self, id: i64, row: &NewRow) -> Result<i64, DbError> {
         self.pending.remove(&id);
         let tx = self
@@ -235,7 +246,7 @@ impl Database {
             .transaction()
             .map_err(|e| DbError::Other(e.to_string()))?;
         let log = Log::of_tx(&tx);
-        let id = if log.has_id(id)? {
+        let id = if log.has_id(id)? || id <= log.compact_revision()? {
             let fresh = self.next_id.max(log.current_revision()? + 1);
             self.next_id = fresh + 1;
             fresh
@@ -366,6 +377,15 @@ impl Database {
                 DbResponse::Inserted(id)
             }
             DbRequest::Fill { id } => {
+                let compact = log.compact_revision()?;
+                if *id <= compact {
+                    // Compaction removed whatever was there, and a pending insert commits above
+                    // the compact revision: there is no gap to fill, and filling would put a
+                    // second row at an id that may have held one.
+                    return Err(DbError::Other(format!(
+                        "id {id} is at or below the compact revision {compact}: nothing to fill"
+                    )));
+                }
                 let row = NewRow {
                     name: format!("gap-{id}"),
                     deleted: true,
@@ -639,5 +659,62 @@ mod tests {
             .iter()
             .any(|e| matches!(e, StoreEvent::DbInsertAborted { id: 2, .. })));
         assert_eq!(db.reserve(&row).unwrap(), 4, "ids never go back");
+    }
+
+    #[test]
+    fn nothing_is_filled_or_committed_at_or_below_the_compact_revision() {
+        let obs = Arc::new(Collect::default());
+        let dialect = Dialect::MysqlLike {
+            slow_commit_pct: 0,
+            slow_commit_ms: (0, 0),
+        };
+        let mut db = Database::open_with(obs, dialect).unwrap();
+        db.execute(&DbRequest::Startup).unwrap(); // 1
+        let pending = NewRow {
+            name: "/slow".into(),
+            created: true,
+            ..Default::default()
+        };
+        let slow = db.reserve(&pending).unwrap(); // 2, still in flight
+        for name in ["/a", "/b", "/c"] {
+            let row = NewRow {
+                name: name.into(),
+                created: true,
+                ..Default::default()
+            };
+            let id = db.reserve(&row).unwrap();
+            db.commit_reserved(id, &row).unwrap(); // 3, 4, 5
+        }
+        let compact = |db: &mut Database| {
+            db.execute(&DbRequest::CompactBatch {
+                expected: 0,
+                target: 4,
+                min_retain: 0,
+                fault: None,
+            })
+        };
+        compact(&mut db).unwrap();
+        assert!(
+            db.execute(&DbRequest::Fill { id: 2 }).is_err(),
+            "id 2 is below the compact revision 4: no gap row there"
+        );
+        let committed = db.commit_reserved(slow, &pending).unwrap();
+        assert_eq!(
+            committed, 6,
+            "the late insert lands above the compact revision"
+        );
+        let DbResponse::Rows { rows, .. } = db
+            .execute(&DbRequest::After {
+                start: String::new(),
+                end: End::Unbounded,
+                after: 0,
+                limit: 0,
+            })
+            .unwrap()
+        else {
+            panic!("After answers rows")
+        };
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 3, 4, 5, 6]);
     }
 }

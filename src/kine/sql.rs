@@ -108,7 +108,12 @@ const GET: &str =
 
 /// Opens an in-memory database with kine's schema.
 pub fn open() -> Result<Connection, SqlError> {
-    let conn = Connection::open_in_memory()?;
+    with_schema(Connection::open_in_memory()?)
+}
+
+/// Creates kine's schema on a connection the caller opened (the real server opens a file),
+/// keeping whatever rows it already holds.
+pub fn with_schema(conn: Connection) -> Result<Connection, SqlError> {
     // Every statement below is prepared once per connection and kept: re-parsing them was a
     // quarter of a kine run's time. The distinct statement texts (list and count variants
     // included) fit well within this.
@@ -159,9 +164,15 @@ impl<'c> Log<'c> {
         self.conn.prepare_cached(sql)?.execute(params)
     }
 
-    /// The current revision: the highest id ever assigned that is still in the table.
+    /// The current revision: the highest id ever assigned. AUTOINCREMENT keeps it in
+    /// `sqlite_sequence`, so compacting away the newest row (a tombstone at the compact
+    /// revision) never takes the revision back, live or after a restart; `MAX(id)` alone would.
     pub fn current_revision(&self) -> Result<i64, SqlError> {
-        self.one("SELECT COALESCE(MAX(id), 0) FROM kine", [])
+        self.one(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'kine'), 0),
+                        COALESCE((SELECT MAX(id) FROM kine), 0))",
+            [],
+        )
     }
 
     /// The stored compact revision, from the `compact_rev_key` row (0 when there is none).
@@ -431,5 +442,18 @@ mod tests {
             .map(|r| r.id)
             .collect();
         assert_eq!(ids, vec![2, 5]);
+    }
+
+    #[test]
+    fn compacting_the_newest_tombstone_keeps_the_revision() {
+        let conn = open().unwrap();
+        let log = Log::new(&conn);
+        put(&log, "/a", None, false); // 1
+        let a = log.get("/a", 0).unwrap().unwrap();
+        let tombstone = put(&log, "/a", Some(&a), true); // 2, the newest row
+        assert_eq!(log.delete_compacted(tombstone).unwrap(), 2);
+        assert_eq!(log.row_count().unwrap(), 0);
+        assert_eq!(log.current_revision().unwrap(), tombstone);
+        assert_eq!(put(&log, "/b", None, false), tombstone + 1);
     }
 }

@@ -2,17 +2,19 @@
 //!
 //! The poller reads rows after the last revision it delivered, in batches, woken by local
 //! inserts or a one-second tick. Rows must arrive strictly in sequence: a missing id is retried,
-//! and after about a second filled with a deleted `gap-<id>` row that watchers never see. A
-//! watcher replays history from its start revision, then follows the poller without repeats.
+//! and after about a second filled with a deleted `gap-<id>` row that watchers never see; ids
+//! compaction removed before the poller read them are skipped, and a watcher that needed them
+//! is cancelled as compacted. A watcher replays history from its start revision, then follows
+//! the poller without repeats.
 
 use super::database::{DbRequest, DbResponse};
 use super::sql::{End, Row};
 use super::store::KineStore;
 use crate::design::WatchVariant;
 use crate::error::StoreError;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 /// Rows fetched per poll (kine's default poll batch size).
 pub const POLL_BATCH: i64 = 500;
@@ -24,25 +26,70 @@ pub fn is_fill(name: &str) -> bool {
     name.starts_with("gap-")
 }
 
+/// What a poller hands its watchers, in order.
+#[derive(Clone, Debug)]
+enum Polled {
+    /// Rows of one or more revisions, in revision order.
+    Rows(Arc<Vec<Row>>),
+    /// Compaction (to `compact`) removed ids up to `last` that this poller had not read yet.
+    Lost { last: i64, compact: i64 },
+}
+
 /// What one server's poller shares with its watchers.
 pub struct WatchHub {
-    batches: broadcast::Sender<Arc<Vec<Row>>>,
-    polled: watch::Sender<i64>,
+    batches: broadcast::Sender<Polled>,
+    /// The highest revision the poller has delivered. Locked while an item is published and
+    /// while a watcher subscribes, so a watcher either receives an item or starts past it.
+    polled: Mutex<i64>,
 }
 
 impl Default for WatchHub {
     fn default() -> Self {
         WatchHub {
             batches: broadcast::channel(4096).0,
-            polled: watch::channel(0).0,
+            polled: Mutex::new(0),
         }
     }
 }
 
 impl WatchHub {
+    fn lock(&self) -> MutexGuard<'_, i64> {
+        self.polled
+            .lock()
+            .expect("no one panics holding the hub's lock")
+    }
+
     /// The highest revision the poller has delivered.
     pub fn polled(&self) -> i64 {
-        *self.polled.borrow()
+        *self.lock()
+    }
+
+    /// Hands `item` to every watcher (none is fine: nobody is watching yet); the poller has
+    /// now delivered everything up to `polled`.
+    fn publish(&self, item: Option<Polled>, polled: i64) {
+        let mut at = self.lock();
+        if let Some(item) = item {
+            let _ = self.batches.send(item);
+        }
+        *at = polled;
+    }
+
+    /// A receiver of what is published from now on, and the revision up to which everything
+    /// was published before it.
+    fn subscribe(&self) -> (broadcast::Receiver<Polled>, i64) {
+        let at = self.lock();
+        (self.batches.subscribe(), *at)
+    }
+
+    /// Up to which revision a watcher that has handed over everything up to `sent` is caught
+    /// up: with nothing left in `live`, everything published so far.
+    fn caught_up(&self, live: &broadcast::Receiver<Polled>, sent: i64) -> i64 {
+        let at = self.lock();
+        if live.is_empty() {
+            (*at).max(sent)
+        } else {
+            sent
+        }
     }
 }
 
@@ -54,7 +101,7 @@ pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>, variant: WatchVaria
             _ => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     };
-    hub.polled.send_replace(last);
+    hub.publish(None, last);
     // The missing id being waited for, and since when.
     let mut gap: Option<(i64, tokio::time::Instant)> = None;
     let mut more = false;
@@ -63,7 +110,7 @@ pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>, variant: WatchVaria
             // Woken by a local insert, or by the tick that catches other servers' inserts.
             let _ = tokio::time::timeout(Duration::from_secs(1), store.inserted().notified()).await;
         }
-        let rows = match store
+        let (rows, compact) = match store
             .call(DbRequest::After {
                 start: String::new(),
                 end: End::Unbounded,
@@ -72,12 +119,25 @@ pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>, variant: WatchVaria
             })
             .await
         {
-            Ok(DbResponse::Rows { rows, .. }) => rows,
+            Ok(DbResponse::Rows { rows, compact, .. }) => (rows, compact),
             _ => continue,
         };
         more = rows.len() as i64 == POLL_BATCH;
         let mut batch = Vec::new();
         for row in rows {
+            // Ids up to the compact revision that never came were compacted away before this
+            // poller read them (an insert still pending there commits above it): nothing to
+            // wait for or fill, but watchers still behind them are told.
+            if row.id > last + 1 && last < compact {
+                if !batch.is_empty() {
+                    hub.publish(
+                        Some(Polled::Rows(Arc::new(std::mem::take(&mut batch)))),
+                        last,
+                    );
+                }
+                last = (row.id - 1).min(compact);
+                hub.publish(Some(Polled::Lost { last, compact }), last);
+            }
             let next = last + 1;
             // The re-created bug (gap-skip) gives up on a missing id at once.
             if row.id != next && variant != WatchVariant::GapSkip {
@@ -99,11 +159,8 @@ pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>, variant: WatchVaria
                 batch.push(row);
             }
         }
-        if !batch.is_empty() {
-            // No receivers is fine: nobody is watching yet.
-            let _ = hub.batches.send(Arc::new(batch));
-        }
-        hub.polled.send_replace(last);
+        let rows = (!batch.is_empty()).then(|| Polled::Rows(Arc::new(batch)));
+        hub.publish(rows, last);
     }
 }
 
@@ -148,8 +205,7 @@ pub async fn run_watcher(
     out: tokio::sync::mpsc::Sender<WatchItem>,
 ) -> WatchEnd {
     // Subscribe before reading history, so nothing polled in between is missed.
-    let mut live = hub.batches.subscribe();
-    let mut sent = hub.polled();
+    let (mut live, mut sent) = hub.subscribe();
     if start_revision > 0 {
         let (start, stop) = match &end {
             None => (key.clone(), End::Exclusive(format!("{key}\0"))),
@@ -187,7 +243,17 @@ pub async fn run_watcher(
         tokio::select! {
             biased;
             batch = live.recv() => match batch {
-                Ok(batch) => {
+                // Compaction took ids this watcher still needed: from below the compact
+                // revision, it is cancelled as etcd cancels a watcher compaction overtook.
+                // One from exactly the compact revision goes on without what compaction
+                // removed there, as when it reads that history itself (and as etcd 3.4.23).
+                Ok(Polled::Lost { last, compact }) => {
+                    if sent < last && sent + 1 < compact {
+                        return WatchEnd::Compacted { compact_revision: compact };
+                    }
+                    sent = sent.max(last);
+                }
+                Ok(Polled::Rows(batch)) => {
                     let rows: Vec<Row> = batch
                         .iter()
                         .filter(|r| r.id > sent && in_range(&r.name, &key, &end))
@@ -211,7 +277,7 @@ pub async fn run_watcher(
                 }
                 // The biased select drains batches first, so with none pending every row the
                 // poller has delivered is handed over; otherwise only what was sent counts.
-                let upto = if live.is_empty() { hub.polled().max(sent) } else { sent };
+                let upto = hub.caught_up(&live, sent);
                 if out.send(WatchItem::Progress(upto)).await.is_err() {
                     return WatchEnd::Failed(StoreError::Database("watch stream closed".into()));
                 }

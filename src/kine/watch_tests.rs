@@ -326,3 +326,73 @@ async fn an_insert_cut_by_its_deadline_leaves_a_gap_that_is_filled() {
         "the aborted id was filled: {filled:?}"
     );
 }
+
+/// Writes straight to the database, so the poller hears of it only on its one-second tick.
+fn write_unheard(db: &SharedDatabase, name: &str, deleted: bool, prev_revision: i64) -> i64 {
+    let row = NewRow {
+        name: name.into(),
+        created: !deleted && prev_revision == 0,
+        deleted,
+        prev_revision,
+        value: b"v".to_vec(),
+        ..Default::default()
+    };
+    match db.lock().unwrap().execute(&DbRequest::Insert(row)).unwrap() {
+        super::database::DbResponse::Inserted(id) => id,
+        other => panic!("an insert answers its id: {other:?}"),
+    }
+}
+
+/// Compacts straight in the database, before the poller has read what it removes.
+fn compact_unheard(db: &SharedDatabase, expected: i64, target: i64) {
+    db.lock()
+        .unwrap()
+        .execute(&DbRequest::CompactBatch {
+            expected,
+            target,
+            min_retain: 0,
+            fault: None,
+        })
+        .unwrap();
+}
+
+#[madsim::test]
+async fn a_watcher_compaction_overtook_before_the_poller_read_is_cancelled() {
+    let (store, hub, db) = setup_with(Dialect::Sqlite, WatchVariant::Fixed).await;
+    let (mut rx, _p, task) = watch(&store, &hub, "/r/", 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let first = write_unheard(&db, "/r/a", false, 0);
+    let second = write_unheard(&db, "/r/a", false, first);
+    write_unheard(&db, "/r/b", false, 0);
+    compact_unheard(&db, 0, second); // removes `first`, which the watcher never got
+    let end = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the watcher ends once the poller finds the loss");
+    assert_eq!(
+        end.unwrap(),
+        WatchEnd::Compacted {
+            compact_revision: second
+        }
+    );
+    assert!(rows(&mut rx, 1).await.is_empty(), "nothing after the loss");
+}
+
+#[madsim::test]
+async fn a_watch_from_exactly_the_compact_revision_is_served_whoever_read_it_first() {
+    let (store, hub, db) = setup_with(Dialect::Sqlite, WatchVariant::Fixed).await;
+    let created = put(&store, "/r/a").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(hub.polled(), created, "the poller has read the create");
+    let deleted = write_unheard(&db, "/r/a", true, created);
+    let after = write_unheard(&db, "/r/b", false, 0);
+    // The tombstone at the compact revision goes, before the poller read it.
+    compact_unheard(&db, 0, deleted);
+    let (mut rx, _p, task) = watch(&store, &hub, "/r/", deleted);
+    let got = rows(&mut rx, 1).await;
+    assert_eq!(
+        got.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![after],
+        "served from the compact revision on, as a watch that reads the history itself is"
+    );
+    assert!(!task.is_finished(), "not cancelled");
+}

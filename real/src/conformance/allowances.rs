@@ -1,0 +1,477 @@
+//! The named differences from etcd 3.4 the suite accepts, each with its reason and source.
+//!
+//! An allowance rewrites only the fields it names, only when its condition holds, and says when
+//! it was used; every other field is still compared. The list is short on purpose: a difference
+//! that is not here is a bug in the store.
+
+use crate::answer::Answer;
+use crate::ops::Op;
+use store::kine::sql::COMPACT_REV_KEY;
+use store::proto::etcdserverpb::{response_op, RangeResponse};
+use store::proto::mvccpb::{Event, KeyValue};
+
+/// Which faultline side an allowance applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pair {
+    /// faultline's etcd member MVCC, called directly.
+    Mvcc,
+    /// faultline-store, the kine server, over gRPC.
+    Kine,
+}
+
+impl Pair {
+    /// The side's name in a report.
+    pub fn side(self) -> &'static str {
+        match self {
+            Pair::Mvcc => "faultline etcd MVCC",
+            Pair::Kine => "faultline-store (kine)",
+        }
+    }
+}
+
+pub struct Allowance {
+    pub name: &'static str,
+    pub pair: Pair,
+    pub reason: &'static str,
+    pub source: &'static str,
+}
+
+pub const WATCH_AT_COMPACT_REVISION: &str = "watch-at-compact-revision";
+pub const KINE_VERSION: &str = "kine-version";
+pub const COMPACT_REV_KEY_ROW: &str = "compact-rev-key-row";
+pub const KINE_PREV_KV_KEPT: &str = "kine-prev-kv-kept";
+
+pub const ALLOWANCES: &[Allowance] = &[
+    Allowance {
+        name: WATCH_AT_COMPACT_REVISION,
+        pair: Pair::Mvcc,
+        reason: "a watch from exactly the compact revision, whose change there compaction removed \
+                 (a delete's tombstone, or an update's previous version), is cancelled as \
+                 compacted naming the next revision, where etcd 3.4.23 serves it and silently \
+                 drops the DELETE (fixed in etcd 3.4.34/3.5.16) or the prev_kv; a watch from below \
+                 names that next revision too",
+        source:
+            "etcd #18089 and #10681; SEMANTICS.md section 1 (watch Reliable, prev_kv correct); \
+                 the watch=etcd-18089 variant models 3.4.23",
+    },
+    Allowance {
+        name: KINE_VERSION,
+        pair: Pair::Kine,
+        reason: "kine keeps no per-key version counter: a live key's version is 1 (real kine \
+                 reports 0), so only version 0 = absent means what it means in etcd",
+        source:
+            "src/kine/store.rs to_kv; kine pkg/server/kv.go toKV (Version never set by the SQL log)",
+    },
+    Allowance {
+        name: COMPACT_REV_KEY_ROW,
+        pair: Pair::Kine,
+        reason: "kine's bookkeeping row compact_rev_key (created at revision 1, updated in place) \
+                 is a key like any other to ranges and watches that cover it",
+        source: "SEMANTICS.md section 2 (the compact_rev_key row); kine pkg/logstructured/sqllog",
+    },
+    Allowance {
+        name: KINE_PREV_KV_KEPT,
+        pair: Pair::Kine,
+        reason: "kine's row carries its previous value (old_value), so the event at the compact \
+                 revision of a watch opened there keeps its prev_kv; etcd reads prev_kv from the \
+                 previous version, which compaction removed, and leaves it out",
+        source: "SEMANTICS.md section 2 (old_value column); kine sqllog RowsToEvents; etcd #10681",
+    },
+];
+
+/// What an allowance may consult besides the two answers.
+pub struct Context<'a> {
+    pub op: &'a Op,
+    /// For a watch's outcome: what etcd 3.4.23 serves in the model's place when the model
+    /// refused the watch at its compact revision.
+    pub as_3_4: Option<&'a Vec<Event>>,
+    /// For a watch's outcome: the compact revision when the watch was opened.
+    pub compact_at_open: i64,
+}
+
+/// Applies the pair's allowances to `(etcd, other)` and names those that changed something.
+pub fn apply(
+    pair: Pair,
+    cx: &Context<'_>,
+    etcd: &mut Answer,
+    other: &mut Answer,
+) -> Vec<&'static str> {
+    let mut used = Vec::new();
+    match pair {
+        Pair::Mvcc => {
+            if watch_at_compact_revision(cx, etcd, other) {
+                used.push(WATCH_AT_COMPACT_REVISION);
+            }
+        }
+        Pair::Kine => {
+            if compact_rev_key_row(cx.op, other) {
+                used.push(COMPACT_REV_KEY_ROW);
+            }
+            if kine_prev_kv_kept(cx, etcd, other) {
+                used.push(KINE_PREV_KV_KEPT);
+            }
+            if kine_version(etcd, other) {
+                used.push(KINE_VERSION);
+            }
+        }
+    }
+    used
+}
+
+/// The model refused a watch at the compact revision (its cancellation names the revision after
+/// it) where etcd 3.4.23 served it as `as_3_4`, or cancelled it naming the compact revision.
+fn watch_at_compact_revision(cx: &Context<'_>, etcd: &mut Answer, model: &Answer) -> bool {
+    let (Answer::Watch(e), Answer::Watch(m)) = (&*etcd, model) else {
+        return false;
+    };
+    let Some(refused) = &m.cancel else {
+        return false;
+    };
+    let served_as_3_4 = e.cancel.is_none() && cx.as_3_4 == Some(&e.events);
+    let cancelled_one_lower = e.events.is_empty()
+        && m.events.is_empty()
+        && e.cancel.as_ref().is_some_and(|c| {
+            c.compact_revision + 1 == refused.compact_revision && c.reason == refused.reason
+        });
+    if served_as_3_4 || cancelled_one_lower {
+        *etcd = model.clone();
+        return true;
+    }
+    false
+}
+
+fn key_values(a: &mut Answer) -> Vec<&mut KeyValue> {
+    fn of_range(r: &mut RangeResponse) -> Vec<&mut KeyValue> {
+        r.kvs.iter_mut().collect()
+    }
+    let mut out = Vec::new();
+    match a {
+        Answer::Range(r) => out.extend(of_range(r)),
+        Answer::Put(p) => out.extend(p.prev_kv.as_mut()),
+        Answer::Delete(d) => out.extend(d.prev_kvs.iter_mut()),
+        Answer::Txn(t) => {
+            for r in &mut t.responses {
+                match &mut r.response {
+                    Some(response_op::Response::ResponseRange(r)) => out.extend(of_range(r)),
+                    Some(response_op::Response::ResponsePut(p)) => out.extend(p.prev_kv.as_mut()),
+                    Some(response_op::Response::ResponseDeleteRange(d)) => {
+                        out.extend(d.prev_kvs.iter_mut())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Answer::Watch(o) => {
+            for e in &mut o.events {
+                out.extend(e.kv.as_mut());
+                out.extend(e.prev_kv.as_mut());
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Versions compare as "exists or not" on both sides.
+fn kine_version(etcd: &mut Answer, kine: &mut Answer) -> bool {
+    let mut changed = false;
+    for kv in key_values(etcd).into_iter().chain(key_values(kine)) {
+        let exists = kv.version.min(1);
+        changed |= kv.version != exists;
+        kv.version = exists;
+    }
+    changed
+}
+
+/// A watch opened at the compact revision: etcd left out the prev_kv of the event there; kine's
+/// (from its row) goes too. Every other event's prev_kv is still compared.
+fn kine_prev_kv_kept(cx: &Context<'_>, etcd: &Answer, kine: &mut Answer) -> bool {
+    let (Op::Watch { create, .. }, Answer::Watch(e), Answer::Watch(k)) = (cx.op, etcd, kine) else {
+        return false;
+    };
+    let at = create.start_revision;
+    if at == 0 || at != cx.compact_at_open {
+        return false;
+    }
+    let dropped: Vec<&Vec<u8>> = e
+        .events
+        .iter()
+        .filter_map(|e| e.kv.as_ref())
+        .filter(|kv| kv.mod_revision == at)
+        .map(|kv| &kv.key)
+        .collect();
+    let mut changed = false;
+    for ev in &mut k.events {
+        let at_compact = ev
+            .kv
+            .as_ref()
+            .is_some_and(|kv| kv.mod_revision == at && dropped.contains(&&kv.key));
+        let etcd_has_none = e.events.iter().any(|x| {
+            x.kv.as_ref().map(|kv| (kv.mod_revision, &kv.key))
+                == ev.kv.as_ref().map(|kv| (kv.mod_revision, &kv.key))
+                && x.prev_kv.is_none()
+        });
+        if at_compact && etcd_has_none && ev.prev_kv.is_some() {
+            ev.prev_kv = None;
+            changed = true;
+        }
+    }
+    changed
+}
+
+fn covers_compact_rev_key(key: &[u8], range_end: &[u8]) -> bool {
+    let k = COMPACT_REV_KEY.as_bytes();
+    match range_end {
+        [] => key == k,
+        [0] => key <= k,
+        end => key <= k && k < end,
+    }
+}
+
+/// Takes kine's bookkeeping row out of a range or a watch that covers it, as if it did not exist.
+fn compact_rev_key_row(op: &Op, kine: &mut Answer) -> bool {
+    let is_row = |kv: &Option<KeyValue>| {
+        kv.as_ref()
+            .is_some_and(|kv| kv.key == COMPACT_REV_KEY.as_bytes())
+    };
+    match (op, kine) {
+        (Op::Range(req), Answer::Range(r)) if covers_compact_rev_key(&req.key, &req.range_end) => {
+            r.kvs.retain(|kv| kv.key != COMPACT_REV_KEY.as_bytes());
+            r.count -= 1;
+            r.more = req.limit > 0 && !req.count_only && r.count > req.limit;
+            true
+        }
+        (Op::Watch { .. }, Answer::Watch(o)) if o.events.iter().any(|e| is_row(&e.kv)) => {
+            o.events.retain(|e| !is_row(&e.kv));
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::{Cancel, WatchOutcome};
+    use crate::diff::diff;
+    use store::proto::etcdserverpb::{RangeRequest, ResponseHeader, WatchCreateRequest};
+
+    fn kv(key: &str, create: i64, modified: i64, version: i64) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            create_revision: create,
+            mod_revision: modified,
+            version,
+            value: b"v".to_vec(),
+            lease: 0,
+        }
+    }
+
+    fn range(kvs: Vec<KeyValue>, count: i64, more: bool) -> Answer {
+        Answer::Range(RangeResponse {
+            header: Some(ResponseHeader {
+                revision: 9,
+                ..Default::default()
+            }),
+            kvs,
+            count,
+            more,
+        })
+    }
+
+    fn same(
+        pair: Pair,
+        cx: &Context<'_>,
+        etcd: &Answer,
+        other: &Answer,
+    ) -> (bool, Vec<&'static str>) {
+        let (mut e, mut o) = (etcd.clone(), other.clone());
+        let used = apply(pair, cx, &mut e, &mut o);
+        (diff(&e.fields(), &o.fields()).is_empty(), used)
+    }
+
+    fn get(key: &str, range_end: &[u8], limit: i64) -> Op {
+        Op::Range(RangeRequest {
+            key: key.into(),
+            range_end: range_end.to_vec(),
+            limit,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn kine_version_hides_the_counter_but_not_the_revisions() {
+        let op = get("/registry/pods/", b"/registry/pods0", 0);
+        let cx = Context {
+            op: &op,
+            as_3_4: None,
+            compact_at_open: 0,
+        };
+        let etcd = range(vec![kv("/registry/pods/a", 2, 5, 3)], 1, false);
+        let kine = range(vec![kv("/registry/pods/a", 2, 5, 1)], 1, false);
+        assert_eq!(
+            same(Pair::Kine, &cx, &etcd, &kine),
+            (true, vec![KINE_VERSION])
+        );
+        let wrong_mod = range(vec![kv("/registry/pods/a", 2, 4, 1)], 1, false);
+        assert!(!same(Pair::Kine, &cx, &etcd, &wrong_mod).0);
+        assert!(
+            !same(Pair::Mvcc, &cx, &etcd, &kine).0,
+            "the etcd MVCC must count versions exactly"
+        );
+    }
+
+    #[test]
+    fn compact_rev_key_row_leaves_ranges_that_cover_it_as_etcd_answers() {
+        let op = get("/registry/pods/ns-0/b", &[0], 2);
+        let cx = Context {
+            op: &op,
+            as_3_4: None,
+            compact_at_open: 0,
+        };
+        let a = kv("/registry/pods/ns-0/b", 2, 2, 1);
+        let b = kv("/registry/pods/ns-1/a", 3, 3, 1);
+        let row = kv(COMPACT_REV_KEY, 1, 1, 1);
+        // Two real keys under a limit of two: etcd says no more; kine's row made it three.
+        let etcd = range(vec![a.clone(), b.clone()], 2, false);
+        let kine = range(vec![a.clone(), b.clone()], 3, true);
+        assert_eq!(
+            same(Pair::Kine, &cx, &etcd, &kine),
+            (true, vec![COMPACT_REV_KEY_ROW])
+        );
+        let op_all = get("/registry/", &[0], 0);
+        let cx_all = Context {
+            op: &op_all,
+            as_3_4: None,
+            compact_at_open: 0,
+        };
+        let etcd_all = range(vec![a.clone()], 1, false);
+        let kine_all = range(vec![a.clone(), row], 2, false);
+        assert!(same(Pair::Kine, &cx_all, &etcd_all, &kine_all).0);
+        // A range that does not reach the row keeps its count as it is.
+        let prefix = get("/registry/pods/", b"/registry/pods0", 0);
+        let cx_prefix = Context {
+            op: &prefix,
+            as_3_4: None,
+            compact_at_open: 0,
+        };
+        let (equal, used) = same(
+            Pair::Kine,
+            &cx_prefix,
+            &range(vec![a.clone()], 1, false),
+            &range(vec![a], 2, false),
+        );
+        assert!(!equal && used.is_empty());
+    }
+
+    fn watch_op() -> Op {
+        Op::Watch {
+            watch: 0,
+            create: WatchCreateRequest {
+                key: b"/registry/".to_vec(),
+                range_end: b"/registry0".to_vec(),
+                start_revision: 5,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn put_event(key: &str, rev: i64) -> Event {
+        Event {
+            r#type: 0,
+            kv: Some(kv(key, rev, rev, 1)),
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn kine_prev_kv_kept_only_at_the_compact_revision_the_watch_opened_at() {
+        let op = watch_op(); // from revision 5
+        let with_prev = |rev| Event {
+            prev_kv: Some(kv("/registry/pods/a", 2, rev - 1, 1)),
+            ..put_event("/registry/pods/a", rev)
+        };
+        let etcd = Answer::Watch(WatchOutcome {
+            events: vec![put_event("/registry/pods/a", 5), with_prev(6)],
+            cancel: None,
+        });
+        let kine = Answer::Watch(WatchOutcome {
+            events: vec![with_prev(5), with_prev(6)],
+            cancel: None,
+        });
+        let at = |compact| Context {
+            op: &op,
+            as_3_4: None,
+            compact_at_open: compact,
+        };
+        assert_eq!(
+            same(Pair::Kine, &at(5), &etcd, &kine),
+            (true, vec![KINE_PREV_KV_KEPT])
+        );
+        assert!(
+            !same(Pair::Kine, &at(4), &etcd, &kine).0,
+            "above the compact revision etcd has the previous version: prev_kv must match"
+        );
+        let missing_later = Answer::Watch(WatchOutcome {
+            events: vec![with_prev(5), put_event("/registry/pods/a", 6)],
+            cancel: None,
+        });
+        assert!(
+            !same(Pair::Kine, &at(5), &etcd, &missing_later).0,
+            "a later event's prev_kv is still compared"
+        );
+    }
+
+    #[test]
+    fn watch_at_compact_revision_needs_the_model_to_have_refused_and_etcd_to_serve_as_3_4() {
+        let op = watch_op();
+        let later = vec![put_event("/registry/pods/a", 6)];
+        let refused = Answer::Watch(WatchOutcome {
+            events: vec![],
+            cancel: Some(Cancel {
+                compact_revision: 6,
+                reason: "r".into(),
+            }),
+        });
+        let served = Answer::Watch(WatchOutcome {
+            events: later.clone(),
+            cancel: None,
+        });
+        let cx = Context {
+            op: &op,
+            as_3_4: Some(&later),
+            compact_at_open: 5,
+        };
+        assert_eq!(
+            same(Pair::Mvcc, &cx, &served, &refused),
+            (true, vec![WATCH_AT_COMPACT_REVISION])
+        );
+        // etcd serving anything else than the 3.4 behaviour is still a difference.
+        let other = Answer::Watch(WatchOutcome {
+            events: vec![put_event("/registry/pods/b", 7)],
+            cancel: None,
+        });
+        assert!(!same(Pair::Mvcc, &cx, &other, &refused).0);
+        // Cancelled below the compact revision: etcd names the compact revision, one lower.
+        let cancelled = |at| {
+            Answer::Watch(WatchOutcome {
+                events: vec![],
+                cancel: Some(Cancel {
+                    compact_revision: at,
+                    reason: "r".into(),
+                }),
+            })
+        };
+        let none = Context {
+            op: &op,
+            as_3_4: None,
+            compact_at_open: 5,
+        };
+        assert!(same(Pair::Mvcc, &none, &cancelled(5), &refused).0);
+        assert!(!same(Pair::Mvcc, &none, &cancelled(4), &refused).0);
+        assert!(
+            !same(Pair::Kine, &cx, &served, &refused).0,
+            "only the MVCC pair has this allowance"
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The seeded generator of operation sequences.
+//!
+//! It draws Kubernetes-shaped traffic over a few resources, namespaces and names: guarded
+//! creates, updates and deletes (mostly with the key's true mod revision, sometimes a stale one),
+//! plain puts and deletes, ranges (single key, prefix, from-key; limits, past, compacted and
+//! future revisions, keys-only, count-only), compactions (due, already compacted, future), watches
+//! from now, a past revision, exactly the compact revision, a compacted one or the future, and
+//! progress requests. It reads the reference model only to pick plausible revisions, so a seed
+//! gives the same sequence every time.
+
+use crate::ops::Op;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use store::etcd::mvcc::Mvcc;
+use store::proto::etcdserverpb::{RangeRequest, WatchCreateRequest};
+
+const RESOURCES: [&str; 2] = ["pods", "configmaps"];
+const NAMESPACES: [&str; 2] = ["ns-0", "ns-1"];
+const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+/// Watches per sequence: enough to meet compaction, few enough to drain quickly.
+pub const MAX_WATCHES: usize = 4;
+
+pub struct Generator {
+    rng: StdRng,
+    written: u64,
+    watches: usize,
+}
+
+/// The end of the range `[prefix, end)` that holds every key starting with `prefix`.
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().expect("prefixes are not empty") += 1;
+    end
+}
+
+impl Generator {
+    pub fn new(seed: u64) -> Self {
+        Generator {
+            rng: StdRng::seed_from_u64(seed),
+            written: 0,
+            watches: 0,
+        }
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.rng.gen_range(0..from.len())]
+    }
+
+    fn key(&mut self) -> String {
+        let (r, ns, n) = (
+            self.pick(&RESOURCES),
+            self.pick(&NAMESPACES),
+            self.pick(&NAMES),
+        );
+        format!("/registry/{r}/{ns}/{n}")
+    }
+
+    fn value(&mut self) -> String {
+        self.written += 1;
+        format!("v{}", self.written)
+    }
+
+    /// A key, a prefix or a from-key range over the keys this generator writes.
+    fn key_range(&mut self) -> (Vec<u8>, Vec<u8>) {
+        match self.rng.gen_range(0..100) {
+            0..=29 => (self.key().into_bytes(), vec![]),
+            30..=49 => {
+                let prefix = format!("/registry/{}/", self.pick(&RESOURCES));
+                (prefix.clone().into_bytes(), prefix_end(&prefix))
+            }
+            50..=69 => {
+                let prefix = format!(
+                    "/registry/{}/{}/",
+                    self.pick(&RESOURCES),
+                    self.pick(&NAMESPACES)
+                );
+                (prefix.clone().into_bytes(), prefix_end(&prefix))
+            }
+            70..=84 => (b"/registry/".to_vec(), prefix_end("/registry/")),
+            _ => (self.key().into_bytes(), vec![0]),
+        }
+    }
+
+    /// The key's mod revision in the model, or (sometimes) a stale guess.
+    fn expected_mod(&mut self, model: &Mvcc, key: &str) -> i64 {
+        if self.rng.gen_bool(0.2) {
+            return self.rng.gen_range(0..=model.current_revision());
+        }
+        model
+            .range(&RangeRequest {
+                key: key.into(),
+                ..Default::default()
+            })
+            .ok()
+            .and_then(|r| r.kvs.first().map(|kv| kv.mod_revision))
+            .unwrap_or(0)
+    }
+
+    /// A revision to read or watch at: now, the past, exactly the compact revision, a compacted
+    /// one, or the future.
+    fn revision(&mut self, model: &Mvcc, none: i64) -> i64 {
+        let (current, compact) = (model.current_revision(), model.compact_revision());
+        loop {
+            match self.rng.gen_range(0..100) {
+                0..=39 => return none,
+                40..=69 => return self.rng.gen_range(compact.max(1)..=current),
+                70..=79 if compact > 0 => return compact,
+                80..=89 if compact > 1 => return self.rng.gen_range(1..compact),
+                90..=99 => return current + self.rng.gen_range(1..=2),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next operation, given the reference model's state and how many watches are open.
+    pub fn next(&mut self, model: &Mvcc) -> Op {
+        let (current, compact) = (model.current_revision(), model.compact_revision());
+        loop {
+            let roll = self.rng.gen_range(0..100);
+            return match roll {
+                0..=15 => Op::Create {
+                    key: self.key(),
+                    value: self.value(),
+                },
+                16..=31 => {
+                    let key = self.key();
+                    Op::Update {
+                        expected_mod: self.expected_mod(model, &key),
+                        value: self.value(),
+                        key,
+                    }
+                }
+                32..=39 => {
+                    let key = self.key();
+                    Op::Delete {
+                        expected_mod: self.expected_mod(model, &key),
+                        key,
+                    }
+                }
+                40..=43 => Op::Put {
+                    key: self.key(),
+                    value: self.value(),
+                    prev_kv: self.rng.gen_bool(0.5),
+                },
+                44..=46 => Op::DeleteKey {
+                    key: self.key(),
+                    prev_kv: self.rng.gen_bool(0.5),
+                },
+                47..=73 => {
+                    let (key, range_end) = self.key_range();
+                    let limit = if self.rng.gen_bool(0.5) {
+                        self.rng.gen_range(1..=3)
+                    } else {
+                        0
+                    };
+                    Op::Range(RangeRequest {
+                        key,
+                        range_end,
+                        limit,
+                        revision: self.revision(model, 0),
+                        keys_only: self.rng.gen_bool(0.2),
+                        count_only: self.rng.gen_bool(0.15),
+                        ..Default::default()
+                    })
+                }
+                74..=80 => {
+                    let revision = match self.rng.gen_range(0..10) {
+                        0 if compact > 0 => self.rng.gen_range(compact.max(2) - 1..=compact),
+                        1 => current + 1,
+                        _ if current > compact => self.rng.gen_range(compact + 1..=current),
+                        _ => continue,
+                    };
+                    Op::Compact { revision }
+                }
+                81..=91 if self.watches < MAX_WATCHES => {
+                    let (key, range_end) = self.key_range();
+                    let watch = self.watches;
+                    self.watches += 1;
+                    Op::Watch {
+                        watch,
+                        create: WatchCreateRequest {
+                            key,
+                            range_end,
+                            start_revision: self.revision(model, 0),
+                            prev_kv: self.rng.gen_bool(0.6),
+                            ..Default::default()
+                        },
+                    }
+                }
+                92..=99 if self.watches > 0 => Op::Progress {
+                    watch: self.rng.gen_range(0..self.watches),
+                },
+                _ => continue,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::design::CompactionVariant;
+
+    #[test]
+    fn a_seed_gives_the_same_sequence() {
+        let model = Mvcc::new(CompactionVariant::Fixed);
+        let run = |seed| {
+            let mut g = Generator::new(seed);
+            (0..50).map(|_| g.next(&model)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn prefix_ends_bound_the_prefix() {
+        assert_eq!(prefix_end("/registry/"), b"/registry0".to_vec());
+    }
+}

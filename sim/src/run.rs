@@ -226,6 +226,7 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
         &run.history,
         &title,
         &marks,
+        scenario.schedule.is_some(),
         &dir.join("timeline.png"),
         &dir.join("timeline.svg"),
     ) {

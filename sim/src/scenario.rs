@@ -358,7 +358,7 @@ mod load;
 pub mod schedule;
 mod validate;
 
-pub use load::{load, load_schedule};
+pub use load::{load, load_schedule, parse};
 pub use schedule::Schedule;
 
 #[cfg(test)]

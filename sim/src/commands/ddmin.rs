@@ -27,8 +27,32 @@ pub fn items(s: &Schedule) -> Vec<Item> {
     out
 }
 
-/// The schedule holding exactly `items` (with `base`'s seed and mix).
+/// The schedule holding exactly `items` (with `base`'s seed and mix). A member crash restarts
+/// its member, so each crash left out moves that member's later crashes one start earlier.
 pub fn schedule_of(base: &Schedule, items: &[Item]) -> Schedule {
+    let kept_crash = |c: &MemberCrash| items.iter().any(|i| *i == Item::Crash(c.clone()));
+    let dropped: Vec<&MemberCrash> = base
+        .member_crashes
+        .iter()
+        .filter(|c| !kept_crash(c))
+        .collect();
+    let items: Vec<Item> = items
+        .iter()
+        .map(|i| match i {
+            Item::Crash(c) => {
+                let earlier = dropped
+                    .iter()
+                    .filter(|d| d.member == c.member && d.start < c.start)
+                    .count() as u32;
+                Item::Crash(MemberCrash {
+                    start: c.start - earlier,
+                    ..c.clone()
+                })
+            }
+            other => other.clone(),
+        })
+        .collect();
+    let items = items.as_slice();
     let mut s = Schedule {
         seed: base.seed,
         mix: base.mix.clone(),
@@ -176,6 +200,34 @@ mod tests {
             group.iter().position(|c| c.len() == 3)
         });
         assert_eq!(min, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_crash_left_out_moves_its_members_later_crashes_one_start_earlier() {
+        let crash = |member: &str, start| MemberCrash {
+            member: member.into(),
+            start,
+            point: "compact-before-finished".into(),
+            occurrence: 1,
+            torn_write: None,
+        };
+        let base = Schedule {
+            member_crashes: vec![
+                crash("server-1", 1),
+                crash("server-2", 1),
+                crash("server-1", 2),
+            ],
+            ..Default::default()
+        };
+        let kept = [
+            Item::Crash(crash("server-2", 1)),
+            Item::Crash(crash("server-1", 2)),
+        ];
+        let s = schedule_of(&base, &kept);
+        assert_eq!(
+            s.member_crashes,
+            vec![crash("server-2", 1), crash("server-1", 1)]
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! The seed's faults are written as a schedule, then cut down in steps, each candidate a
 //! scenario file with its `[schedule]` run in a child process under the campaign's watchdog,
 //! `--jobs` at once: no faults at all, only those before the first violation, delta debugging
-//! over the rest, a shorter fault period and quiet period, fewer clients, watchers, controllers
-//! and servers. A candidate is kept when it fails the same check and, for a variant, the fixed
+//! over the rest, faults moved to earlier node starts and earlier in time, a shorter fault period
+//! and quiet period, fewer clients, watchers, controllers and servers. A candidate is kept when it fails the same check and, for a variant, the fixed
 //! design passes every check on it. The result is a scenario file that `faultline run` takes as
 //! it is.
 
@@ -208,6 +208,33 @@ fn earlier_starts(s: &Scenario) -> Vec<Scenario> {
     ]
 }
 
+/// `s` with every timed fault (partitions, kills, membership changes) moved earlier by the same
+/// amount, `n` amounts up to the earliest fault's start, the largest first.
+fn earlier_in_time(s: &Scenario, n: usize) -> Vec<Scenario> {
+    let Some(schedule) = &s.schedule else {
+        return vec![];
+    };
+    let starts = schedule.partitions.iter().map(|p| p.start_s);
+    let starts = starts.chain(schedule.kills.iter().map(|k| k.at_s));
+    let first = starts
+        .chain(schedule.membership.iter().map(|m| m.at_s))
+        .fold(f64::INFINITY, f64::min);
+    if !first.is_finite() || first < 10.0 {
+        return vec![];
+    }
+    (1..=n)
+        .rev()
+        .map(|k| {
+            let by = (first - 5.0) * k as f64 / n as f64;
+            let mut c = schedule.clone();
+            c.partitions.iter_mut().for_each(|p| p.start_s -= by);
+            c.kills.iter_mut().for_each(|x| x.at_s -= by);
+            c.membership.iter_mut().for_each(|m| m.at_s -= by);
+            with_schedule(s, c)
+        })
+        .collect()
+}
+
 /// Smaller topologies one step away from `s`, the most promising first.
 fn fewer_nodes(s: &Scenario) -> Vec<Scenario> {
     let mut out = Vec::new();
@@ -264,9 +291,12 @@ pub fn shrink(args: &ShrinkArgs) -> Result<ExitCode, InputError> {
 pub fn shrink_seed(args: &ShrinkArgs, stop: &AtomicBool) -> Result<Option<Shrunk>, InputError> {
     let started = Instant::now();
     let (mut scenario, design) = resolve(&args.scenario, &args.design)?;
-    let dir = args
-        .out
-        .join(format!("{}-seed-{}", scenario.name, args.seed));
+    // Named for the scenario, seed and variant, so shrinking two variants on one seed keeps both.
+    let stem = match design.selections().join("-").replace('=', "-") {
+        d if d.is_empty() => format!("{}-seed-{}", scenario.name, args.seed),
+        d => format!("{}-seed-{}-{d}", scenario.name, args.seed),
+    };
+    let dir = args.out.join(&stem);
     let mkdir = |d: &Path| {
         std::fs::create_dir_all(d).map_err(|e| InputError(format!("{}: {e}", d.display())))
     };
@@ -414,8 +444,14 @@ pub fn shrink_seed(args: &ShrinkArgs, stop: &AtomicBool) -> Result<Option<Shrunk
     }
     progress("delta debugging", &best, &search);
 
-    // 3. A shorter fault period, then a shorter quiet period: several lengths side by side,
+    // 3. The timed faults moved earlier together (a late cause makes a long run), then a
+    // shorter fault period, then a shorter quiet period: several lengths side by side,
     // the shortest that still fails kept, until the step is small.
+    let shifted = earlier_in_time(&best, search.jobs.max(2));
+    if let Some((i, r)) = search.first_failing(&shifted) {
+        best = shifted[i].clone();
+        best_hash = r.trace_hash;
+    }
     for quiet in [false, true] {
         loop {
             let current = if quiet { best.quiet_s } else { best.duration_s };
@@ -460,14 +496,12 @@ pub fn shrink_seed(args: &ShrinkArgs, stop: &AtomicBool) -> Result<Option<Shrunk
     progress("fewer nodes", &best, &search);
 
     // The result: a scenario named for where it came from, its schedule inside.
-    best.name = format!("{}-seed-{}-shrunk", scenario.name, args.seed);
+    best.name = format!("{stem}-shrunk");
     best.description = format!(
         "shrunk from {} seed {} ({}): fails {}",
         args.scenario, args.seed, design, search.check
     );
-    let file = args
-        .out
-        .join(format!("{}-seed-{}.toml", scenario.name, args.seed));
+    let file = args.out.join(format!("{stem}.toml"));
     let after = (faults(&best), seconds(&best));
     let header = format!(
         "# Written by faultline shrink: {} seed {} ({}) fails check {}.\n\

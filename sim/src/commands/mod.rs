@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod campaign;
+pub mod candidates;
 pub mod ddmin;
 pub mod determinism;
 pub mod fuzz;

@@ -32,8 +32,11 @@ impl CompactFault {
 
 /// Consulted by the store where faults may be injected.
 pub trait FaultPoints: Send + Sync {
-    /// Called once per compaction batch, before the batch is sent to the database.
-    fn compact_batch(&self, server: &str) -> Option<CompactFault>;
+    /// Called once per compaction batch, before the batch is sent to the database: the
+    /// `batch`-th batch (from 1) of the compactor's `tick`-th tick (from 1) since it started. The
+    /// numbers name the batch, so a host can fail the same batch again without replaying the
+    /// order in which it was asked.
+    fn compact_batch(&self, server: &str, tick: u64, batch: u64) -> Option<CompactFault>;
 
     /// Called by an etcd member at a named crash point (etcd's robustness tests use gofail
     /// failpoints here). `true` means the member dies at this point: it stops and the host kills
@@ -47,7 +50,7 @@ pub trait FaultPoints: Send + Sync {
 pub struct NoFaults;
 
 impl FaultPoints for NoFaults {
-    fn compact_batch(&self, _server: &str) -> Option<CompactFault> {
+    fn compact_batch(&self, _server: &str, _tick: u64, _batch: u64) -> Option<CompactFault> {
         None
     }
 }

@@ -15,7 +15,7 @@ mod scenario;
 mod world;
 
 use clap::{Parser, Subcommand};
-use commands::{bench, determinism, fuzz, list, merge, validate};
+use commands::{bench, determinism, fuzz, list, merge, shrink, validate};
 use run::{cmd_run, RunArgs};
 use std::process::ExitCode;
 
@@ -38,6 +38,8 @@ enum Command {
     Repro(RunArgs),
     /// Run many seeds, each in its own process, and write summary.json.
     Fuzz(fuzz::FuzzArgs),
+    /// From a failing seed, the smallest run found that fails the same check.
+    Shrink(shrink::ShrinkArgs),
     /// Combine the reports of a sharded campaign's shards into one.
     Merge(merge::MergeArgs),
     /// Run each seed twice in separate processes and compare trace hashes.
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run(&args, false),
         Command::Repro(args) => cmd_run(&args, true),
         Command::Fuzz(args) => fuzz::fuzz(&args),
+        Command::Shrink(args) => shrink::shrink(&args),
         Command::Merge(args) => merge::merge(&args),
         Command::Determinism(args) => determinism::determinism(&args),
         Command::Bench(args) => bench::bench(&args),

@@ -14,8 +14,15 @@ use store::design::Design;
 pub struct RunArgs {
     /// Scenario file (TOML).
     pub scenario: String,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    /// The seed (default: the seed its schedule was drawn from, else 1).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Replay the faults of this schedule file instead of drawing them from the seed.
+    #[arg(long, value_name = "FILE")]
+    pub schedule: Option<PathBuf>,
+    /// Write every fault the run injected to FILE as a schedule (TOML) that replays it.
+    #[arg(long, value_name = "FILE")]
+    pub write_schedule: Option<PathBuf>,
     /// Design variant, AREA=VARIANT (repeatable); overrides the scenario's [design].
     #[arg(long = "design", value_name = "AREA=VARIANT")]
     pub design: Vec<String>,
@@ -83,7 +90,21 @@ pub fn resolve(
     scenario_path: &str,
     design: &[String],
 ) -> Result<(scenario::Scenario, Design), InputError> {
-    let scenario = scenario::load(scenario_path).map_err(|e| InputError(e.to_string()))?;
+    resolve_with(scenario_path, design, None)
+}
+
+/// `resolve`, with the faults of `schedule` (a file) in place of the scenario's own.
+pub fn resolve_with(
+    scenario_path: &str,
+    design: &[String],
+    schedule: Option<&Path>,
+) -> Result<(scenario::Scenario, Design), InputError> {
+    let mut scenario = scenario::load(scenario_path).map_err(|e| InputError(e.to_string()))?;
+    if let Some(path) = schedule {
+        let s = scenario::load_schedule(&path.display().to_string(), &scenario)
+            .map_err(|e| InputError(e.to_string()))?;
+        scenario.schedule = Some(s);
+    }
     let mut d = scenario.design();
     for sel in design {
         d.apply(sel)
@@ -105,8 +126,12 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Runs one seed in this process and writes its folder. A panic inside the run becomes a
 /// `panic` report for that seed.
 pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
-    let (scenario, design) = resolve(&args.scenario, &args.design)?;
-    let dir = report::seed_dir(&args.out, &scenario.name, args.seed);
+    let (scenario, design) = resolve_with(&args.scenario, &args.design, args.schedule.as_deref())?;
+    let seed = args
+        .seed
+        .or(scenario.schedule.as_ref().and_then(|s| s.seed))
+        .unwrap_or(1);
+    let dir = report::seed_dir(&args.out, &scenario.name, seed);
     let started = std::time::Instant::now();
     // Quiet hook: the report carries the panic; only its location is kept from the hook, since
     // the payload caught below no longer knows where it came from. The last one wins: a panic
@@ -120,15 +145,18 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
         }
     }));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        world::run_seed(&scenario, args.seed, &design)
+        world::run_seed(&scenario, seed, &design)
     }));
     std::panic::set_hook(previous_hook);
     let wall_seconds = started.elapsed().as_secs_f64();
-    let repro = report::repro_command(&args.scenario, args.seed, &design.selections());
+    let mut repro = report::repro_command(&args.scenario, seed, &design.selections());
+    if let Some(path) = &args.schedule {
+        repro.push_str(&format!(" --schedule {}", path.display()));
+    }
     let mut report = Report {
         scenario: scenario.name.clone(),
         scenario_path: args.scenario.clone(),
-        seed: args.seed,
+        seed,
         design: design.to_string(),
         status: "pass".into(),
         trace_hash: String::new(),
@@ -160,6 +188,9 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
             return Ok(report);
         }
     };
+    if let Some(path) = &args.write_schedule {
+        write_schedule(path, &scenario.name, &run.schedule)?;
+    }
     let checks: Vec<_> = checkers::all()
         .iter()
         .map(|c| c.check(&run.history))
@@ -190,11 +221,12 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
                 .map(|v| (c.check.to_string(), v.at_ns, v.message.clone()))
         })
         .collect();
-    let title = format!("{} seed {} ({})", scenario.name, args.seed, design);
+    let title = format!("{} seed {} ({})", scenario.name, seed, design);
     if let Err(e) = plot::timeline(
         &run.history,
         &title,
         &marks,
+        scenario.schedule.is_some(),
         &dir.join("timeline.png"),
         &dir.join("timeline.svg"),
     ) {
@@ -202,6 +234,27 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
         eprintln!("faultline: timeline plot not written: {e:#}");
     }
     Ok(report)
+}
+
+/// Writes `schedule` as a TOML schedule file, with a header saying how to replay it.
+pub fn write_schedule(
+    path: &Path,
+    scenario: &str,
+    schedule: &scenario::Schedule,
+) -> Result<(), InputError> {
+    let body = toml::to_string(schedule)
+        .map_err(|e| InputError(format!("{}: cannot write schedule: {e}", path.display())))?;
+    let text = format!(
+        "# faultline fault schedule: {} faults of scenario {scenario}, seed {}.\n\
+         # Replay: faultline run <scenario.toml> --schedule {}\n{body}",
+        schedule.len(),
+        schedule.seed.unwrap_or(1),
+        path.display()
+    );
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| InputError(format!("{}: {e}", dir.display())))?;
+    }
+    std::fs::write(path, text).map_err(|e| InputError(format!("{}: {e}", path.display())))
 }
 
 pub fn exit_for(report: &Report) -> ExitCode {

@@ -35,6 +35,9 @@ pub struct Scenario {
     /// Design selections, area = variant (for example `compactor = "kine-357"`).
     #[serde(default)]
     pub design: std::collections::BTreeMap<String, String>,
+    /// The faults to inject instead of drawing them from the seed (see `schedule.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -352,9 +355,11 @@ impl Scenario {
 }
 
 mod load;
+pub mod schedule;
 mod validate;
 
-pub use load::load;
+pub use load::{load, load_schedule, parse};
+pub use schedule::Schedule;
 
 #[cfg(test)]
 mod tests;

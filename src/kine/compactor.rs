@@ -78,7 +78,7 @@ impl Compactor {
                 compact_revision: compact,
                 target_revision: target,
             });
-            let walk = self.walk(compact, target).await;
+            let walk = self.walk(tick, compact, target).await;
             let (next_compact, next_target) = self.finish_tick(compact, target, &walk);
             compact = next_compact;
             target = next_target;
@@ -104,7 +104,7 @@ impl Compactor {
     }
 
     /// Walks from `compact` to `target` in batches; any error ends the walk.
-    async fn walk(&self, compact: i64, target: i64) -> Walk {
+    async fn walk(&self, tick: u64, compact: i64, target: i64) -> Walk {
         let mut walk = Walk {
             compacted: compact,
             current: 0,
@@ -112,9 +112,11 @@ impl Compactor {
             committed: 0,
         };
         let mut iter = compact;
+        let mut batch = 0;
         while iter < target {
             iter = (iter + self.config.batch_revisions).min(target);
-            let fault = self.faults.compact_batch(&self.server);
+            batch += 1;
+            let fault = self.faults.compact_batch(&self.server, tick, batch);
             if let Some(f) = fault {
                 self.observer.record(StoreEvent::FaultInjected {
                     fault: f.name().into(),

@@ -29,7 +29,7 @@ struct FailNth {
 }
 
 impl FaultPoints for FailNth {
-    fn compact_batch(&self, _server: &str) -> Option<CompactFault> {
+    fn compact_batch(&self, _server: &str, _tick: u64, _batch: u64) -> Option<CompactFault> {
         let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
         (n == self.nth).then_some(CompactFault::DatabaseLocked)
     }

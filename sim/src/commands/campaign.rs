@@ -107,6 +107,21 @@ pub fn run_child(
     stop: &AtomicBool,
     keep: Keep,
 ) -> ChildOutcome {
+    run_child_with(scenario, seed, design, out, &[], timeout, stop, keep)
+}
+
+/// `run_child` with more arguments for `faultline run` (`extra`, for example a schedule).
+#[allow(clippy::too_many_arguments)]
+pub fn run_child_with(
+    scenario: &str,
+    seed: u64,
+    design: &[String],
+    out: &Path,
+    extra: &[String],
+    timeout: Duration,
+    stop: &AtomicBool,
+    keep: Keep,
+) -> ChildOutcome {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return ChildOutcome::Died(format!("cannot find own executable: {e}")),
@@ -120,7 +135,8 @@ pub fn run_child(
         .arg(out)
         .arg("--json-line")
         .arg("--keep")
-        .arg(keep.as_arg());
+        .arg(keep.as_arg())
+        .args(extra);
     for d in design {
         cmd.arg("--design").arg(d);
     }

@@ -46,6 +46,10 @@ pub struct FuzzArgs {
     /// Shard count for a Kubernetes Indexed Job: this process runs shard JOB_COMPLETION_INDEX.
     #[arg(long, value_name = "N")]
     pub shards: Option<u64>,
+    /// Shrink each new failure (the first seed of each scenario and failing check) into
+    /// `<out>/shrunk/`.
+    #[arg(long)]
+    pub shrink: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -401,7 +405,45 @@ pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
     }
     .with_records(records);
     write_reports(&out, &summary)?;
+    if args.shrink && !stop.load(Ordering::Relaxed) {
+        shrink_failures(args, &summary, &out, &stop)?;
+    }
     Ok(exit_code(&summary))
+}
+
+/// Shrinks the first failing seed of each (scenario, first failing check).
+fn shrink_failures(
+    args: &FuzzArgs,
+    summary: &Summary,
+    out: &Path,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(), InputError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &summary.records {
+        let Some((check, _)) = r.failures.first() else {
+            continue;
+        };
+        if stop.load(Ordering::Relaxed) || !seen.insert((r.scenario.clone(), check.clone())) {
+            continue;
+        }
+        let i = summary.scenarios.iter().position(|s| *s == r.scenario);
+        let Some(path) = i.map(|i| summary.scenario_paths[i].clone()) else {
+            continue;
+        };
+        let shrink_args = crate::commands::shrink::ShrinkArgs {
+            scenario: path,
+            seed: r.seed,
+            design: args.design.clone(),
+            check: Some(check.clone()),
+            out: out.join("shrunk"),
+            jobs: args.jobs,
+            timeout_s: args.timeout_s,
+        };
+        if let Err(e) = crate::commands::shrink::shrink_seed(&shrink_args, stop) {
+            eprintln!("faultline: shrinking {} seed {}: {e}", r.scenario, r.seed);
+        }
+    }
+    Ok(())
 }
 
 /// 1 when a seed failed or runs are missing (interrupted, or shards absent), else 0.

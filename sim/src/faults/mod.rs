@@ -9,6 +9,7 @@ pub mod compaction;
 pub mod kill;
 pub mod membership;
 pub mod network;
+pub mod replay;
 pub mod schedule;
 
 use crate::scenario::Faults;

@@ -50,6 +50,10 @@ pub struct Scheduled {
     pub start: Duration,
     /// Partition length or kill downtime, already cut at the end of the fault period.
     pub duration: Duration,
+    /// The partition kind or kill role it was drawn as.
+    pub kind: String,
+    /// Replayed from a schedule: the kill's index in the schedule's kills.
+    pub kill: Option<usize>,
     pub fault: Fault,
 }
 
@@ -123,6 +127,8 @@ pub fn draw(
                     out.push(Scheduled {
                         start,
                         duration: duration.min(period - start),
+                        kind: kind.clone(),
+                        kill: None,
                         fault: Fault::Partition {
                             from: cp.iter().map(|n| n.name.clone()).collect(),
                             to: rest.iter().map(|n| n.name.clone()).collect(),
@@ -160,6 +166,8 @@ pub fn draw(
                         out.push(Scheduled {
                             start,
                             duration: duration.min(period - start),
+                            kind: kind.clone(),
+                            kill: None,
                             fault: Fault::Partition {
                                 from: side,
                                 to: rest,
@@ -181,6 +189,8 @@ pub fn draw(
                     out.push(Scheduled {
                         start,
                         duration: duration.min(period - start),
+                        kind: kind.clone(),
+                        kill: None,
                         fault: Fault::Partition {
                             from: vec![victim.name.clone()],
                             to: rest,
@@ -196,6 +206,8 @@ pub fn draw(
             out.push(Scheduled {
                 start,
                 duration: duration.min(period - start),
+                kind,
+                kill: None,
                 fault: Fault::Partition {
                     from: vec![a.name.clone()],
                     to: vec![b.name.clone()],
@@ -208,7 +220,8 @@ pub fn draw(
         if faults.kill_roles.is_empty() {
             break;
         }
-        let role = match faults.kill_roles[rng.gen_range(0..faults.kill_roles.len())].as_str() {
+        let kind = faults.kill_roles[rng.gen_range(0..faults.kill_roles.len())].clone();
+        let role = match kind.as_str() {
             "all-control-plane" => {
                 let downtime = draw_secs(&mut rng, faults.kill_downtime_s);
                 let cp: Vec<String> = nodes
@@ -220,6 +233,8 @@ pub fn draw(
                     out.push(Scheduled {
                         start,
                         duration: downtime.min(period - start),
+                        kind,
+                        kill: None,
                         fault: Fault::KillGroup { nodes: cp },
                     });
                 }
@@ -236,6 +251,8 @@ pub fn draw(
             out.push(Scheduled {
                 start,
                 duration: downtime.min(period - start),
+                kind,
+                kill: None,
                 fault: Fault::Kill {
                     node: victim.name.clone(),
                 },

@@ -1,6 +1,8 @@
 //! Timeline plots of one run (plotters), PNG and SVG, read at a glance: one lane per node with
 //! its down and partitioned spans, the current and compact revisions over time, compaction ticks
-//! by outcome, injected faults, and the first violation of each failing check.
+//! by outcome, injected faults, and the first violation of each failing check. A run that
+//! replays a schedule (a shrunk run) gets lanes only for the nodes its faults touched, and every
+//! fault is labelled with its node, so what is left of the cause shows at a glance.
 //!
 //! Runs after the simulation; uses the DejaVu font embedded by the `dejavu` crate, so no system
 //! fonts are needed. Everything drawn comes from the history, in a fixed order.
@@ -61,8 +63,9 @@ enum TickOutcome {
     Skipped,
 }
 
-fn extract(h: &History) -> Timeline {
+fn extract(h: &History, focus: bool) -> Timeline {
     let end = secs(h.params.end_ns.max(1));
+    let mut touched: std::collections::BTreeSet<String> = Default::default();
     let mut nodes: Vec<String> = Vec::new();
     let node = |n: &str, nodes: &mut Vec<String>| {
         if n != "world" && !nodes.iter().any(|x| x == n) {
@@ -81,6 +84,7 @@ fn extract(h: &History) -> Timeline {
         match &e.kind {
             EventKind::NodeStarted => node(&e.node, &mut nodes),
             EventKind::NodeKilled => {
+                touched.insert(e.node.clone());
                 killed.insert(e.node.clone(), t);
                 faults.push((t, format!("kill {}", e.node)));
             }
@@ -91,11 +95,13 @@ fn extract(h: &History) -> Timeline {
             }
             // A server is out of the cluster before it joins and after it leaves.
             EventKind::ServerJoined { via, .. } => {
+                touched.insert(e.node.clone());
                 node(&e.node, &mut nodes);
                 absent.push((e.node.clone(), 0.0, t));
                 faults.push((t, format!("{} joins via {via}", e.node)));
             }
             EventKind::ServerLeft { .. } => {
+                touched.insert(e.node.clone());
                 if let Some(from) = killed.remove(&e.node) {
                     down.push((e.node.clone(), from, t));
                 }
@@ -105,8 +111,14 @@ fn extract(h: &History) -> Timeline {
             EventKind::PartitionStarted { from, to, .. } => {
                 let mut members = from.clone();
                 members.extend(to.iter().cloned());
+                touched.extend(members.iter().cloned());
                 open_cuts.push((members, t));
-                faults.push((t, "partition".into()));
+                let label = if focus {
+                    format!("partition {} | {}", from.join(","), to.join(","))
+                } else {
+                    "partition".into()
+                };
+                faults.push((t, label));
             }
             EventKind::PartitionHealed { from, to, .. } => {
                 let mut members = from.clone();
@@ -151,7 +163,10 @@ fn extract(h: &History) -> Timeline {
                 StoreEvent::CompactTickEnd { .. } => {
                     open_ticks.remove(&e.node);
                 }
-                StoreEvent::FaultInjected { fault, .. } => faults.push((t, fault.clone())),
+                StoreEvent::FaultInjected { fault, .. } => {
+                    touched.insert(e.node.clone());
+                    faults.push((t, format!("{fault} {}", e.node)));
+                }
                 _ => {}
             },
             EventKind::FaultsStopped | EventKind::NotReady { .. } => {}
@@ -164,6 +179,9 @@ fn extract(h: &History) -> Timeline {
         node(&o.client, &mut nodes);
     }
     nodes.retain(|n| n != "audit" && !n.contains('#'));
+    if focus && !touched.is_empty() {
+        nodes.retain(|n| touched.contains(n));
+    }
     if let Some(last) = current.last().copied() {
         current.push((end, last.1));
     }
@@ -405,15 +423,17 @@ where
 }
 
 /// Writes `timeline.png` and `timeline.svg` for one run.
+/// Draws the timeline; with `focus` (a replayed schedule), only the nodes faults touched.
 pub fn timeline(
     h: &History,
     title: &str,
     marks: &[Marker],
+    focus: bool,
     png: &Path,
     svg: &Path,
 ) -> anyhow::Result<()> {
     register_font();
-    let tl = extract(h);
+    let tl = extract(h, focus);
     draw(
         BitMapBackend::new(png, (WIDTH, HEIGHT)).into_drawing_area(),
         &tl,
@@ -583,7 +603,7 @@ mod tests {
             50 * S,
             "stalled".to_string(),
         )];
-        timeline(&h, "test run", &marks, &png, &svg).unwrap();
+        timeline(&h, "test run", &marks, false, &png, &svg).unwrap();
         assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
         let text = std::fs::read_to_string(&svg).unwrap();
         for needle in [
@@ -595,6 +615,43 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from the SVG");
         }
+    }
+
+    #[test]
+    fn a_replayed_schedule_draws_only_the_nodes_its_faults_touched() {
+        let mut h = history();
+        h.params.end_ns = 100 * S;
+        let cut = |from: &str, to: &str| EventKind::PartitionStarted {
+            from: vec![from.into()],
+            to: vec![to.into()],
+            one_way: false,
+        };
+        for (t, n, k) in [
+            (0, "kine-1", EventKind::NodeStarted),
+            (0, "kine-2", EventKind::NodeStarted),
+            (0, "kine-3", EventKind::NodeStarted),
+            (0, "client-1", EventKind::NodeStarted),
+            (10, "world", cut("kine-2", "db")),
+            (20, "kine-3", EventKind::NodeKilled),
+        ] {
+            h.events.push(WorldEvent {
+                at_ns: t * S,
+                node: n.into(),
+                kind: k,
+            });
+        }
+        assert_eq!(
+            extract(&h, false).nodes,
+            ["kine-1", "kine-2", "kine-3", "client-1"]
+        );
+        let focused = extract(&h, true);
+        assert_eq!(
+            focused.nodes,
+            ["kine-2", "kine-3"],
+            "only what the faults touched"
+        );
+        assert_eq!(focused.faults[0].1, "partition kine-2 | db");
+        assert_eq!(focused.faults[1].1, "kill kine-3");
     }
 
     #[test]
@@ -620,7 +677,7 @@ mod tests {
                 kind: k,
             });
         }
-        let tl = extract(&h);
+        let tl = extract(&h, false);
         assert_eq!(tl.nodes, vec!["server-2", "server-4"]);
         assert_eq!(tl.down, vec![("server-2".to_string(), 20.0, 30.0)]);
         assert_eq!(

@@ -5,7 +5,8 @@
 //! only reads the file; it never touches the simulation.
 
 use super::validate::validate;
-use super::Scenario;
+use super::{Scenario, Schedule};
+use serde::de::DeserializeOwned;
 
 /// A scenario that cannot be used, located as precisely as the file allows.
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +44,30 @@ fn line_of(text: &str, field: &str) -> usize {
     let mut table: &dyn toml_edit::TableLike = doc.as_table();
     let mut line = 1;
     for part in field.split('.') {
-        let Some((key, item)) = table.get_key_value(part) else {
+        // `kills[2]`: the third table of the array `kills`.
+        let (name, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+            Some((name, i)) => (name, i.parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some((key, item)) = table.get_key_value(name) else {
             break;
         };
         if let Some(span) = key.span().or_else(|| item.span()) {
             line = line_at(text, span.start);
         }
+        let item = match (index, item.as_array_of_tables()) {
+            (Some(i), Some(array)) => match array.get(i) {
+                Some(t) => {
+                    if let Some(span) = t.span() {
+                        line = line_at(text, span.start);
+                    }
+                    table = t;
+                    continue;
+                }
+                None => break,
+            },
+            _ => item,
+        };
         match item.as_table_like() {
             Some(t) => table = t,
             None => break,
@@ -66,8 +85,42 @@ pub fn load(path: &str) -> Result<Scenario, ScenarioError> {
     parse(path, &text)
 }
 
+/// Reads a schedule file (`--schedule`) and checks it against the scenario it is replayed in.
+pub fn load_schedule(path: &str, scenario: &Scenario) -> Result<Schedule, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_string(),
+        source,
+    })?;
+    let schedule: Schedule = deserialize(path, &text)?;
+    super::schedule::validate(&schedule, scenario, "").map_err(|(field, message)| {
+        ScenarioError::Invalid {
+            path: path.to_string(),
+            line: line_of(&text, &field),
+            field,
+            message,
+        }
+    })?;
+    Ok(schedule)
+}
+
 /// Parses and validates scenario `text`; `path` only names it in errors.
 pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let scenario: Scenario = deserialize(path, text)?;
+    let checked = validate(&scenario).and_then(|()| match &scenario.schedule {
+        Some(schedule) => super::schedule::validate(schedule, &scenario, "schedule."),
+        None => Ok(()),
+    });
+    checked.map_err(|(field, message)| ScenarioError::Invalid {
+        path: path.to_string(),
+        line: line_of(text, &field),
+        field,
+        message,
+    })?;
+    Ok(scenario)
+}
+
+/// TOML `text` as a `T`, every error located at its file, line and dotted field.
+fn deserialize<T: DeserializeOwned>(path: &str, text: &str) -> Result<T, ScenarioError> {
     // Syntax first, so a broken file is not reported as a problem with some field.
     if let Err(e) = toml_edit::ImDocument::parse(text) {
         return Err(ScenarioError::Syntax {
@@ -83,7 +136,7 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
         });
     }
     let de = toml::Deserializer::new(text);
-    let scenario: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let table = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.message().trim().to_string();
@@ -107,12 +160,5 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
             field,
             message,
         }
-    })?;
-    validate(&scenario).map_err(|(field, message)| ScenarioError::Invalid {
-        path: path.to_string(),
-        line: line_of(text, &field),
-        field,
-        message,
-    })?;
-    Ok(scenario)
+    })
 }

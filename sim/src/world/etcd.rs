@@ -8,6 +8,7 @@
 use crate::clients::controller::ApiServerAddr;
 use crate::faults::compaction::CompactionFaults;
 use crate::faults::membership::{self, Plan};
+use crate::faults::replay::Restarts;
 use crate::faults::schedule::Role;
 use crate::history::recorder::Recorder;
 use crate::history::MemberFinal;
@@ -93,8 +94,12 @@ fn join_target(t: &crate::scenario::Topology) -> String {
         .expect("an etcd topology has a member")
 }
 
-/// The run's membership changes, drawn from the seed before anything is built.
+/// The run's membership changes, drawn from the seed before anything is built (or the
+/// schedule's).
 fn plan_membership(scenario: &Scenario, seed: u64) -> Plan {
+    if let Some(s) = &scenario.schedule {
+        return crate::faults::replay::membership(s);
+    }
     let t = &scenario.topology;
     let members: Vec<(String, NodeRole)> = layout(t)
         .into_iter()
@@ -134,7 +139,7 @@ pub(crate) fn build_etcd_servers(
     scenario: &Scenario,
     design: &Design,
     recorder: &Recorder,
-    faults: Arc<CompactionFaults>,
+    (faults, restarts): (Arc<CompactionFaults>, Arc<Restarts>),
     cluster: &mut Cluster,
     seed: u64,
 ) {
@@ -225,17 +230,22 @@ pub(crate) fn build_etcd_servers(
             servers.insert(name.clone(), server);
         }
         let (design, recorder_c, faults) = (design.clone(), recorder.clone(), faults.clone());
+        let restarts = restarts.clone();
         let torn_p = scenario.etcd.torn_write_probability;
         let node_name = name.clone();
+        let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let node = handle
             .create_node()
             .name(name)
             .ip(*node_ip)
             .init(move || {
+                let start = starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 let observer = recorder_c.observer(&node_name);
-                // The kill that preceded this start was a power loss for the disk.
+                // The kill that preceded this start was a power loss for the disk. A replayed
+                // schedule still draws, so the generator moves as in the seed's own run.
                 let mut rng = madsim::rand::thread_rng();
-                let tear = rng.gen_bool(torn_p).then(|| rng.gen::<u64>());
+                let drawn = rng.gen_bool(torn_p).then(|| rng.gen::<u64>());
+                let tear = restarts.tear(&node_name, drawn);
                 let loss = disk.lock().expect("disk lock poisoned").crash(tear);
                 if loss.files > 0 {
                     observer.record(StoreEvent::DiskLost {
@@ -249,7 +259,7 @@ pub(crate) fn build_etcd_servers(
                     design.clone(),
                     disk.clone(),
                     observer,
-                    faults.clone(),
+                    faults.for_start(start),
                 )
             })
             .build();

@@ -71,6 +71,11 @@ impl Membership {
         }
     }
 
+    /// The plan it carries out.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
     /// Each node's role at the end of the run: the bootstrap nodes and joiners, without the
     /// servers that left (nothing is expected of them any more).
     pub fn final_roles(&self) -> BTreeMap<String, String> {

@@ -16,12 +16,13 @@ use crate::clients::workload::{run_client, ClientConfig};
 use crate::faults::compaction::CompactionFaults;
 use crate::faults::kill::Lifecycle;
 use crate::faults::network::Links;
+use crate::faults::replay::{self, Cause, Restarts};
 use crate::faults::schedule::{self, Fault, Role};
 use crate::faults::{draw_mix, FaultMix};
 use crate::history::recorder::Recorder;
 use crate::history::trace::Trace;
 use crate::history::{EventKind, History, HistoryParams, Outcome, Request};
-use crate::scenario::{Scenario, TopologyKind};
+use crate::scenario::{Scenario, Schedule, TopologyKind};
 use cluster::{ip, Cluster, API_PORT, DB_PORT, ETCD_PORT, WATCH_PORT};
 use madsim::runtime::Handle;
 use std::collections::BTreeMap;
@@ -46,6 +47,8 @@ pub struct RunOutput {
     pub faults_injected: BTreeMap<String, u64>,
     /// The fault rates in force (the scenario's, or this seed's swarm draw).
     pub fault_mix: FaultMix,
+    /// Every fault the run injected, as a schedule that replays it.
+    pub schedule: Schedule,
 }
 
 /// Runs `scenario` on `seed` with `design` in a fresh madsim runtime. A panic inside the
@@ -71,18 +74,37 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
     let fault_period = Duration::from_secs(scenario.duration_s);
     let faults_stop = start + fault_period;
     let end = faults_stop + Duration::from_secs(scenario.quiet_s);
-    let mix = draw_mix(&scenario.faults, seed);
     let (crash_tx, mut crashes) = tokio::sync::mpsc::unbounded_channel();
-    let compaction_faults = Arc::new(
-        CompactionFaults::new(
-            seed,
-            mix.compact_failure_probability,
-            &scenario.faults.compact_failure_kinds,
-            faults_stop,
-        )
-        .with_member_crashes(scenario.etcd.compaction_crash_probability, crash_tx),
+    // A schedule replaces every draw; without one, the seed draws the faults.
+    let (mix, compaction_faults, told, restarts) = match &scenario.schedule {
+        Some(s) => {
+            let told = replay::plan(s, fault_period);
+            let restarts = Restarts::told(s, &told);
+            let faults = CompactionFaults::scheduled(s, faults_stop);
+            (replay::mix(s), faults, Some(told), restarts)
+        }
+        None => {
+            let mix = draw_mix(&scenario.faults, seed);
+            let faults = CompactionFaults::drawn(
+                seed,
+                mix.compact_failure_probability,
+                &scenario.faults.compact_failure_kinds,
+                scenario.etcd.compaction_crash_probability,
+                faults_stop,
+            );
+            (mix, faults, None, Restarts::default())
+        }
+    };
+    let compaction_faults = Arc::new(compaction_faults.with_crashes(crash_tx));
+    let restarts = Arc::new(restarts);
+    let cluster = build_cluster(
+        &scenario,
+        &design,
+        &recorder,
+        (compaction_faults.clone(), restarts.clone()),
+        end,
+        seed,
     );
-    let cluster = build_cluster(&scenario, &design, &recorder, compaction_faults, end, seed);
 
     let links = Arc::new(Links::default());
     let lifecycle = Arc::new(Lifecycle::default());
@@ -92,10 +114,12 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
     {
         // A member that died at a crash point is killed here and restarted shortly after.
         let (lifecycle, recorder, ids) = (lifecycle.clone(), recorder.clone(), cluster.ids.clone());
+        let restarts = restarts.clone();
         tokio::spawn(async move {
-            while let Some(node) = crashes.recv().await {
+            while let Some((node, crash)) = crashes.recv().await {
                 let id = ids[&node];
                 if lifecycle.kill(id) {
+                    restarts.went_down(&node, Cause::Crash(crash));
                     recorder.event(&node, EventKind::NodeKilled);
                     let (lifecycle, recorder) = (lifecycle.clone(), recorder.clone());
                     tokio::spawn(async move {
@@ -108,25 +132,28 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
             }
         });
     }
-    let plan = schedule::draw(
-        seed,
-        &scenario.faults,
-        mix.partitions_per_min,
-        mix.kills_per_min,
-        &cluster.refs,
-        fault_period,
-    );
+    let plan = told.unwrap_or_else(|| {
+        schedule::draw(
+            seed,
+            &scenario.faults,
+            mix.partitions_per_min,
+            mix.kills_per_min,
+            &cluster.refs,
+            fault_period,
+        )
+    });
     let cluster = Arc::new(cluster);
     if let Some(m) = cluster.membership.clone() {
         let (c, l, r) = (cluster.clone(), lifecycle.clone(), recorder.clone());
         tokio::spawn(m.carry_out(c, l, r, start, end));
     }
-    for scheduled in plan {
-        let (links, lifecycle, cluster, recorder) = (
+    for (k, scheduled) in plan.iter().cloned().enumerate() {
+        let (links, lifecycle, cluster, recorder, restarts) = (
             links.clone(),
             lifecycle.clone(),
             cluster.clone(),
             recorder.clone(),
+            restarts.clone(),
         );
         tokio::spawn(async move {
             tokio::time::sleep_until(start + scheduled.start).await;
@@ -149,6 +176,7 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
                 Fault::Kill { node } => {
                     let id = cluster.ids[&node];
                     if lifecycle.kill(id) {
+                        restarts.went_down(&node, Cause::Kill(k));
                         recorder.event(&node, EventKind::NodeKilled);
                         tokio::time::sleep(scheduled.duration).await;
                         if lifecycle.restart(id) {
@@ -162,6 +190,7 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
                         .filter(|n| lifecycle.kill(cluster.ids[*n]))
                         .collect();
                     for n in &killed {
+                        restarts.went_down(n, Cause::Kill(k));
                         recorder.event(n, EventKind::NodeKilled);
                     }
                     tokio::time::sleep(scheduled.duration).await;
@@ -247,12 +276,23 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
     let sim_ns = recorder.now_ns();
     let (history, trace) = recorder.finish(params);
     let faults_injected = count_faults(&history);
+    let (compaction_failures, member_crashes) = compaction_faults.fired();
+    let schedule = replay::to_schedule(replay::Fired {
+        seed,
+        mix: &mix,
+        plan: &plan,
+        membership: cluster.membership.as_ref().map(|m| m.plan()),
+        compaction_failures,
+        member_crashes,
+        restarts: &restarts,
+    });
     RunOutput {
         history,
         trace,
         sim_ns,
         faults_injected,
         fault_mix: mix,
+        schedule,
     }
 }
 
@@ -260,7 +300,7 @@ fn build_cluster(
     scenario: &Scenario,
     design: &Design,
     recorder: &Recorder,
-    faults: Arc<CompactionFaults>,
+    (faults, restarts): (Arc<CompactionFaults>, Arc<Restarts>),
     stop_at: Instant,
     seed: u64,
 ) -> Cluster {
@@ -286,7 +326,7 @@ fn build_cluster(
                 scenario,
                 design,
                 recorder,
-                faults.clone(),
+                (faults.clone(), restarts),
                 &mut cluster,
                 seed,
             );
@@ -357,11 +397,13 @@ fn build_cluster(
             database.is_none(),
         );
         let node_name = name.clone();
+        let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let node = handle
             .create_node()
             .name(&name)
             .ip(ip(1, i))
             .init(move || {
+                let start = starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 let observer = recorder_c.observer(&node_name);
                 if local {
                     // This node holds the database: its events are this node's.
@@ -370,7 +412,12 @@ fn build_cluster(
                     db.announce()
                         .expect("the database reopens its committed data");
                 }
-                run_kine_server(config.clone(), design.clone(), observer, faults.clone())
+                run_kine_server(
+                    config.clone(),
+                    design.clone(),
+                    observer,
+                    faults.for_start(start),
+                )
             })
             .build();
         cluster.register(&name, node.id(), Role::Server, recorder);

@@ -6,6 +6,7 @@
 
 mod compactor_continuity;
 mod etcd_only_rejoin;
+pub(crate) mod linearizable;
 mod list_continuation;
 mod rejoin_liveness;
 mod revision_monotonic;
@@ -18,6 +19,7 @@ use store::observe::StoreEvent;
 
 pub use compactor_continuity::CompactorContinuity;
 pub use etcd_only_rejoin::EtcdOnlyRejoin;
+pub use linearizable::Linearizable;
 pub use list_continuation::ListContinuation;
 pub use revision_monotonic::RevisionMonotonic;
 pub use watch::WatchChecker;
@@ -218,6 +220,7 @@ pub trait Checker {
 pub fn all() -> Vec<Box<dyn Checker>> {
     vec![
         Box::new(RevisionMonotonic),
+        Box::new(Linearizable),
         Box::new(CompactorContinuity),
         Box::new(ListContinuation),
         Box::new(WatchChecker),

@@ -208,20 +208,45 @@ pub struct Workload {
     /// resuming from its last revision after any break.
     #[serde(default)]
     pub watchers: u32,
+    /// The first N clients each stay on one server (client-i on the i-th server, wrapping) and
+    /// never move, even while it is down or cut off; the others move to another server after an
+    /// error. `minority` partitions cut a server off together with the clients pinned to it.
+    #[serde(default)]
+    pub pinned_clients: u32,
 }
 
 fn default_value_bytes() -> usize {
     64
 }
 
+/// Relative weights of the operations a client draws, one at a time. Writes are the
+/// apiserver's guarded Txns; every read is recorded with its options, as the server answered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mix {
     pub create: f64,
     pub update: f64,
     pub delete: f64,
+    /// A linearizable Get of one key at the latest revision.
     pub get: f64,
+    /// A linearizable List of one resource in pages, continued at the first page's revision.
     pub list: f64,
+    /// A Get served from the server's own state, which may be stale (etcd's `serializable`).
+    /// Only pinned clients send these: a client that moves to another server could see an
+    /// older state there. Unpinned clients send the linearizable Get instead.
+    pub serializable_get: f64,
+    /// A serializable List in pages (pinned clients only, as `serializable_get`).
+    pub serializable_list: f64,
+    /// A Get or a one-page List at a revision this client saw recently: served as the state
+    /// then, or refused with etcd's compacted error once compaction passed it.
+    pub old_revision_read: f64,
+    /// A Get or a one-page List at a revision from the older half of what this client has
+    /// seen: once compaction has run, mostly refused with etcd's compacted error.
+    pub compacted_read: f64,
+    /// A List of one resource that returns only the count (etcd's `count_only`).
+    pub count_only: f64,
+    /// A List in pages whose kvs carry no values (etcd's `keys_only`).
+    pub keys_only: f64,
 }
 
 impl Default for Mix {
@@ -232,7 +257,32 @@ impl Default for Mix {
             delete: 1.0,
             get: 1.0,
             list: 1.0,
+            serializable_get: 0.0,
+            serializable_list: 0.0,
+            old_revision_read: 0.0,
+            compacted_read: 0.0,
+            count_only: 0.0,
+            keys_only: 0.0,
         }
+    }
+}
+
+impl Mix {
+    /// Every weight with its field name, in the order a client draws them.
+    pub fn weights(&self) -> [(&'static str, f64); 11] {
+        [
+            ("create", self.create),
+            ("update", self.update),
+            ("delete", self.delete),
+            ("get", self.get),
+            ("list", self.list),
+            ("serializable_get", self.serializable_get),
+            ("serializable_list", self.serializable_list),
+            ("old_revision_read", self.old_revision_read),
+            ("compacted_read", self.compacted_read),
+            ("count_only", self.count_only),
+            ("keys_only", self.keys_only),
+        ]
     }
 }
 
@@ -249,7 +299,8 @@ pub struct Faults {
     /// Probability that a partition is one-way.
     pub one_way_probability: f64,
     /// Which links partitions cut: any of `server-database`, `client-server`, `server-server`,
-    /// `isolate-node`.
+    /// `isolate-node`, `isolate-control-plane`, `minority` (one server with its pinned clients,
+    /// cut from every other server).
     pub partition_kinds: Vec<String>,
     /// Node kills per simulated minute; each killed node restarts after a drawn downtime.
     pub kills_per_min: f64,

@@ -6,8 +6,10 @@
 
 use crate::error::{StoreError, COMPACTED, FUTURE_REV};
 use crate::proto::etcdserverpb::kv_client::KvClient;
+use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, RangeRequest, RangeResponse, TxnRequest, TxnResponse, WatchRequest,
+    WatchResponse,
 };
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -40,10 +42,16 @@ impl EtcdClient {
     }
 
     async fn channel(&self) -> Result<(usize, KvClient<Channel>), StoreError> {
+        let (at, ch) = self.open().await?;
+        Ok((at, KvClient::new(ch)))
+    }
+
+    /// The endpoint in use and its channel, connecting to the next endpoint when needed.
+    async fn open(&self) -> Result<(usize, Channel), StoreError> {
         for _ in 0..self.endpoints.len() {
             let (at, open) = self.current.lock().expect("client lock poisoned").clone();
             if let Some(ch) = open {
-                return Ok((at, KvClient::new(ch)));
+                return Ok((at, ch));
             }
             let endpoint =
                 tonic::transport::Endpoint::from_shared(format!("http://{}", self.endpoints[at]))
@@ -53,7 +61,7 @@ impl EtcdClient {
             match endpoint.connect().await {
                 Ok(ch) => {
                     *self.current.lock().expect("client lock poisoned") = (at, Some(ch.clone()));
-                    return Ok((at, KvClient::new(ch)));
+                    return Ok((at, ch));
                 }
                 Err(_) => self.fail(at),
             }
@@ -62,7 +70,7 @@ impl EtcdClient {
     }
 
     /// Drops the channel to endpoint `at` and moves on to the next one.
-    fn fail(&self, at: usize) {
+    pub fn fail(&self, at: usize) {
         let mut cur = self.current.lock().expect("client lock poisoned");
         if cur.0 == at {
             *cur = ((at + 1) % self.endpoints.len(), None);
@@ -90,6 +98,20 @@ impl EtcdClient {
         kv.txn(req)
             .await
             .map(|r| r.into_inner())
+            .map_err(|s| self.failed(at, &s))
+    }
+
+    /// Opens a Watch stream on the endpoint in use, sending `requests`; returns the endpoint's
+    /// index (for [`EtcdClient::fail`]) and the responses.
+    pub async fn watch(
+        &self,
+        requests: impl futures::Stream<Item = WatchRequest> + Send + 'static,
+    ) -> Result<(usize, tonic::Streaming<WatchResponse>), StoreError> {
+        let (at, channel) = self.open().await?;
+        WatchClient::new(channel)
+            .watch(requests)
+            .await
+            .map(|r| (at, r.into_inner()))
             .map_err(|s| self.failed(at, &s))
     }
 

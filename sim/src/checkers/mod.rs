@@ -292,6 +292,15 @@ impl DbTimeline {
         }
     }
 
+    /// The highest compact revision any server had reached at `at`: the database's, or the most
+    /// advanced etcd member's (a request through an apiserver may reach any member).
+    pub fn compact_at_any(&self, at: SimNanos) -> i64 {
+        self.member_compactions
+            .keys()
+            .map(|m| self.compact_at_on(at, m))
+            .fold(self.compact_at(at), i64::max)
+    }
+
     /// The highest revision committed at or before `at`.
     pub fn current_at(&self, at: SimNanos) -> i64 {
         let i = self.inserts.partition_point(|(t, _)| *t <= at);

@@ -634,3 +634,60 @@ async fn probes(c: std::sync::Arc<Client>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::history::PageAnswer;
+    use store::apiserver::EventType;
+
+    /// On the etcd topology the apiservers serve WatchLists and watches from the members' own
+    /// watch streams: controllers get initial events, bookmarks and changes, and every checker
+    /// that judges them passes.
+    #[test]
+    fn controllers_watch_and_list_through_apiservers_over_etcd() {
+        let mut scenario = crate::scenario::load("../scenarios/etcd-compaction-crash.toml")
+            .expect("the shipped scenario loads");
+        scenario.duration_s = 120;
+        scenario.quiet_s = 30;
+        scenario.controllers = crate::scenario::Controllers {
+            count: 2,
+            writes_per_s: 1.0,
+            churn_names: 5,
+            list_every_s: 20,
+            list_limit: 2,
+            page_pause_s: [1, 10],
+            watch_lists: true,
+            probe_every_s: 15,
+            ..Default::default()
+        };
+        let out = crate::world::run_seed(&scenario, 2, &Default::default());
+        let h = &out.history;
+        let served = |kind: EventType| {
+            h.api_watches
+                .iter()
+                .flat_map(|w| &w.events)
+                .filter(|e| e.kind == kind)
+                .count()
+        };
+        assert!(served(EventType::Added) > 10, "initial and new objects");
+        assert!(served(EventType::Modified) > 10, "updates");
+        assert!(served(EventType::Bookmark) > 10, "bookmarks");
+        assert!(
+            h.api_watches
+                .iter()
+                .any(|w| w.events.iter().any(|e| e.initial_events_end)),
+            "a WatchList ended its initial events"
+        );
+        let pages = h
+            .lists
+            .iter()
+            .flat_map(|l| &l.pages)
+            .filter(|p| matches!(p.answer, PageAnswer::Page { .. }))
+            .count();
+        assert!(pages > 10, "chunked lists over etcd ({pages} pages)");
+        for check in crate::checkers::all() {
+            let report = check.check(h);
+            assert!(report.passed(), "{}: {:?}", report.check, report.first());
+        }
+    }
+}

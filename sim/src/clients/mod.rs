@@ -4,5 +4,6 @@
 //! of them reads the store's internals or the checkers.
 
 pub mod controller;
+pub mod etcd_call;
 pub mod watcher;
 pub mod workload;

@@ -1,31 +1,72 @@
-//! Clients: Kubernetes-shaped load against the kine servers over gRPC, with deadlines.
+//! Clients: Kubernetes-shaped load against the servers' etcd API over gRPC, with deadlines.
 //!
 //! Each client issues one request at a time, Poisson-spaced: creates, updates and deletes as the
-//! apiserver's Txn shapes (compare on mod_revision), gets, and paginated lists that continue at
-//! the first page's revision. Every request is recorded before it is sent and completed with what
-//! came back. A client never retries a write itself; it only learns from answers.
+//! apiserver's Txn shapes (compare on mod_revision), and reads of every kind the mix weighs:
+//! linearizable and serializable gets and paginated lists (continued at the first page's
+//! revision), reads at old and compacted revisions, count-only and keys-only lists. Every request
+//! is recorded before it is sent and completed with what came back. A client never retries a
+//! write itself; it only learns from answers. A pinned client stays on its one server.
 
+use super::etcd_call::send;
 use crate::history::recorder::Recorder;
-use crate::history::{Kv, OpResult, Outcome, Request};
+use crate::history::{OpResult, Outcome, Request};
 use crate::scenario::Workload;
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use store::proto::etcdserverpb::{
-    kv_client::KvClient, response_op, RangeRequest, TxnRequest, TxnResponse,
-};
-use store::proto::mvccpb::KeyValue;
+use store::proto::etcdserverpb::kv_client::KvClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic::Code;
 
 #[derive(Clone)]
 pub struct ClientConfig {
     pub name: String,
     pub servers: Vec<(String, SocketAddr)>,
+    /// The index in `servers` of the one server a pinned client uses.
+    pub pinned: Option<usize>,
     pub workload: Workload,
     pub stop_at: Instant,
+}
+
+/// How many of its latest header revisions a client remembers for old-revision reads.
+const RECENT_REVISIONS: usize = 32;
+
+/// One operation a client draws from the mix (in `Mix::weights` order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Draw {
+    Create,
+    Update,
+    Delete,
+    Get,
+    List,
+    SerializableGet,
+    SerializableList,
+    OldRevisionRead,
+    CompactedRead,
+    CountOnly,
+    KeysOnly,
+}
+
+const DRAWS: [Draw; 11] = [
+    Draw::Create,
+    Draw::Update,
+    Draw::Delete,
+    Draw::Get,
+    Draw::List,
+    Draw::SerializableGet,
+    Draw::SerializableList,
+    Draw::OldRevisionRead,
+    Draw::CompactedRead,
+    Draw::CountOnly,
+    Draw::KeysOnly,
+];
+
+/// Options of a List in pages.
+#[derive(Clone, Copy, Default)]
+struct ListOptions {
+    serializable: bool,
+    keys_only: bool,
 }
 
 struct Client {
@@ -37,6 +78,10 @@ struct Client {
     known: BTreeMap<String, i64>,
     keys: Vec<String>,
     seq: u64,
+    /// The header revisions of this client's latest answers, oldest first.
+    recent: std::collections::VecDeque<i64>,
+    /// The highest header revision this client has seen.
+    top: i64,
 }
 
 /// Runs one client until `stop_at`, then returns.
@@ -57,6 +102,8 @@ pub async fn run_client(cfg: ClientConfig, recorder: Recorder) {
         known: BTreeMap::new(),
         keys,
         seq: 0,
+        recent: Default::default(),
+        top: 0,
     };
     while Instant::now() < cfg.stop_at {
         let gap: f64 = madsim::rand::thread_rng().gen::<f64>();
@@ -69,39 +116,26 @@ pub async fn run_client(cfg: ClientConfig, recorder: Recorder) {
     }
 }
 
-fn kv_of(kv: &KeyValue) -> Kv {
-    Kv {
-        key: String::from_utf8_lossy(&kv.key).into_owned(),
-        create_revision: kv.create_revision,
-        mod_revision: kv.mod_revision,
-        version: kv.version,
-        value: String::from_utf8_lossy(&kv.value).into_owned(),
-    }
-}
-
-/// Whether a failed write may still have taken effect. Only answers the store gives after
-/// deciding (compacted, future revision, invalid request) are definite.
-fn write_outcome_is_definite(code: Code) -> bool {
-    matches!(
-        code,
-        Code::OutOfRange | Code::InvalidArgument | Code::FailedPrecondition
-    )
-}
-
 impl Client {
     fn timeout(&self) -> Duration {
         Duration::from_millis(self.cfg.workload.request_timeout_ms)
     }
 
-    /// A connection to some server, trying each once from a random start.
+    /// A connection to some server, trying each once from a random start; a pinned client
+    /// only ever connects to its own server.
     async fn connect(&mut self) -> Option<(usize, KvClient<Channel>)> {
         if let Some(c) = &self.conn {
             return Some(c.clone());
         }
         let n = self.cfg.servers.len();
-        let first = madsim::rand::thread_rng().gen_range(0..n);
-        for i in 0..n {
-            let idx = (first + i) % n;
+        let candidates: Vec<usize> = match self.cfg.pinned {
+            Some(idx) => vec![idx],
+            None => {
+                let first = madsim::rand::thread_rng().gen_range(0..n);
+                (0..n).map(|i| (first + i) % n).collect()
+            }
+        };
+        for idx in candidates {
             let (_, addr) = &self.cfg.servers[idx];
             let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                 .expect("server addresses are valid URIs")
@@ -142,18 +176,29 @@ impl Client {
         Some(key.clone())
     }
 
-    async fn step(&mut self) {
-        let m = &self.cfg.workload.mix;
-        let weights = [m.create, m.update, m.delete, m.get, m.list];
-        let total: f64 = weights.iter().sum();
+    fn draw(&self) -> Draw {
+        let weights = self.cfg.workload.mix.weights();
+        let total: f64 = weights.iter().map(|(_, w)| w).sum();
         let mut x = madsim::rand::thread_rng().gen::<f64>() * total;
-        let mut choice = 0;
-        for (i, w) in weights.iter().enumerate() {
-            if x < *w {
-                choice = i;
-                break;
+        for (draw, (_, w)) in DRAWS.iter().zip(weights) {
+            if x < w {
+                return *draw;
             }
             x -= w;
+        }
+        Draw::Create
+    }
+
+    async fn step(&mut self) {
+        let mut draw = self.draw();
+        if self.cfg.pinned.is_none() {
+            // A client that moves between servers may meet an older state on the next one:
+            // only a pinned client's serializable reads must never go back.
+            draw = match draw {
+                Draw::SerializableGet => Draw::Get,
+                Draw::SerializableList => Draw::List,
+                other => other,
+            };
         }
         self.seq += 1;
         let value = format!(
@@ -162,11 +207,11 @@ impl Client {
             self.seq,
             "x".repeat(self.cfg.workload.value_bytes.saturating_sub(16))
         );
-        let request = match choice {
-            1 | 2 => match self.pick_key(true) {
+        let request = match draw {
+            Draw::Update | Draw::Delete => match self.pick_key(true) {
                 Some(key) => {
                     let expected_mod_revision = self.known[&key];
-                    if choice == 1 {
+                    if draw == Draw::Update {
                         Request::Update {
                             key,
                             value,
@@ -184,13 +229,43 @@ impl Client {
                     value,
                 },
             },
-            3 => Request::Get {
+            Draw::Get | Draw::SerializableGet => Request::Get {
                 key: self.pick_key(false).expect("keys exist"),
                 revision: 0,
-                serializable: false,
+                serializable: draw == Draw::SerializableGet,
             },
-            4 => return self.paginated_list().await,
-            _ => Request::Create {
+            Draw::List => return self.paginated_list(ListOptions::default()).await,
+            Draw::SerializableList => {
+                let options = ListOptions {
+                    serializable: true,
+                    ..Default::default()
+                };
+                return self.paginated_list(options).await;
+            }
+            Draw::KeysOnly => {
+                let options = ListOptions {
+                    keys_only: true,
+                    ..Default::default()
+                };
+                return self.paginated_list(options).await;
+            }
+            Draw::OldRevisionRead | Draw::CompactedRead => {
+                let revision = self.past_revision(draw == Draw::CompactedRead);
+                self.read_at(revision)
+            }
+            Draw::CountOnly => {
+                let (start, end) = self.pick_resource();
+                Request::List {
+                    start,
+                    end,
+                    limit: 0,
+                    revision: 0,
+                    serializable: false,
+                    count_only: true,
+                    keys_only: false,
+                }
+            }
+            Draw::Create => Request::Create {
                 key: self.pick_key(false).expect("keys exist"),
                 value,
             },
@@ -198,13 +273,55 @@ impl Client {
         self.execute(request).await;
     }
 
-    /// Lists one resource in pages; later pages continue at the first page's revision.
-    async fn paginated_list(&mut self) {
+    /// A revision in the past of what this client has seen: one of its recent answers', or
+    /// (`compacted`) one from the older half of everything it saw, which compaction has most
+    /// likely passed. 0 (the latest) while the client has seen nothing.
+    fn past_revision(&self, compacted: bool) -> i64 {
+        let mut rng = madsim::rand::thread_rng();
+        if compacted {
+            return if self.top > 1 {
+                rng.gen_range(1..=self.top / 2)
+            } else {
+                0
+            };
+        }
+        if self.recent.is_empty() {
+            return 0;
+        }
+        self.recent[rng.gen_range(0..self.recent.len())]
+    }
+
+    /// A Get of one key or a one-page List of one resource, at `revision`.
+    fn read_at(&self, revision: i64) -> Request {
+        if madsim::rand::thread_rng().gen_bool(0.5) {
+            return Request::Get {
+                key: self.pick_key(false).expect("keys exist"),
+                revision,
+                serializable: false,
+            };
+        }
+        let (start, end) = self.pick_resource();
+        Request::List {
+            start,
+            end,
+            limit: self.cfg.workload.list_limit,
+            revision,
+            serializable: false,
+            count_only: false,
+            keys_only: false,
+        }
+    }
+
+    /// The key range `[/registry/<r>/, /registry/<r>0)` of one of the workload's resources.
+    fn pick_resource(&self) -> (String, String) {
         let resources = &self.cfg.workload.resources;
         let r = &resources[madsim::rand::thread_rng().gen_range(0..resources.len())];
-        let prefix = format!("/registry/{r}/");
-        let end = format!("/registry/{r}0");
-        let mut start = prefix;
+        (format!("/registry/{r}/"), format!("/registry/{r}0"))
+    }
+
+    /// Lists one resource in pages; later pages continue at the first page's revision.
+    async fn paginated_list(&mut self, options: ListOptions) {
+        let (mut start, end) = self.pick_resource();
         let mut revision = 0;
         loop {
             let req = Request::List {
@@ -212,9 +329,9 @@ impl Client {
                 end: end.clone(),
                 limit: self.cfg.workload.list_limit,
                 revision,
-                serializable: false,
+                serializable: options.serializable,
                 count_only: false,
-                keys_only: false,
+                keys_only: options.keys_only,
             };
             match self.execute(req).await {
                 Some(Outcome::Ok {
@@ -241,53 +358,15 @@ impl Client {
         let id = self
             .recorder
             .invoke(&self.cfg.name, &server, request.clone());
-        let outcome = match &request {
-            Request::Get {
-                key,
-                revision,
-                serializable,
-            } => {
-                let req = RangeRequest {
-                    key: key.clone().into_bytes(),
-                    revision: *revision,
-                    serializable: *serializable,
-                    ..Default::default()
-                };
-                read_outcome(kv.range(req).await)
-            }
-            Request::List {
-                start,
-                end,
-                limit,
-                revision,
-                serializable,
-                count_only,
-                keys_only,
-            } => {
-                let req = RangeRequest {
-                    key: start.clone().into_bytes(),
-                    range_end: end.clone().into_bytes(),
-                    limit: *limit,
-                    revision: *revision,
-                    serializable: *serializable,
-                    count_only: *count_only,
-                    keys_only: *keys_only,
-                    ..Default::default()
-                };
-                read_outcome(kv.range(req).await)
-            }
-            Request::Create { key, value } => write_outcome(kv.txn(txn(key, 0, Some(value))).await),
-            Request::Update {
-                key,
-                value,
-                expected_mod_revision,
-            } => write_outcome(kv.txn(txn(key, *expected_mod_revision, Some(value))).await),
-            Request::Delete {
-                key,
-                expected_mod_revision,
-            } => write_outcome(kv.txn(txn(key, *expected_mod_revision, None)).await),
-        };
+        let outcome = send(&mut kv, &request).await;
         self.learn(&request, &outcome);
+        if let Some(rev) = outcome.header_revision() {
+            self.top = self.top.max(rev);
+            if self.recent.len() == RECENT_REVISIONS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(rev);
+        }
         if !matches!(outcome, Outcome::Ok { .. }) {
             // A stalled or broken connection is dropped; the next request may pick another server.
             self.conn = None;
@@ -305,6 +384,9 @@ impl Client {
             return;
         };
         match (request, result) {
+            // A read at a past revision (an old read, a later page) says nothing about now.
+            (Request::Get { revision, .. } | Request::List { revision, .. }, _)
+                if *revision > 0 => {}
             (Request::Get { .. } | Request::List { .. }, OpResult::Read { kvs, .. }) => {
                 for kv in kvs {
                     self.known.insert(kv.key.clone(), kv.mod_revision);
@@ -340,57 +422,5 @@ impl Client {
             }
             _ => {}
         }
-    }
-}
-
-/// The apiserver's Txn: if mod_revision(key) == expected then put (or delete) else get.
-fn txn(key: &str, expected: i64, value: Option<&String>) -> TxnRequest {
-    store::apiserver::guarded_txn(key, expected, value.map(String::as_str))
-}
-
-fn read_outcome(
-    r: Result<tonic::Response<store::proto::etcdserverpb::RangeResponse>, tonic::Status>,
-) -> Outcome {
-    match r {
-        Ok(resp) => {
-            let resp = resp.into_inner();
-            Outcome::Ok {
-                header_revision: resp.header.map(|h| h.revision).unwrap_or(0),
-                result: OpResult::Read {
-                    kvs: resp.kvs.iter().map(kv_of).collect(),
-                    more: resp.more,
-                    count: resp.count,
-                },
-            }
-        }
-        // A read changes nothing, so every failure is definite.
-        Err(status) => Outcome::Failed {
-            error: status.message().to_string(),
-        },
-    }
-}
-
-fn write_outcome(r: Result<tonic::Response<TxnResponse>, tonic::Status>) -> Outcome {
-    match r {
-        Ok(resp) => {
-            let resp = resp.into_inner();
-            let current = resp.responses.iter().find_map(|r| match &r.response {
-                Some(response_op::Response::ResponseRange(rr)) => rr.kvs.first().map(kv_of),
-                _ => None,
-            });
-            Outcome::Ok {
-                header_revision: resp.header.map(|h| h.revision).unwrap_or(0),
-                result: OpResult::Write {
-                    succeeded: resp.succeeded,
-                    current,
-                },
-            }
-        }
-        Err(status) if write_outcome_is_definite(status.code()) => Outcome::Failed {
-            error: status.message().to_string(),
-        },
-        Err(status) => Outcome::Unknown {
-            error: format!("{:?}: {}", status.code(), status.message()),
-        },
     }
 }

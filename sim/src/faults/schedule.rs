@@ -25,6 +25,8 @@ pub struct NodeRef {
     pub control_plane: bool,
     /// Every other node of the etcd topology joins through this one.
     pub join_target: bool,
+    /// A pinned client: the one server it uses.
+    pub pinned_to: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -130,6 +132,44 @@ pub fn draw(
                 }
                 continue;
             }
+            "minority" => {
+                // One server, preferably one with clients pinned to it, cut off together with
+                // those clients from every other server (and the database): a minority that
+                // can no longer reach a quorum, while its clients still reach it.
+                let pinned: Vec<&NodeRef> = servers
+                    .iter()
+                    .copied()
+                    .filter(|s| nodes.iter().any(|n| n.pinned_to.as_ref() == Some(&s.name)))
+                    .collect();
+                let victim = pick(&mut rng, if pinned.is_empty() { &servers } else { &pinned });
+                if let Some(victim) = victim {
+                    let mut side = vec![victim.name.clone()];
+                    side.extend(
+                        nodes
+                            .iter()
+                            .filter(|n| n.pinned_to.as_ref() == Some(&victim.name))
+                            .map(|n| n.name.clone()),
+                    );
+                    let rest: Vec<String> = nodes
+                        .iter()
+                        .filter(|n| matches!(n.role, Role::Server | Role::Database))
+                        .filter(|n| n.name != victim.name)
+                        .map(|n| n.name.clone())
+                        .collect();
+                    if !rest.is_empty() {
+                        out.push(Scheduled {
+                            start,
+                            duration: duration.min(period - start),
+                            fault: Fault::Partition {
+                                from: side,
+                                to: rest,
+                                one_way,
+                            },
+                        });
+                    }
+                }
+                continue;
+            }
             "isolate-node" => {
                 let all: Vec<&NodeRef> = nodes.iter().collect();
                 if let Some(victim) = pick(&mut rng, &all) {
@@ -216,6 +256,7 @@ mod tests {
             role,
             control_plane: false,
             join_target: false,
+            pinned_to: None,
         };
         vec![
             mk("db", Role::Database),
@@ -248,6 +289,30 @@ mod tests {
             "about 30 faults expected over ten minutes, got {}",
             a.len()
         );
+    }
+
+    #[test]
+    fn a_minority_partition_cuts_a_server_and_its_pinned_clients_from_every_other_server() {
+        let mut nodes = nodes();
+        nodes[3].pinned_to = Some("kine-2".into());
+        let faults = Faults {
+            partitions_per_min: 2.0,
+            partition_kinds: vec!["minority".into()],
+            ..Faults::default()
+        };
+        let plan = draw(3, &faults, 2.0, 0.0, &nodes, Duration::from_secs(300));
+        assert!(!plan.is_empty());
+        for s in plan {
+            let Fault::Partition { from, to, .. } = s.fault else {
+                panic!("{s:?} is not a partition");
+            };
+            assert_eq!(
+                from,
+                ["kine-2", "client-1"],
+                "the server with a pinned client"
+            );
+            assert_eq!(to, ["db", "kine-1"], "every other server and the database");
+        }
     }
 
     #[test]

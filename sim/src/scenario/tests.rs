@@ -91,3 +91,34 @@ fn a_bad_mix_weight_names_its_operation_kind() {
     let e = parse("bad.toml", &text).unwrap_err().to_string();
     assert!(e.contains("workload.mix: at least one weight"), "{e}");
 }
+
+#[test]
+fn serializable_reads_need_pinned_clients_and_pins_need_clients() {
+    let text = format!("{GOOD}\n[workload.mix]\nserializable_get = 1.0\n");
+    let e = parse("bad.toml", &text).unwrap_err().to_string();
+    assert!(
+        e.starts_with("bad.toml:23: workload.mix.serializable_get: serializable reads are sent by pinned clients only"),
+        "{e}"
+    );
+    let pinned = GOOD.replace(
+        "request_timeout_ms = 1000",
+        "request_timeout_ms = 1000\npinned_clients = 1",
+    );
+    let s = parse(
+        "good.toml",
+        &format!("{pinned}\n[workload.mix]\nserializable_get = 1.0\ncompacted_read = 0.5\n"),
+    )
+    .unwrap();
+    assert_eq!(s.workload.pinned_clients, 1);
+    assert_eq!(s.workload.mix.compacted_read, 0.5);
+    let e = parse(
+        "bad.toml",
+        &pinned.replace("pinned_clients = 1", "pinned_clients = 2"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("bad.toml:17: workload.pinned_clients: at most the 1 clients"),
+        "{e}"
+    );
+}

@@ -141,6 +141,11 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
     let c = &s.controllers;
     check(c.count <= 20, "controllers.count", "at most 20 controllers")?;
     check(
+        c.count == 0 || t.kind != TopologyKind::Etcd || t.servers + t.control_plane_only > 0,
+        "controllers.count",
+        "controllers need an apiserver: an etcd topology with servers or control_plane_only nodes",
+    )?;
+    check(
         c.writes_per_s.is_finite() && c.writes_per_s >= 0.0,
         "controllers.writes_per_s",
         "a finite rate, 0 or more",
@@ -235,14 +240,7 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
         "workload.request_timeout_ms",
         "must be positive",
     )?;
-    let m = &w.mix;
-    let weights = [
-        ("create", m.create),
-        ("update", m.update),
-        ("delete", m.delete),
-        ("get", m.get),
-        ("list", m.list),
-    ];
+    let weights = w.mix.weights();
     for (kind, weight) in weights {
         check(
             weight >= 0.0 && weight.is_finite(),
@@ -255,6 +253,21 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
         "workload.mix",
         "at least one weight must be positive",
     )?;
+    check(
+        w.pinned_clients <= t.clients,
+        "workload.pinned_clients",
+        format!("at most the {} clients of [topology]", t.clients),
+    )?;
+    for (kind, weight) in [
+        ("serializable_get", w.mix.serializable_get),
+        ("serializable_list", w.mix.serializable_list),
+    ] {
+        check(
+            weight == 0.0 || w.pinned_clients > 0,
+            &format!("workload.mix.{kind}"),
+            "serializable reads are sent by pinned clients only (a client that moves to another server may see an older state there); set workload.pinned_clients",
+        )?;
+    }
     let f = &s.faults;
     check(
         f.partitions_per_min >= 0.0 && f.partitions_per_min.is_finite(),
@@ -282,6 +295,7 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
             "server-server",
             "isolate-node",
             "isolate-control-plane",
+            "minority",
         ],
     )?;
     subset(

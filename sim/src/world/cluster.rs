@@ -48,8 +48,16 @@ impl Cluster {
             role,
             control_plane,
             join_target,
+            pinned_to: None,
         });
         recorder.event(name, EventKind::NodeStarted);
+    }
+
+    /// Records that client `name` only ever uses `server`.
+    pub fn pin(&mut self, name: &str, server: &str) {
+        for r in self.refs.iter_mut().filter(|r| r.name == name) {
+            r.pinned_to = Some(server.to_string());
+        }
     }
 
     pub fn ids_of(&self, names: &[String]) -> Vec<NodeId> {

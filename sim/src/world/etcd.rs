@@ -4,6 +4,7 @@
 //! A node's disk is the only state that outlives its restarts; a restart first applies the power
 //! loss (unsynced writes dropped, the last one sometimes torn, drawn from the seed) and records it.
 
+use crate::clients::controller::ApiServerAddr;
 use crate::faults::compaction::CompactionFaults;
 use crate::faults::schedule::Role;
 use crate::history::recorder::Recorder;
@@ -53,6 +54,19 @@ fn layout(t: &crate::scenario::Topology) -> Vec<(String, NodeRole, std::net::IpA
 /// interval for the next renewal and a request deadline for it, with slack for one retry.
 pub(crate) fn rejoin_bound(request_timeout: Duration) -> Duration {
     Duration::from_secs(5) + 2 * HEALTH_EVERY + 2 * (LEASE_EVERY + request_timeout)
+}
+
+/// The apiservers of the etcd topology (servers and control-plane-only nodes), for controllers.
+pub(crate) fn apiservers(t: &crate::scenario::Topology) -> Vec<ApiServerAddr> {
+    layout(t)
+        .into_iter()
+        .filter(|(_, role, _)| role.control_plane())
+        .map(|(name, _, ip)| ApiServerAddr {
+            name,
+            api: SocketAddr::new(ip, API_PORT),
+            watch: SocketAddr::new(ip, WATCH_PORT),
+        })
+        .collect()
 }
 
 pub(crate) fn node_roles(t: &crate::scenario::Topology) -> BTreeMap<String, String> {

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod etcd;
 
 use crate::clients::controller::{run_controller, ApiServerAddr, ControllerConfig};
+use crate::clients::etcd_call::send;
 use crate::clients::watcher::{run_watcher, WatcherConfig};
 use crate::clients::workload::{run_client, ClientConfig};
 use crate::faults::compaction::CompactionFaults;
@@ -18,7 +19,7 @@ use crate::faults::schedule::{self, Fault, Role};
 use crate::faults::{draw_mix, FaultMix};
 use crate::history::recorder::Recorder;
 use crate::history::trace::Trace;
-use crate::history::{EventKind, History, HistoryParams, OpResult, Outcome, Request};
+use crate::history::{EventKind, History, HistoryParams, Outcome, Request};
 use crate::scenario::{Scenario, TopologyKind};
 use cluster::{ip, Cluster, API_PORT, DB_PORT, ETCD_PORT, WATCH_PORT};
 use madsim::runtime::Handle;
@@ -31,7 +32,7 @@ use store::kine::compactor::CompactorConfig;
 use store::kine::database::Database;
 use store::kine::driver::{Latency, SharedDatabase};
 use store::node::{run_database_node, run_kine_server, DatabaseLocation, KineServerConfig};
-use store::proto::etcdserverpb::{kv_client::KvClient, RangeRequest};
+use store::proto::etcdserverpb::kv_client::KvClient;
 use tokio::time::Instant;
 
 /// Everything one seed produced.
@@ -365,9 +366,12 @@ fn build_cluster(
     }
     for i in 1..=scenario.topology.clients {
         let name = format!("client-{i}");
+        let pinned = (i <= scenario.workload.pinned_clients)
+            .then(|| (i as usize - 1) % cluster.servers.len());
         let config = ClientConfig {
             name: name.clone(),
             servers: cluster.servers.clone(),
+            pinned,
             workload: scenario.workload.clone(),
             stop_at,
         };
@@ -388,6 +392,10 @@ fn build_cluster(
             })
             .build();
         cluster.register(&name, node.id(), Role::Client, recorder);
+        if let Some(idx) = pinned {
+            let server = cluster.servers[idx].0.clone();
+            cluster.pin(&name, &server);
+        }
     }
     for i in 1..=scenario.workload.watchers {
         let name = format!("watcher-{i}");
@@ -406,13 +414,17 @@ fn build_cluster(
             .build();
         cluster.register(&name, node.id(), Role::Client, recorder);
     }
-    let apiservers: Vec<ApiServerAddr> = (1..=kine_servers)
-        .map(|i| ApiServerAddr {
-            name: format!("kine-{i}"),
-            api: SocketAddr::new(ip(1, i), API_PORT),
-            watch: SocketAddr::new(ip(1, i), WATCH_PORT),
-        })
-        .collect();
+    let apiservers: Vec<ApiServerAddr> = if scenario.topology.kind == TopologyKind::Etcd {
+        crate::world::etcd::apiservers(&scenario.topology)
+    } else {
+        (1..=kine_servers)
+            .map(|i| ApiServerAddr {
+                name: format!("kine-{i}"),
+                api: SocketAddr::new(ip(1, i), API_PORT),
+                watch: SocketAddr::new(ip(1, i), WATCH_PORT),
+            })
+            .collect()
+    };
     for i in 1..=scenario.controllers.count {
         let name = format!("controller-{i}");
         let config = ControllerConfig {
@@ -462,47 +474,13 @@ async fn final_audit(cluster: &Cluster, recorder: &Recorder, timeout_ms: u64) ->
                             continue;
                         };
                         let request = Request::list_all("/registry/", "/registry0");
-                        let id = recorder.invoke("audit", name, request);
+                        let id = recorder.invoke("audit", name, request.clone());
                         last = Some(id);
-                        let answer = KvClient::new(channel)
-                            .range(RangeRequest {
-                                key: b"/registry/".to_vec(),
-                                range_end: b"/registry0".to_vec(),
-                                ..Default::default()
-                            })
-                            .await;
-                        match answer {
-                            Ok(resp) => {
-                                let resp = resp.into_inner();
-                                let kvs = resp.kvs.iter().map(|kv| crate::history::Kv {
-                                    key: String::from_utf8_lossy(&kv.key).into_owned(),
-                                    create_revision: kv.create_revision,
-                                    mod_revision: kv.mod_revision,
-                                    version: kv.version,
-                                    value: String::from_utf8_lossy(&kv.value).into_owned(),
-                                });
-                                recorder.complete(
-                                    id,
-                                    Outcome::Ok {
-                                        header_revision: resp
-                                            .header
-                                            .map(|h| h.revision)
-                                            .unwrap_or(0),
-                                        result: OpResult::Read {
-                                            kvs: kvs.collect(),
-                                            more: resp.more,
-                                            count: resp.count,
-                                        },
-                                    },
-                                );
-                                break 'tries;
-                            }
-                            Err(e) => recorder.complete(
-                                id,
-                                Outcome::Failed {
-                                    error: e.message().to_string(),
-                                },
-                            ),
+                        let outcome = send(&mut KvClient::new(channel), &request).await;
+                        let answered = matches!(outcome, Outcome::Ok { .. });
+                        recorder.complete(id, outcome);
+                        if answered {
+                            break 'tries;
                         }
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -3,22 +3,25 @@
 //! Requests and answers are typed values with HTTP status codes rather than real HTTP. It serves
 //! GET, chunked LIST with continue tokens (and 410 Expired with an rv=-1 token once the first
 //! page's revision is compacted), create/update/delete with optimistic concurrency, WATCH from a
-//! resourceVersion with bookmarks, WatchList with its validation, and `/readyz` with named
-//! checks, per SEMANTICS.md section 3. Watches are streams over the simulated network: the first
-//! message is the request, every later one an answer, so a partition stalls them as it would a
-//! TCP connection, and clients keep a deadline.
+//! resourceVersion with bookmarks, WatchList with its validation (`watch.rs`, over kine or etcd),
+//! and `/readyz` with named checks, per SEMANTICS.md section 3. Watches are streams over the
+//! simulated network: the first message is the request, every later one an answer, so a
+//! partition stalls them as it would a TCP connection, and clients keep a deadline.
+
+mod token;
+mod watch;
+
+pub use token::{decode_continue, encode_continue};
 
 use crate::design::WatchListVariant;
 use crate::error::StoreError;
-use crate::kine::sql::{End, Row};
 use crate::kine::store::KineStore;
-use crate::kine::watch::{run_watcher, WatchEnd, WatchHub, WatchItem};
+use crate::kine::watch::WatchHub;
 use crate::proto::etcdserverpb::{
     compare, request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
     RequestOp, TxnRequest,
 };
 use crate::proto::etcdserverpb::{RangeResponse, TxnResponse};
-use base64::Engine;
 use madsim::net::rpc::Request;
 use madsim::net::Endpoint;
 use serde::{Deserialize, Serialize};
@@ -32,7 +35,6 @@ pub const REGISTRY: &str = "/registry/";
 pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 /// How often a watch with bookmarks allowed gets one (it doubles as the stream's keepalive).
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
-const TOKEN_VERSION: &str = "meta.k8s.io/v1";
 
 /// The key prefix of a resource, with its trailing slash.
 pub fn resource_prefix(resource: &str) -> String {
@@ -220,73 +222,6 @@ pub enum WatchMessage {
     },
 }
 
-/// The decoded form of a continue token.
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Token {
-    v: String,
-    rv: i64,
-    start: String,
-}
-
-/// Encodes a continue token for listing the keys under `prefix` after `last_key` at `rv`.
-pub fn encode_continue(prefix: &str, last_key: &str, rv: i64) -> String {
-    let start = last_key.strip_prefix(prefix).unwrap_or(last_key);
-    let token = Token {
-        v: TOKEN_VERSION.into(),
-        rv,
-        start: format!("{start}\u{0}"),
-    };
-    let json = serde_json::to_vec(&token).expect("a token always serialises");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-}
-
-/// Decodes a continue token for keys under `prefix` into (full start key, rv), refusing the
-/// tokens the apiserver refuses.
-pub fn decode_continue(prefix: &str, token: &str) -> Result<(String, i64), String> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|e| format!("continue key is not valid: {e}"))?;
-    let t: Token =
-        serde_json::from_slice(&bytes).map_err(|e| format!("continue key is not valid: {e}"))?;
-    if t.v != TOKEN_VERSION {
-        return Err(format!(
-            "continue key is not valid: server does not recognize this encoded key version {:?}",
-            t.v
-        ));
-    }
-    if t.rv == 0 {
-        return Err("continue key is not valid: incorrect encoded start resourceVersion".into());
-    }
-    if t.start.is_empty() {
-        return Err("continue key is not valid: encoded start key empty".into());
-    }
-    // A start key must stay inside the resource: a cleaned path equal to itself.
-    let rooted = if t.start.starts_with('/') {
-        t.start.clone()
-    } else {
-        format!("/{}", t.start)
-    };
-    if clean_path(&rooted) != rooted {
-        return Err(format!("continue key is not valid: {}", t.start));
-    }
-    Ok((format!("{prefix}{}", &rooted[1..]), t.rv))
-}
-
-/// Lexical path cleaning as Go's `path.Clean` does it, for rooted paths.
-fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
 /// The first key after every key with `prefix` (etcd's prefix range end).
 pub fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
@@ -330,14 +265,6 @@ pub fn guarded_txn(key: &str, expected: i64, value: Option<&str>) -> TxnRequest 
     }
 }
 
-fn object_of(row: &Row) -> Object {
-    Object {
-        key: row.name.clone(),
-        resource_version: row.id,
-        value: String::from_utf8_lossy(&row.value).into_owned(),
-    }
-}
-
 /// Where an apiserver keeps its objects.
 pub enum Backend {
     /// kine in the same process: the watch cache polls its log directly.
@@ -345,8 +272,7 @@ pub enum Backend {
         store: Arc<KineStore>,
         hub: Arc<WatchHub>,
     },
-    /// etcd members, reached over gRPC (LIST, GET and writes only: this facade serves watches
-    /// over kine alone).
+    /// etcd members, reached over gRPC through the apiserver's etcd client (watches too).
     Etcd(Arc<crate::k3s::etcd_client::EtcdClient>),
 }
 
@@ -372,10 +298,12 @@ impl Backend {
         }
     }
 
-    fn kine(&self) -> Option<(&Arc<KineStore>, &Arc<WatchHub>)> {
+    /// Whether the watch cache has synced: kine's poller has read the log once (etcd's watch
+    /// is served by the members themselves).
+    fn watch_cache_synced(&self) -> bool {
         match self {
-            Backend::Kine { store, hub } => Some((store, hub)),
-            Backend::Etcd(_) => None,
+            Backend::Kine { hub, .. } => hub.polled() > 0,
+            Backend::Etcd(_) => true,
         }
     }
 }
@@ -577,7 +505,7 @@ impl ApiServer {
         let etcd = tokio::time::timeout(Duration::from_secs(2), self.backend.current_revision())
             .await
             .is_ok_and(|r| r.is_ok());
-        let cache = self.backend.kine().is_none_or(|(_, hub)| hub.polled() > 0);
+        let cache = self.backend.watch_cache_synced();
         let checks = [
             ("ping", true),
             ("etcd", etcd),
@@ -601,224 +529,6 @@ impl ApiServer {
                 })
                 .collect(),
         }
-    }
-
-    /// Validates a watch request the way the apiserver does: content negotiation first, then
-    /// the WatchList parameter rules.
-    pub fn refuse(&self, req: &WatchRequest) -> Option<Status> {
-        if req.is_watch_list()
-            && req.accepts_only_table()
-            && self.watchlist == WatchListVariant::Fixed
-        {
-            return Some(Status::new(
-                406,
-                "NotAcceptable",
-                "the WatchList stream cannot be served as Table",
-            ));
-        }
-        let not_older = req.resource_version_match.as_deref() == Some("NotOlderThan");
-        if req.send_initial_events && !not_older {
-            return Some(Status::new(
-                422,
-                "Invalid",
-                "sendInitialEvents: Forbidden: sendInitialEvents is allowed only with resourceVersionMatch=NotOlderThan",
-            ));
-        }
-        if req.resource_version_match.is_some() && !req.send_initial_events {
-            return Some(Status::new(
-                422,
-                "Invalid",
-                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is set",
-            ));
-        }
-        if req.continue_token.is_some() {
-            return Some(Status::new(
-                422,
-                "Invalid",
-                "continue: Forbidden: continue is forbidden for watch",
-            ));
-        }
-        if !req.send_initial_events && req.resource_version.is_none() {
-            return Some(Status::new(
-                422,
-                "Invalid",
-                "resourceVersion: Required: this facade serves watches from a resourceVersion",
-            ));
-        }
-        None
-    }
-
-    /// Serves one watch stream until the client goes away or the watch ends.
-    pub async fn watch(
-        self: Arc<Self>,
-        req: WatchRequest,
-        out: tokio::sync::mpsc::Sender<WatchMessage>,
-    ) {
-        if let Some(status) = self.refuse(&req) {
-            let _ = out.send(WatchMessage::Status(status)).await;
-            return;
-        }
-        let Some((store, hub)) = self.backend.kine() else {
-            let status = Status::new(
-                501,
-                "NotImplemented",
-                "this facade serves watches over kine only",
-            );
-            let _ = out.send(WatchMessage::Status(status)).await;
-            return;
-        };
-        let (store, hub) = (store.clone(), hub.clone());
-        let prefix = resource_prefix(&req.resource);
-        let end = End::Exclusive(String::from_utf8_lossy(&prefix_end(&prefix)).into_owned());
-        let start_after = if req.send_initial_events {
-            match self.initial_events(&req, &prefix, &hub, &out).await {
-                Ok(Some(at)) => at,
-                Ok(None) => return,
-                Err(status) => {
-                    let _ = out.send(WatchMessage::Status(status)).await;
-                    return;
-                }
-            }
-        } else {
-            req.resource_version.unwrap_or(0)
-        };
-        let (items_tx, mut items) = tokio::sync::mpsc::channel(256);
-        let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(4);
-        let watcher = tokio::spawn(run_watcher(
-            store,
-            hub,
-            prefix.clone(),
-            Some(end),
-            start_after + 1,
-            progress_rx,
-            items_tx,
-        ));
-        let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
-        bookmark.tick().await;
-        loop {
-            tokio::select! {
-                biased;
-                item = items.recv() => match item {
-                    Some(WatchItem::Rows(rows)) => {
-                        for row in rows {
-                            let kind = if row.deleted {
-                                EventType::Deleted
-                            } else if row.created {
-                                EventType::Added
-                            } else {
-                                EventType::Modified
-                            };
-                            let msg = WatchMessage::Event { kind, object: object_of(&row), initial_events_end: false };
-                            if out.send(msg).await.is_err() {
-                                watcher.abort();
-                                return;
-                            }
-                        }
-                    }
-                    Some(WatchItem::Progress(rv)) => {
-                        let msg = WatchMessage::Event {
-                            kind: EventType::Bookmark,
-                            object: Object { key: String::new(), resource_version: rv, value: String::new() },
-                            initial_events_end: false,
-                        };
-                        if out.send(msg).await.is_err() {
-                            watcher.abort();
-                            return;
-                        }
-                    }
-                    None => {
-                        let status = match watcher.await {
-                            Ok(WatchEnd::Compacted { compact_revision }) => Status::new(
-                                410,
-                                "Expired",
-                                format!("too old resource version: {start_after} ({compact_revision})"),
-                            ),
-                            Ok(other) => Status::new(500, "InternalError", format!("watch ended: {other:?}")),
-                            Err(e) => Status::new(500, "InternalError", e.to_string()),
-                        };
-                        let _ = out.send(WatchMessage::Status(status)).await;
-                        return;
-                    }
-                },
-                _ = bookmark.tick(), if req.allow_watch_bookmarks => {
-                    let _ = progress_tx.try_send(());
-                }
-            }
-        }
-    }
-
-    /// Sends a WatchList's initial ADDED events and its initial-events-end bookmark; returns the
-    /// bookmark's revision, after which ordinary events follow.
-    async fn initial_events(
-        &self,
-        req: &WatchRequest,
-        prefix: &str,
-        hub: &WatchHub,
-        out: &tokio::sync::mpsc::Sender<WatchMessage>,
-    ) -> Result<Option<i64>, Status> {
-        // The revision the initial state must be at least as new as.
-        let required = match req.resource_version {
-            Some(rv) if rv > 0 => rv,
-            _ => self
-                .backend
-                .current_revision()
-                .await
-                .map_err(|e| Status::from_store(&e))?,
-        };
-        // Like the watch cache, wait (bounded) until the poller has settled every id up to it:
-        // then the state at that revision can no longer change.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while hub.polled() < required {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Status::new(
-                    504,
-                    "Timeout",
-                    format!(
-                        "Too large resource version: {required}, current: {}",
-                        hub.polled()
-                    ),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let at = hub.polled();
-        let resp = self
-            .backend
-            .range(&RangeRequest {
-                key: prefix.as_bytes().to_vec(),
-                range_end: prefix_end(prefix),
-                revision: at,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Status::from_store(&e))?;
-        for kv in &resp.kvs {
-            let msg = WatchMessage::Event {
-                kind: EventType::Added,
-                object: Object {
-                    key: String::from_utf8_lossy(&kv.key).into_owned(),
-                    resource_version: kv.mod_revision,
-                    value: String::from_utf8_lossy(&kv.value).into_owned(),
-                },
-                initial_events_end: false,
-            };
-            if out.send(msg).await.is_err() {
-                return Ok(None);
-            }
-        }
-        let end = WatchMessage::Event {
-            kind: EventType::Bookmark,
-            object: Object {
-                key: String::new(),
-                resource_version: at,
-                value: String::new(),
-            },
-            initial_events_end: true,
-        };
-        if out.send(end).await.is_err() {
-            return Ok(None);
-        }
-        Ok(Some(at))
     }
 }
 
@@ -855,57 +565,5 @@ pub async fn serve_api(api: Arc<ApiServer>, api_addr: SocketAddr, watch_addr: So
             }
             serving.abort();
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_round_trips_and_starts_after_the_last_key() {
-        let prefix = list_prefix("widgets", Some("seed"));
-        let t = encode_continue(&prefix, "/registry/widgets/seed/obj-0039", 17);
-        assert!(
-            !t.contains('=') && !t.contains('+') && !t.contains('/'),
-            "{t}"
-        );
-        assert_eq!(
-            decode_continue(&prefix, &t).unwrap(),
-            ("/registry/widgets/seed/obj-0039\0".to_string(), 17)
-        );
-    }
-
-    fn token(json: &str) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-    }
-
-    #[test]
-    fn malformed_tokens_are_refused() {
-        let p = resource_prefix("widgets");
-        for (bad, why) in [
-            ("not base64 at all!", "continue key is not valid"),
-            (
-                &token(r#"{"v":"meta.k8s.io/v1","rv":0,"start":"a"}"#),
-                "resourceVersion",
-            ),
-            (
-                &token(r#"{"v":"meta.k8s.io/v1","rv":5,"start":""}"#),
-                "start key empty",
-            ),
-            (
-                &token(r#"{"v":"meta.k8s.io/v1","rv":5,"start":"../secrets/x"}"#),
-                "not valid",
-            ),
-            (&token(r#"{"v":"v2","rv":5,"start":"a"}"#), "version"),
-        ] {
-            let e = decode_continue(&p, bad).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
-        assert!(decode_continue(
-            &p,
-            &token(r#"{"v":"meta.k8s.io/v1","rv":-1,"start":"ns/a\u0000"}"#)
-        )
-        .is_ok());
     }
 }

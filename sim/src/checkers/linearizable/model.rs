@@ -98,6 +98,9 @@ pub(super) struct Suspect {
     /// The lowest revision an answer showed the key absent at while this version was its newest
     /// write, and that operation: one of `deletes` happened at or before it.
     pub seen_absent: Option<(i64, usize)>,
+    /// When the first answer that found the key absent completed: one of `deletes` had
+    /// committed by then. Only the mysql-like allowance reads it.
+    pub absent_known_ns: Option<u64>,
 }
 
 /// Client operations by what the checker does with them (indices into `History::ops`).

@@ -334,11 +334,17 @@ pub(super) fn judge_count_and_more(
     let at = o.complete_ns;
     if s.count_only || a.more {
         // The keys up to the last one returned are judged one by one, so the count only needs
-        // the model for the rest of the range.
+        // the model for the rest of the range. Not under the mysql-like allowance: kine counts
+        // in a query of its own after the page, and a write still committing when the read
+        // began may land in between, so the count is judged on its own, against every state
+        // the allowance admits.
         let all = span(m, s.start, s.end);
-        let rest = covered(m, s, a).end.max(all.start)..all.end;
-        let head = if s.count_only { 0 } else { a.kvs.len() as i64 };
-        let rest = if s.count_only { all } else { rest };
+        let (head, rest) = if s.count_only || m.late_commits {
+            (0, all)
+        } else {
+            let rest = covered(m, s, a).end.max(all.start)..all.end;
+            (a.kvs.len() as i64, rest)
+        };
         let Some((certain, most)) = live_count(m, rest, rev, began, later.is_some()) else {
             later
                 .expect("only waits when told")

@@ -12,6 +12,8 @@ pub(super) struct Vis {
     pub rev: i64,
     pub first: isize,
     pub last: isize,
+    /// When the read began, under the mysql-like allowance.
+    pub began: Option<u64>,
 }
 
 impl<'h> Model<'h> {
@@ -33,6 +35,7 @@ impl<'h> Model<'h> {
             rev,
             first,
             last,
+            began: began.filter(|_| self.late_commits),
         }
     }
 
@@ -70,12 +73,16 @@ impl<'h> Model<'h> {
     }
 
     /// Whether the version written by `line[x]` had been deleted by `rev` according to the
-    /// answers that dated a suspect delete.
-    pub fn dated_delete(&self, key: usize, x: usize, rev: i64) -> bool {
-        self.lines[key][x].suspect
-            && self.suspects[&(key, x)]
-                .seen_absent
-                .is_some_and(|(r, _)| rev >= r)
+    /// answers that dated a suspect delete. Under the mysql-like allowance (`began`), only for
+    /// a read that began once an answer had found it gone: before that the delete may still
+    /// have been committing.
+    pub fn dated_delete(&self, key: usize, x: usize, rev: i64, began: Option<u64>) -> bool {
+        if !self.lines[key][x].suspect {
+            return false;
+        }
+        let s = &self.suspects[&(key, x)];
+        s.seen_absent.is_some_and(|(r, _)| rev >= r)
+            && began.is_none_or(|b| s.absent_known_ns.is_some_and(|t| b >= t))
     }
 
     /// When `mod_rev` is the newest write at or below `rev` and a put no suspect delete may
@@ -93,7 +100,9 @@ impl<'h> Model<'h> {
             .map(|x| x as usize)
             .find(|&x| {
                 let e = &self.lines[v.key][x];
-                e.rev == mod_rev && e.change.is_put() && !self.dated_delete(v.key, x, v.rev)
+                e.rev == mod_rev
+                    && e.change.is_put()
+                    && !self.dated_delete(v.key, x, v.rev, v.began)
             })
     }
 
@@ -102,7 +111,7 @@ impl<'h> Model<'h> {
         Self::each(v).any(|x| {
             x < 0 || {
                 let e = &self.lines[v.key][x as usize];
-                !e.change.is_put() || self.dated_delete(v.key, x as usize, v.rev)
+                !e.change.is_put() || self.dated_delete(v.key, x as usize, v.rev, None)
             }
         })
     }
@@ -117,12 +126,12 @@ impl<'h> Model<'h> {
                 Some(e) if e.change.is_put() && !e.suspect => live = true,
                 Some(e) if e.change.is_put() => {
                     let s = &self.suspects[&(v.key, x as usize)];
-                    match s.seen_absent {
-                        Some((r, _)) if v.rev >= r => absent = true,
-                        _ => {
-                            live = true;
-                            absent |= v.rev > s.seen_live.map_or(e.rev, |(r, _)| r);
-                        }
+                    if self.dated_delete(v.key, x as usize, v.rev, v.began) {
+                        absent = true;
+                    } else {
+                        live = true;
+                        absent |= v.rev > s.seen_live.map_or(e.rev, |(r, _)| r)
+                            || s.seen_absent.is_some_and(|(r, _)| v.rev >= r);
                     }
                 }
                 _ => {
@@ -158,10 +167,12 @@ impl<'h> Model<'h> {
                 if explained || last < 0 {
                     return;
                 }
+                let done = self.ops[op].complete_ns;
                 if let Some(s) = self.suspects.get_mut(&(key, last as usize)) {
                     if s.seen_absent.is_none_or(|(r, _)| rev < r) {
                         s.seen_absent = Some((rev, op));
                     }
+                    s.absent_known_ns = Some(s.absent_known_ns.map_or(done, |t| t.min(done)));
                 }
             }
         }

@@ -797,6 +797,120 @@ fn mysql_like_allows_a_read_to_miss_a_lower_revision_still_committing_and_nothin
     );
 }
 
+/// kine over a mysql-like database counts in a query of its own after the page: c1's create
+/// reserved revision 5 and commits between c3's page (limit 1, without it) and its count.
+fn late_count(count: i64) -> History {
+    let mut h = base();
+    h.params.topology = "ha".into();
+    h.params.database_dialect = "mysql-like".into();
+    push(&mut h, "c2", (0.5, 0.6), create(3, "c"), wrote(4));
+    push(&mut h, "c1", (1.0, 2.0), create(1, "a"), wrote(5));
+    push(&mut h, "c2", (1.1, 1.2), create(2, "b"), wrote(6));
+    let page = Outcome::Ok {
+        header_revision: 6,
+        result: OpResult::Read {
+            kvs: vec![kv(2, 6, 6, 1, "b")],
+            more: true,
+            count,
+        },
+    };
+    push(&mut h, "c3", (1.5, 1.6), list(1, 0), page);
+    h
+}
+
+#[test]
+fn mysql_like_judges_a_pages_count_against_every_state_the_allowance_admits() {
+    // Counted before or after revision 5 committed.
+    passes(&late_count(2));
+    passes(&late_count(3));
+    fires(
+        &check(&late_count(4)),
+        "returned count 4; at revision 6 the writes leave 2 to 3 live keys",
+    );
+    // SQLite commits in id order, and the page and its count see the same state.
+    let mut sqlite = late_count(3);
+    sqlite.params.database_dialect = "sqlite".into();
+    fires(
+        &check(&sqlite),
+        "did not return /registry/pods/ns-0/obj-0001",
+    );
+}
+
+/// Operations in invoke order with ids to match, on kine over `dialect`.
+fn on_kine(mut h: History, dialect: &str) -> History {
+    h.params.topology = "ha".into();
+    h.params.database_dialect = dialect.into();
+    h.ops.sort_by_key(|o| o.invoke_ns);
+    for (i, o) in h.ops.iter_mut().enumerate() {
+        o.id = i as u64;
+    }
+    h
+}
+
+/// c1's delete of obj-0001, outcome unknown, committed while c3's read at `late` ran; c2 found
+/// the key gone at revision 8, completing at 3.3 s.
+fn unknown_delete_committing(late: (f64, f64), dialect: &str) -> History {
+    let mut h = base();
+    push(&mut h, "c1", (1.0, 1.1), create(1, "a"), wrote(5));
+    push(&mut h, "c1", (2.0, 5.0), delete(1, 5), unknown());
+    push(&mut h, "c2", (3.2, 3.3), get(1), read(8, vec![]));
+    push(
+        &mut h,
+        "c3",
+        late,
+        get(1),
+        read(9, vec![kv(1, 5, 5, 1, "a")]),
+    );
+    on_kine(h, dialect)
+}
+
+#[test]
+fn mysql_like_lets_a_read_begun_before_an_unknown_delete_was_seen_still_see_the_key() {
+    passes(&unknown_delete_committing((3.1, 3.4), "mysql-like"));
+    // Begun after c2 had found the key gone.
+    fires(
+        &check(&unknown_delete_committing((3.5, 3.6), "mysql-like")),
+        "an answer had already seen it deleted",
+    );
+    fires(
+        &check(&unknown_delete_committing((3.1, 3.4), "sqlite")),
+        "an answer had already seen it deleted",
+    );
+}
+
+/// c1's delete of obj-0001 took revision 7 and is acknowledged at `acked`; c2, having seen
+/// revision 8 before, tries to create obj-0001 at 2.5 s and is refused, the key reported absent
+/// (kine reads `current` in a step of its own after the compare).
+fn refused_create_while_a_delete_commits(acked: f64, dialect: &str) -> History {
+    let mut h = base();
+    push(&mut h, "c1", (1.0, 1.1), create(1, "a"), wrote(5));
+    push(&mut h, "c3", (1.9, 2.05), create(2, "b"), wrote(8));
+    push(&mut h, "c1", (2.0, acked), delete(1, 5), wrote(7));
+    push(
+        &mut h,
+        "c2",
+        (2.1, 2.2),
+        get(2),
+        read(8, vec![kv(2, 8, 8, 1, "b")]),
+    );
+    push(&mut h, "c2", (2.5, 2.6), create(1, "c"), refused(8, None));
+    on_kine(h, dialect)
+}
+
+#[test]
+fn mysql_like_lets_a_refused_create_find_its_key_deleted_by_a_write_still_committing() {
+    passes(&refused_create_while_a_delete_commits(3.0, "mysql-like"));
+    // The delete was acknowledged before the create began: its compare saw the key absent.
+    fires(
+        &check(&refused_create_while_a_delete_commits(2.4, "mysql-like")),
+        "exactly what it asked for",
+    );
+    fires(
+        &check(&refused_create_while_a_delete_commits(3.0, "sqlite")),
+        "exactly what it asked for",
+    );
+}
+
 #[test]
 fn a_read_beyond_the_workload_prefixes_is_judged_on_the_workloads_keys_only() {
     let mut h = two_writes();

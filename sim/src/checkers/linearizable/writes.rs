@@ -32,7 +32,7 @@ pub(super) fn judge_chains(m: &Model, out: &mut Violations) {
             }
             let before = e.rev - 1;
             let prev_live =
-                prev.filter(|p| p.change.is_put() && !m.dated_delete(key, x - 1, before));
+                prev.filter(|p| p.change.is_put() && !m.dated_delete(key, x - 1, before, None));
             let held = match e.change {
                 Change::Create => prev_live.is_none(),
                 Change::Update { expected } | Change::Delete { expected } => {
@@ -135,7 +135,7 @@ pub(super) fn judge_refused<'h>(
         let expected = Change::of(&o.request).expect("a write").expected();
         let should_have_held = match (current, expected) {
             (Some(kv), e) => kv.mod_revision == e,
-            (None, 0) => m.etcd || !live_since(m, key, known_before(o.invoke_ns), rev),
+            (None, 0) => m.etcd || !live_since(m, key, known_before(o.invoke_ns), rev, began),
             (None, _) => false,
         };
         if should_have_held {
@@ -161,13 +161,14 @@ pub(super) fn judge_refused<'h>(
     }
 }
 
-/// Whether `key` was live at some revision in `[from, to]`.
-fn live_since(m: &Model, key: usize, from: i64, to: i64) -> bool {
+/// Whether `key` may have been live, as a request begun at `began` saw it, at some revision in
+/// `[from, to]` (under the mysql-like allowance, also before writes still committing then).
+fn live_since(m: &Model, key: usize, from: i64, to: i64, began: Option<u64>) -> bool {
     let line = &m.lines[key];
-    let at_from = m.visible(key, from, None).last;
-    let after = (at_from + 1) as usize;
+    let v = m.visible(key, from, began);
+    let after = (v.last + 1) as usize;
     let upto = line.partition_point(|e| e.rev <= to);
-    (at_from >= 0 && line[at_from as usize].change.is_put())
+    (v.first.max(0)..=v.last).any(|x| line[x as usize].change.is_put())
         || line[after..upto.max(after)]
             .iter()
             .any(|e| e.change.is_put())

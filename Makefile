@@ -90,9 +90,11 @@ determinism: build
 validate: build
 	$(BIN) validate --seeds 1..20
 
-## Simulated seconds per wall second, seeds per minute and peak memory, one core.
+## Simulated seconds per wall second, seeds per minute and peak memory, one core; then the
+## linearizable checker over a generated 1,000,000-operation history.
 bench: build
 	$(BIN) bench --seeds 1..5 $(if $(BASELINE),--baseline $(BASELINE),)
+	$(BIN) bench --checker linearizable --ops 1000000
 
 list: build
 	$(BIN) list

@@ -20,5 +20,5 @@ pub mod service;
 pub mod storage;
 pub mod wal;
 
-#[cfg(test)]
+#[cfg(all(test, madsim))]
 mod member_tests;

@@ -6,6 +6,7 @@
 
 mod compactor_continuity;
 mod etcd_only_rejoin;
+pub(crate) mod linearizable;
 mod list_continuation;
 mod member_durability;
 mod rejoin_liveness;
@@ -19,6 +20,7 @@ use store::observe::StoreEvent;
 
 pub use compactor_continuity::CompactorContinuity;
 pub use etcd_only_rejoin::EtcdOnlyRejoin;
+pub use linearizable::Linearizable;
 pub use list_continuation::ListContinuation;
 pub use revision_monotonic::RevisionMonotonic;
 pub use watch::WatchChecker;
@@ -219,6 +221,7 @@ pub trait Checker {
 pub fn all() -> Vec<Box<dyn Checker>> {
     vec![
         Box::new(RevisionMonotonic),
+        Box::new(Linearizable),
         Box::new(CompactorContinuity),
         Box::new(ListContinuation),
         Box::new(WatchChecker),

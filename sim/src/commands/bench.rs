@@ -2,8 +2,8 @@
 //! peak memory, and where a run's time goes (the store, or the simulator, workload, recording and
 //! checkers around it). Each seed runs alone in its own process, so the figures are for one core.
 //! With `--baseline BIN` a previous build runs the same scenarios and seeds in the same session,
-//! alternating with this one, so the machine's noise falls on both alike. A benchmark, not a
-//! test.
+//! alternating with this one, so the machine's noise falls on both alike. With `--checker`, how
+//! long one checker takes over a generated history. A benchmark, not a test.
 
 use crate::commands::campaign::Seeds;
 use crate::run::{resolve, InputError, RESULT_PREFIX};
@@ -29,6 +29,12 @@ pub struct BenchArgs {
     /// between the store and everything around it.
     #[arg(long)]
     pub no_profile: bool,
+    /// Time this checker alone over a generated valid history instead (only `linearizable`).
+    #[arg(long)]
+    pub checker: Option<String>,
+    /// Client operations in the generated history (with `--checker`).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ops: usize,
 }
 
 /// One seed, run in its own process.
@@ -90,6 +96,9 @@ struct BenchRow {
 }
 
 pub fn bench(args: &BenchArgs) -> Result<ExitCode, InputError> {
+    if let Some(name) = &args.checker {
+        return bench_checker(name, args.ops);
+    }
     let scenarios = scenario_files(&args.scenarios)?;
     let this = std::env::current_exe()
         .map_err(|e| InputError(format!("cannot find own executable: {e}")))?;
@@ -492,6 +501,53 @@ impl Place {
             Place::Simulator => "simulator",
         }
     }
+}
+
+/// Generates a valid history of `ops` operations and times one check of it, on this thread.
+fn bench_checker(name: &str, ops: usize) -> Result<ExitCode, InputError> {
+    use crate::checkers::{Checker, Linearizable};
+    if name != "linearizable" {
+        return Err(InputError(format!(
+            "--checker {name}: only `linearizable` has a generated history to time"
+        )));
+    }
+    let started = Instant::now();
+    let history = crate::checkers::linearizable::generate::history(ops, 1);
+    let generated = started.elapsed().as_secs_f64();
+    let (started, cpu_started) = (Instant::now(), cpu_seconds());
+    let report = Linearizable.check(&history);
+    let (checked, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu_started);
+    let amounts: Vec<String> = report
+        .judged
+        .iter()
+        .map(|(what, n)| format!("{n} {what}"))
+        .collect();
+    println!(
+        "linearizable: {} operations generated in {generated:.2} s, checked in {checked:.2} s ({cpu:.2} s of CPU, one thread) judging {}; {}",
+        history.ops.len(),
+        amounts.join(", "),
+        match report.first() {
+            None => "no violation".to_string(),
+            Some(v) => format!("{} violations, first: {}", report.total, v.message),
+        }
+    );
+    Ok(if report.first().is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// CPU time this process has used: on a shared machine, the figure wall time cannot give.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(usage.ru_utime) + t(usage.ru_stime)
 }
 
 #[cfg(test)]

@@ -78,10 +78,12 @@ async fn a_progress_request_waits_for_a_watch_whose_start_is_ahead_of_the_member
     let (tx, mut rx) = mpsc::channel(16);
     let outbox = Outbox::new(tx);
     let (probes, mut probed) = mpsc::channel::<Probe>(1);
-    // The watch asked for 480 on: with nothing to send below it, it answers up to 479.
+    // The watch asked for 480 on: with nothing to send below it, it has covered up to 479, and
+    // up to the member's revision once the member passes that.
+    let member = backend.current.clone();
     tokio::spawn(async move {
         while let Some(p) = probed.recv().await {
-            let _ = p.send(479);
+            let _ = p.send(member.load(Ordering::SeqCst).max(479));
         }
     });
     let answer = tokio::spawn(answer_progress(

@@ -27,6 +27,7 @@ use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 use futures::{Stream, StreamExt};
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -174,7 +175,72 @@ fn event_of(row: &Row, with_prev: bool) -> Event {
     }
 }
 
-pub(crate) type Outbox = tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>;
+/// The stream's client went away: nothing more can be sent on it.
+#[derive(Debug)]
+pub(crate) struct StreamClosed;
+
+/// A watch stream's outgoing responses, shared by its watchers and its dispatcher. It keeps the
+/// highest event revision handed to the stream, so that a progress notification never names a
+/// revision below an event already sent: etcd's names the store revision when it is sent, and
+/// its synced watchers have queued every event up to that revision before it.
+#[derive(Clone)]
+pub(crate) struct Outbox {
+    responses: tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>,
+    sent_revision: Arc<AtomicI64>,
+}
+
+impl Outbox {
+    fn new(responses: tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>) -> Self {
+        Outbox {
+            responses,
+            sent_revision: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// Queues one response for the client.
+    pub(crate) async fn send(
+        &self,
+        response: Result<WatchResponse, Status>,
+    ) -> Result<(), StreamClosed> {
+        if let Ok(r) = &response {
+            let newest = r.events.iter().filter_map(|e| e.kv.as_ref());
+            if let Some(rev) = newest.map(|kv| kv.mod_revision).max() {
+                // Counted before the send waits for room: a progress notification racing it
+                // sees it already and waits for the next round.
+                self.sent_revision.fetch_max(rev, Ordering::SeqCst);
+            }
+        }
+        self.responses
+            .send(response)
+            .await
+            .map_err(|_| StreamClosed)
+    }
+
+    /// The highest revision of an event handed to the stream so far.
+    fn sent_revision(&self) -> i64 {
+        self.sent_revision.load(Ordering::SeqCst)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.responses.is_closed()
+    }
+
+    /// Queues a progress notification at `revision` unless an event above it has been handed
+    /// to the stream; returns whether it was queued. The check and the queueing happen in one
+    /// step, with room in the stream already reserved.
+    async fn send_progress(
+        &self,
+        header: Option<ResponseHeader>,
+        revision: i64,
+    ) -> Result<bool, StreamClosed> {
+        let permit = self.responses.reserve().await.map_err(|_| StreamClosed)?;
+        if self.sent_revision() > revision {
+            return Ok(false);
+        }
+        permit.send(Ok(progress_notification(header)));
+        Ok(true)
+    }
+}
 
 /// A progress probe: the watcher answers with the revision up to which it has handed every
 /// event in its range to the stream's outbox.
@@ -339,30 +405,37 @@ pub(crate) trait WatchBackend: Clone + Send + Sync + 'static {
     ) -> tokio::task::JoinHandle<()>;
 }
 
+/// A watcher as a progress request sees it: where to probe it, and the start revision its
+/// create request asked for (0 for a watch from now).
+type Probed = (tokio::sync::mpsc::Sender<Probe>, i64);
+
 /// Answers one progress request: the current revision once every watcher has delivered up to
-/// it, probing again while any has not. Ends when answered or when the stream closes.
-async fn answer_progress<B: WatchBackend>(
-    backend: B,
-    probes: Vec<tokio::sync::mpsc::Sender<Probe>>,
-    outbox: Outbox,
-) {
-    let target = backend.current_revision().await;
+/// it and has reached its start revision, probing again while any has not (etcd defers it the
+/// same way, #20229: a member behind a watch's start never answers with a revision below it).
+/// Ends when answered or when the stream closes.
+async fn answer_progress<B: WatchBackend>(backend: B, probes: Vec<Probed>, outbox: Outbox) {
     loop {
+        // Never below an event already sent on the stream: a watcher may have sent events past
+        // the store revision this request first saw (etcd names the revision at sending).
+        let target = backend.current_revision().await.max(outbox.sent_revision());
         let mut synced = true;
-        for watcher in &probes {
+        for (watcher, start_revision) in &probes {
             let (probe, answer) = tokio::sync::oneshot::channel();
             if watcher.send(probe).await.is_err() {
                 continue; // the watcher ended: it has nothing more to deliver
             }
-            if answer.await.is_ok_and(|upto| upto < target) {
+            let behind = answer.await.is_ok_and(|upto| upto < target);
+            if behind || target < *start_revision {
                 synced = false;
             }
         }
         if synced {
-            let _ = outbox
-                .send(Ok(progress_notification(backend.header(target))))
-                .await;
-            return;
+            match outbox.send_progress(backend.header(target), target).await {
+                Ok(true) | Err(StreamClosed) => return,
+                // An event above the target went out after its watcher answered: every
+                // watcher is probed again at a target that covers it.
+                Ok(false) => continue,
+            }
         }
         if outbox.is_closed() {
             return;
@@ -377,15 +450,10 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
     backend: B,
     mut inbound: Streaming<WatchRequest>,
 ) -> BoxStream<WatchResponse> {
-    let (outbox, mut responses) = tokio::sync::mpsc::channel(256);
+    let (responses_tx, mut responses) = tokio::sync::mpsc::channel(256);
+    let outbox = Outbox::new(responses_tx);
     tokio::spawn(async move {
-        let mut watchers: BTreeMap<
-            i64,
-            (
-                tokio::task::JoinHandle<()>,
-                tokio::sync::mpsc::Sender<Probe>,
-            ),
-        > = BTreeMap::new();
+        let mut watchers: BTreeMap<i64, (tokio::task::JoinHandle<()>, Probed)> = BTreeMap::new();
         let mut next_id = 0;
         // One progress request is answered at a time; those arriving while it waits share its
         // answer.
@@ -400,6 +468,7 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
                     };
                     next_id = next_id.max(watch_id + 1);
                     let now = backend.current_revision().await;
+                    let requested_start = create.start_revision;
                     // A watch from now starts after the revision its created response names,
                     // fixed before that response goes out: a write the client makes once it
                     // has seen the response is never missed (etcd registers the watcher first).
@@ -417,7 +486,7 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
                     }
                     let (probes, probes_rx) = tokio::sync::mpsc::channel(1);
                     let task = backend.start_watcher(watch_id, create, probes_rx, outbox.clone());
-                    watchers.insert(watch_id, (task, probes));
+                    watchers.insert(watch_id, (task, (probes, requested_start)));
                 }
                 Some(RequestUnion::CancelRequest(cancel)) => {
                     if let Some((task, _)) = watchers.remove(&cancel.watch_id) {
@@ -488,3 +557,7 @@ impl Watch for EtcdApi {
         )))
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

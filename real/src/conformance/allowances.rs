@@ -40,6 +40,17 @@ pub const WATCH_AT_COMPACT_REVISION: &str = "watch-at-compact-revision";
 pub const KINE_VERSION: &str = "kine-version";
 pub const COMPACT_REV_KEY_ROW: &str = "compact-rev-key-row";
 pub const KINE_PREV_KV_KEPT: &str = "kine-prev-kv-kept";
+pub const PROGRESS_BEFORE_WATCH_START: &str = "progress-before-watch-start";
+pub const KINE_PROGRESS_BEFORE_WATCH_START: &str = "kine-progress-before-watch-start";
+
+const PROGRESS_BEFORE_WATCH_START_REASON: &str =
+    "a progress request on a stream whose watch starts beyond the current revision is deferred \
+     until the store reaches that start, where etcd 3.4.23 answers at once with the current \
+     revision, below the watch's start (a bookmark older than the watch; fixed in etcd \
+     3.4.38/3.5.22)";
+const PROGRESS_BEFORE_WATCH_START_SOURCE: &str =
+    "etcd #20221 and #20229 (watchable_store.go progressIfSync: rev < w.startRev); \
+     SEMANTICS.md section 1 (watch Bookmarkable)";
 
 pub const ALLOWANCES: &[Allowance] = &[
     Allowance {
@@ -77,6 +88,18 @@ pub const ALLOWANCES: &[Allowance] = &[
                  previous version, which compaction removed, and leaves it out",
         source: "SEMANTICS.md section 2 (old_value column); kine sqllog RowsToEvents; etcd #10681",
     },
+    Allowance {
+        name: PROGRESS_BEFORE_WATCH_START,
+        pair: Pair::Mvcc,
+        reason: PROGRESS_BEFORE_WATCH_START_REASON,
+        source: PROGRESS_BEFORE_WATCH_START_SOURCE,
+    },
+    Allowance {
+        name: KINE_PROGRESS_BEFORE_WATCH_START,
+        pair: Pair::Kine,
+        reason: PROGRESS_BEFORE_WATCH_START_REASON,
+        source: PROGRESS_BEFORE_WATCH_START_SOURCE,
+    },
 ];
 
 /// What an allowance may consult besides the two answers.
@@ -87,6 +110,8 @@ pub struct Context<'a> {
     pub as_3_4: Option<&'a Vec<Event>>,
     /// For a watch's outcome: the compact revision when the watch was opened.
     pub compact_at_open: i64,
+    /// For a progress request: the start revision its stream's watch asked for (0 for none).
+    pub progress_start: i64,
 }
 
 /// Applies the pair's allowances to `(etcd, other)` and names those that changed something.
@@ -102,6 +127,9 @@ pub fn apply(
             if watch_at_compact_revision(cx, etcd, other) {
                 used.push(WATCH_AT_COMPACT_REVISION);
             }
+            if progress_before_watch_start(cx, etcd, other) {
+                used.push(PROGRESS_BEFORE_WATCH_START);
+            }
         }
         Pair::Kine => {
             if compact_rev_key_row(cx.op, other) {
@@ -113,9 +141,28 @@ pub fn apply(
             if kine_version(etcd, other) {
                 used.push(KINE_VERSION);
             }
+            if progress_before_watch_start(cx, etcd, other) {
+                used.push(KINE_PROGRESS_BEFORE_WATCH_START);
+            }
         }
     }
     used
+}
+
+/// etcd answered a progress request below its stream's watch's start, which the other side
+/// deferred until the store reaches that start and so left unanswered within the deadline.
+fn progress_before_watch_start(cx: &Context<'_>, etcd: &mut Answer, other: &Answer) -> bool {
+    let (Op::Progress { .. }, Answer::Progress(e)) = (cx.op, &*etcd) else {
+        return false;
+    };
+    if *other != Answer::no_progress(crate::grpc::REQUEST_DEADLINE) {
+        return false;
+    }
+    let below_start = e.header.as_ref().map_or(0, |h| h.revision) < cx.progress_start;
+    if below_start {
+        *etcd = other.clone();
+    }
+    below_start
 }
 
 /// The model refused a watch at the compact revision (its cancellation names the revision after
@@ -306,6 +353,7 @@ mod tests {
             op: &op,
             as_3_4: None,
             compact_at_open: 0,
+            progress_start: 0,
         };
         let etcd = range(vec![kv("/registry/pods/a", 2, 5, 3)], 1, false);
         let kine = range(vec![kv("/registry/pods/a", 2, 5, 1)], 1, false);
@@ -328,6 +376,7 @@ mod tests {
             op: &op,
             as_3_4: None,
             compact_at_open: 0,
+            progress_start: 0,
         };
         let a = kv("/registry/pods/ns-0/b", 2, 2, 1);
         let b = kv("/registry/pods/ns-1/a", 3, 3, 1);
@@ -344,6 +393,7 @@ mod tests {
             op: &op_all,
             as_3_4: None,
             compact_at_open: 0,
+            progress_start: 0,
         };
         let etcd_all = range(vec![a.clone()], 1, false);
         let kine_all = range(vec![a.clone(), row], 2, false);
@@ -354,6 +404,7 @@ mod tests {
             op: &prefix,
             as_3_4: None,
             compact_at_open: 0,
+            progress_start: 0,
         };
         let (equal, used) = same(
             Pair::Kine,
@@ -403,6 +454,7 @@ mod tests {
             op: &op,
             as_3_4: None,
             compact_at_open: compact,
+            progress_start: 0,
         };
         assert_eq!(
             same(Pair::Kine, &at(5), &etcd, &kine),
@@ -441,6 +493,7 @@ mod tests {
             op: &op,
             as_3_4: Some(&later),
             compact_at_open: 5,
+            progress_start: 0,
         };
         assert_eq!(
             same(Pair::Mvcc, &cx, &served, &refused),
@@ -466,6 +519,7 @@ mod tests {
             op: &op,
             as_3_4: None,
             compact_at_open: 5,
+            progress_start: 0,
         };
         assert!(same(Pair::Mvcc, &none, &cancelled(5), &refused).0);
         assert!(!same(Pair::Mvcc, &none, &cancelled(4), &refused).0);
@@ -473,5 +527,34 @@ mod tests {
             !same(Pair::Kine, &cx, &served, &refused).0,
             "only the MVCC pair has this allowance"
         );
+    }
+
+    #[test]
+    fn progress_before_watch_start_hides_only_an_answer_below_the_start() {
+        let op = Op::Progress { watch: 0 };
+        let at = |progress_start| Context {
+            op: &op,
+            as_3_4: None,
+            compact_at_open: 0,
+            progress_start,
+        };
+        let etcd = Answer::Progress(store::server::progress_notification(Some(ResponseHeader {
+            revision: 7,
+            ..Default::default()
+        })));
+        let deferred = Answer::no_progress(crate::grpc::REQUEST_DEADLINE);
+        for pair in [Pair::Mvcc, Pair::Kine] {
+            let (hidden, used) = same(pair, &at(9), &etcd, &deferred);
+            assert!(hidden && used.len() == 1, "{pair:?}: {used:?}");
+            assert!(
+                !same(pair, &at(7), &etcd, &deferred).0,
+                "{pair:?}: a watch starting at or below the revision is answered at once"
+            );
+            let closed = Answer::Silent("the watch stream is closed".into());
+            assert!(
+                !same(pair, &at(9), &etcd, &closed).0,
+                "{pair:?}: only a deferral"
+            );
+        }
     }
 }

@@ -32,6 +32,17 @@ pub enum Answer {
     Silent(String),
 }
 
+impl Answer {
+    /// A progress request that got no notification within `deadline`: what a side that defers
+    /// it (a watch on the stream starts beyond the current revision) answers.
+    pub fn no_progress(deadline: std::time::Duration) -> Answer {
+        Answer::Silent(format!(
+            "no progress notification within {} s",
+            deadline.as_secs()
+        ))
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WatchOutcome {
     pub events: Vec<Event>,

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, Notify};
 use tonic::transport::Channel;
 
 /// How long one request may take before the side counts as silent.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 pub struct GrpcSide {
     channel: Channel,
@@ -82,10 +82,7 @@ impl Stream {
         }
         match self.wait_for(after, is_progress, REQUEST_DEADLINE).await {
             Some(r) => Answer::Progress(r),
-            None => Answer::Silent(format!(
-                "no progress notification within {} s",
-                REQUEST_DEADLINE.as_secs()
-            )),
+            None => Answer::no_progress(REQUEST_DEADLINE),
         }
     }
 }

@@ -56,7 +56,7 @@ impl Model {
         let answer = match (op, op.request()) {
             (_, Some(request)) => self.kv(request),
             (Op::Watch { watch, create }, None) => self.watch(*watch, create),
-            (Op::Progress { .. }, None) => self.progress(),
+            (Op::Progress { watch }, None) => self.progress(*watch),
             (op, None) => unreachable!("{op} has a request"),
         };
         if self.mvcc.current_revision() > before {
@@ -135,9 +135,24 @@ impl Model {
         })
     }
 
-    /// Every event up to the current revision is already in the watches' outcomes.
-    fn progress(&mut self) -> Answer {
-        Answer::Progress(progress_notification(header(self.mvcc.current_revision())))
+    /// Every event up to the current revision is already in the watches' outcomes; but while
+    /// the stream's watch asked to start beyond the current revision, the request is deferred
+    /// (etcd #20229, in 3.4.38 and 3.5.22), so the notification never names a revision below it.
+    fn progress(&mut self, watch: usize) -> Answer {
+        let current = self.mvcc.current_revision();
+        if current < self.progress_start(watch) {
+            return Answer::no_progress(crate::grpc::REQUEST_DEADLINE);
+        }
+        Answer::Progress(progress_notification(header(current)))
+    }
+
+    /// The start revision a progress request on watch `id`'s stream must wait for: the one its
+    /// create request asked for (0 for a watch from now), or 0 once the watch was cancelled.
+    pub fn progress_start(&self, id: usize) -> i64 {
+        self.watches
+            .get(&id)
+            .filter(|w| w.outcome.cancel.is_none())
+            .map_or(0, |w| w.create.start_revision)
     }
 
     /// Hands every open watch the events of the revisions from `from` on.

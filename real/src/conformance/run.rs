@@ -135,10 +135,15 @@ pub async fn run_seed(seed: u64, cfg: &Config) -> anyhow::Result<SeedReport> {
             }
         }
         report.ops = i;
+        let progress_start = match &op {
+            Op::Progress { watch } => model.progress_start(*watch),
+            _ => 0,
+        };
         let cx = Context {
             op: &op,
             as_3_4: None,
             compact_at_open: 0,
+            progress_start,
         };
         let what = format!("seed {seed}, operation {i} of {}: {op}", cfg.ops);
         matched = report.check(cfg, &cx, &Answers { etcd, mvcc, kine }, what);
@@ -163,6 +168,7 @@ pub async fn run_seed(seed: u64, cfg: &Config) -> anyhow::Result<SeedReport> {
                 op,
                 as_3_4: as_3_4.as_ref(),
                 compact_at_open,
+                progress_start: 0,
             };
             let what =
                 format!("seed {seed}, what watch#{id} delivered by the end of the sequence:");

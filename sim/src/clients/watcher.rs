@@ -96,12 +96,13 @@ async fn session(
     };
     requests.send(create).await.ok()?;
     let outbound = futures::stream::poll_fn(move |cx| queue.poll_recv(cx));
+    let invoked_ns = recorder.now_ns();
     let opened = tokio::time::timeout(cfg.timeout, WatchClient::new(channel).watch(outbound)).await;
     let mut inbound = match opened {
         Ok(Ok(r)) => r.into_inner(),
         _ => return None,
     };
-    let id = recorder.open_watch(&cfg.name, server, (START, END), start);
+    let id = recorder.open_watch(&cfg.name, server, (START, END), start, invoked_ns);
     let mut next = start;
     let mut asked = false;
     loop {

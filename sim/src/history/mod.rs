@@ -176,6 +176,10 @@ pub struct WatchSession {
     pub end_key: String,
     /// The requested start revision (etcd's `start_revision`, inclusive).
     pub start_revision: i64,
+    /// When the client sent the create request: the server registered the watch between this
+    /// and `opened_ns`, when the stream's answer arrived.
+    #[serde(default)]
+    pub invoked_ns: SimNanos,
     pub opened_ns: SimNanos,
     /// Every event, in the order received.
     pub events: Vec<WatchEventRecord>,

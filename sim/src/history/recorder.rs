@@ -125,13 +125,14 @@ impl Recorder {
         s.trace.push(at_ns, &client, &line);
     }
 
-    /// Records a watch stream's creation; returns its session id.
+    /// Records a watch stream's creation, requested at `invoked_ns`; returns its session id.
     pub fn open_watch(
         &self,
         client: &str,
         server: &str,
         range: (&str, &str),
         start_revision: i64,
+        invoked_ns: SimNanos,
     ) -> u64 {
         let at_ns = self.now_ns();
         let mut s = self.lock();
@@ -143,6 +144,7 @@ impl Recorder {
             start_key: range.0.into(),
             end_key: range.1.into(),
             start_revision,
+            invoked_ns,
             opened_ns: at_ns,
             ..Default::default()
         });

@@ -1,0 +1,131 @@
+//! The watch stream's progress answers against a scripted backend and watcher: a notification
+//! never names a revision below a watch's start or below an event already sent on the stream.
+
+use super::{answer_progress, Outbox, Probe, WatchBackend};
+use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
+use crate::proto::mvccpb::{Event, KeyValue};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// A backend whose current revision the test sets.
+#[derive(Clone)]
+struct Scripted {
+    current: Arc<AtomicI64>,
+}
+
+impl WatchBackend for Scripted {
+    async fn current_revision(&self) -> i64 {
+        self.current.load(Ordering::SeqCst)
+    }
+
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision,
+            ..Default::default()
+        })
+    }
+
+    fn start_watcher(
+        &self,
+        _watch_id: i64,
+        _create: WatchCreateRequest,
+        _probes: mpsc::Receiver<Probe>,
+        _outbox: Outbox,
+    ) -> tokio::task::JoinHandle<()> {
+        unreachable!("these tests drive answer_progress with their own watchers")
+    }
+}
+
+fn event_at(revision: i64) -> WatchResponse {
+    WatchResponse {
+        watch_id: 1,
+        events: vec![Event {
+            kv: Some(KeyValue {
+                key: b"/k".to_vec(),
+                mod_revision: revision,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Every response queued so far: (events' newest revision or None for a progress, header revision).
+fn drain(rx: &mut mpsc::Receiver<Result<WatchResponse, Status>>) -> Vec<(Option<i64>, i64)> {
+    let mut out = Vec::new();
+    while let Ok(r) = rx.try_recv() {
+        let r = r.expect("no error response");
+        let newest = r
+            .events
+            .iter()
+            .filter_map(|e| e.kv.as_ref())
+            .map(|kv| kv.mod_revision)
+            .max();
+        out.push((newest, r.header.map(|h| h.revision).unwrap_or(0)));
+    }
+    out
+}
+
+#[madsim::test]
+async fn a_progress_request_waits_for_a_watch_whose_start_is_ahead_of_the_member() {
+    let backend = Scripted {
+        current: Arc::new(AtomicI64::new(461)),
+    };
+    let (tx, mut rx) = mpsc::channel(16);
+    let outbox = Outbox::new(tx);
+    let (probes, mut probed) = mpsc::channel::<Probe>(1);
+    // The watch asked for 480 on: with nothing to send below it, it has covered up to 479, and
+    // up to the member's revision once the member passes that.
+    let member = backend.current.clone();
+    tokio::spawn(async move {
+        while let Some(p) = probed.recv().await {
+            let _ = p.send(member.load(Ordering::SeqCst).max(479));
+        }
+    });
+    let answer = tokio::spawn(answer_progress(
+        backend.clone(),
+        vec![(probes, 480)],
+        outbox,
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        drain(&mut rx),
+        vec![],
+        "no notification below the start 480"
+    );
+    backend.current.store(480, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(answer.is_finished());
+    assert_eq!(drain(&mut rx), vec![(None, 480)]);
+}
+
+#[madsim::test]
+async fn a_progress_notification_is_never_below_an_event_already_sent() {
+    let backend = Scripted {
+        current: Arc::new(AtomicI64::new(461)),
+    };
+    let (tx, mut rx) = mpsc::channel(16);
+    let outbox = Outbox::new(tx);
+    let (probes, mut probed) = mpsc::channel::<Probe>(1);
+    let watcher_outbox = outbox.clone();
+    // The watcher answers the first probe at 461 and, before the notification goes out, sends
+    // the event at 462 that a write just applied: the race the stream must not lose.
+    tokio::spawn(async move {
+        let mut upto = 461;
+        while let Some(p) = probed.recv().await {
+            let _ = p.send(upto);
+            if upto == 461 {
+                upto = 462;
+                watcher_outbox.send(Ok(event_at(462))).await.unwrap();
+            }
+        }
+    });
+    let answer = tokio::spawn(answer_progress(backend, vec![(probes, 0)], outbox));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(answer.is_finished());
+    assert_eq!(drain(&mut rx), vec![(Some(462), 0), (None, 462)]);
+}

@@ -295,14 +295,27 @@ impl MemberHandle {
     }
 
     /// Adds member `id` as a voter, or removes it (through the leader); returns the voters once
-    /// the change applied here. Asking for what already holds answers at once.
+    /// the change applied here. Asking for what already holds answers at once; for a removal,
+    /// only after a ReadIndex barrier: "not a member" is judged on a member list that has
+    /// applied every change committed before the request (as etcd judges a member change where
+    /// it applies, never on a lagging member's view). A member restarted behind the cluster, or
+    /// one not yet added, would otherwise call a member removed that is still a voter, and an
+    /// operator would go on to remove another one, taking quorum with them. "Already a voter"
+    /// needs no barrier: ids are never reused and a removed member never returns, so a voter in
+    /// any applied list is one still (a restarted member re-adding itself answers at once, as
+    /// k3s starts an existing member without a member add).
     pub async fn change_member(
         &self,
         change: MemberChange,
         id: u64,
         timeout: Duration,
     ) -> Result<Vec<u64>, StoreError> {
-        self.ask(|reply| Command::ChangeMember { change, id, reply }, timeout)
+        let deadline = tokio::time::Instant::now() + timeout;
+        if change == MemberChange::Remove {
+            self.read_barrier(timeout).await?;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.ask(|reply| Command::ChangeMember { change, id, reply }, left)
             .await
     }
 

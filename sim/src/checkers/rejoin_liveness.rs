@@ -4,7 +4,10 @@
 //!
 //! Reachability is rebuilt from the history's world events (kills, restarts, partitions), never
 //! from the cluster. Only nodes without an etcd member are judged: any server's supervisor may
-//! answer their join, while a member must be added through a server that holds one.
+//! answer their join, while a member must be added through a server that holds one. A server
+//! without a member (control-plane-only) answers only once it has joined itself since it last
+//! started: until then it knows no cluster to tell (k3s admits a node through the apiserver,
+//! which needs etcd).
 
 use super::{secs, Violations};
 use crate::history::{EventKind, History, SimNanos};
@@ -17,21 +20,52 @@ pub const JOIN_WINDOW_NS: SimNanos = 15_000_000_000;
 /// target's deadline, then the next target's answer).
 pub const JOIN_BOUND_NS: SimNanos = 30_000_000_000;
 
-/// Who is down and which directed links are cut, as of one instant.
-#[derive(Default, Clone)]
+/// What changes who can answer a join: a world event, or a server without a member joining.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    World(&'a EventKind),
+    /// The server (one without an etcd member) joined: it answers joins until it restarts.
+    Joined,
+}
+
+/// Who is down, which servers without a member have not joined since they started, and which
+/// directed links are cut, as of one instant.
+#[derive(Clone)]
 struct World<'a> {
     down: BTreeSet<&'a str>,
+    memberless: &'a BTreeSet<&'a str>,
+    unjoined: BTreeSet<&'a str>,
     cuts: BTreeMap<(&'a str, &'a str), u32>,
 }
 
 impl<'a> World<'a> {
-    fn apply(&mut self, node: &'a str, kind: &'a EventKind) {
+    /// The world at the start: every server without a member still has to join.
+    fn new(memberless: &'a BTreeSet<&'a str>) -> Self {
+        World {
+            down: BTreeSet::new(),
+            memberless,
+            unjoined: memberless.clone(),
+            cuts: BTreeMap::new(),
+        }
+    }
+
+    fn apply(&mut self, node: &'a str, step: Step<'a>) {
+        let kind = match step {
+            Step::Joined => {
+                self.unjoined.remove(node);
+                return;
+            }
+            Step::World(kind) => kind,
+        };
         match kind {
             EventKind::NodeKilled => {
                 self.down.insert(node);
             }
             EventKind::NodeRestarted | EventKind::ServerJoined { .. } => {
                 self.down.remove(node);
+                if self.memberless.contains(node) {
+                    self.unjoined.insert(node);
+                }
             }
             // A server that left never answers again.
             EventKind::ServerLeft { .. } => {
@@ -57,39 +91,52 @@ impl<'a> World<'a> {
         }
     }
 
-    /// `n` can call `s` and hear back.
+    /// `n` can call `s` and hear back with the servers it knows.
     fn reachable(&self, n: &str, s: &str) -> bool {
         let cut = |a: &str, b: &str| self.cuts.get(&(a, b)).is_some_and(|c| *c > 0);
-        !self.down.contains(s) && !self.down.contains(n) && !cut(n, s) && !cut(s, n)
+        let down = |x: &str| self.down.contains(x);
+        !down(s) && !down(n) && !self.unjoined.contains(s) && !cut(n, s) && !cut(s, n)
     }
 }
 
-/// The world events, in time order.
-fn world_events(h: &History) -> Vec<(SimNanos, &str, &EventKind)> {
-    h.events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.kind,
-                EventKind::NodeKilled
-                    | EventKind::NodeRestarted
-                    | EventKind::ServerJoined { .. }
-                    | EventKind::ServerLeft { .. }
-                    | EventKind::PartitionStarted { .. }
-                    | EventKind::PartitionHealed { .. }
-            )
-        })
-        .map(|e| (e.at_ns, e.node.as_str(), &e.kind))
-        .collect()
+type Steps<'a> = Vec<(SimNanos, &'a str, Step<'a>)>;
+
+/// The world events and the joins of servers without a member, in time order.
+fn world_events<'a>(h: &'a History, memberless: &BTreeSet<&str>) -> Steps<'a> {
+    let world = h.events.iter().filter(|e| {
+        matches!(
+            e.kind,
+            EventKind::NodeKilled
+                | EventKind::NodeRestarted
+                | EventKind::ServerJoined { .. }
+                | EventKind::ServerLeft { .. }
+                | EventKind::PartitionStarted { .. }
+                | EventKind::PartitionHealed { .. }
+        )
+    });
+    let mut steps: Steps<'a> = world
+        .map(|e| (e.at_ns, e.node.as_str(), Step::World(&e.kind)))
+        .collect();
+    let joins = h
+        .store_events()
+        .filter(|(_, n, e)| memberless.contains(n) && matches!(e, StoreEvent::Joined { .. }));
+    steps.extend(joins.map(|(at, n, _)| (at, n, Step::Joined)));
+    // Stable: at one instant, world events keep their order and come before joins.
+    steps.sort_by_key(|(at, _, _)| *at);
+    steps
 }
 
-fn world_at<'a>(events: &[(SimNanos, &'a str, &'a EventKind)], t: SimNanos) -> World<'a> {
-    let mut w = World::default();
-    for (at, node, kind) in events {
+fn world_at<'a>(
+    events: &[(SimNanos, &'a str, Step<'a>)],
+    memberless: &'a BTreeSet<&'a str>,
+    t: SimNanos,
+) -> World<'a> {
+    let mut w = World::new(memberless);
+    for (at, node, step) in events {
         if *at > t {
             break;
         }
-        w.apply(node, kind);
+        w.apply(node, *step);
     }
     w
 }
@@ -97,7 +144,8 @@ fn world_at<'a>(events: &[(SimNanos, &'a str, &'a EventKind)], t: SimNanos) -> W
 /// The first instant from `from` on at which some server of `known` stays reachable from `n`
 /// for the whole join window.
 fn first_reachable(
-    events: &[(SimNanos, &str, &EventKind)],
+    events: &[(SimNanos, &str, Step)],
+    memberless: &BTreeSet<&str>,
     n: &str,
     known: &[String],
     from: SimNanos,
@@ -125,7 +173,7 @@ fn first_reachable(
         for s in known.iter().filter(|s| s.as_str() != n) {
             if checkpoints
                 .iter()
-                .all(|c| world_at(events, *c).reachable(n, s))
+                .all(|c| world_at(events, memberless, *c).reachable(n, s))
             {
                 return Some((t, s.clone()));
             }
@@ -139,7 +187,13 @@ fn first_reachable(
 pub fn check(h: &History, out: &mut Violations) -> u64 {
     let p = &h.params;
     let mut judged = 0;
-    let events = world_events(h);
+    let memberless: BTreeSet<&str> = p
+        .node_roles
+        .iter()
+        .filter(|(_, role)| *role == "control-plane-only")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let events = world_events(h, &memberless);
     for (node, role) in &p.node_roles {
         if role != "control-plane-only" && role != "agent" {
             continue;
@@ -165,7 +219,7 @@ pub fn check(h: &History, out: &mut Violations) -> u64 {
         }
         let restarts = events
             .iter()
-            .filter(|(_, n, k)| *n == node && matches!(k, EventKind::NodeRestarted))
+            .filter(|(_, n, k)| *n == node && matches!(k, Step::World(EventKind::NodeRestarted)))
             .map(|(t, _, _)| *t);
         for t in restarts {
             let Some((_, known)) = known_since.iter().rev().find(|(at, _)| *at < t) else {
@@ -175,10 +229,13 @@ pub fn check(h: &History, out: &mut Violations) -> u64 {
             // Killed again before it could join: the next restart is judged instead.
             let next_kill = events
                 .iter()
-                .find(|(at, n, k)| *at > t && *n == node && matches!(k, EventKind::NodeKilled))
+                .find(|(at, n, k)| {
+                    *at > t && *n == node && matches!(k, Step::World(EventKind::NodeKilled))
+                })
                 .map(|(at, _, _)| *at)
                 .unwrap_or(p.end_ns);
-            let Some((r, via)) = first_reachable(&events, node, known, t, next_kill) else {
+            let Some((r, via)) = first_reachable(&events, &memberless, node, known, t, next_kill)
+            else {
                 continue;
             };
             let due = r + JOIN_BOUND_NS;
@@ -331,6 +388,50 @@ mod tests {
             late[0]
                 .message
                 .contains("etcd-3, a server it knew, became reachable at 100.000s"),
+            "{late:?}"
+        );
+    }
+
+    #[test]
+    fn a_server_without_a_member_answers_only_once_it_joined_again() {
+        // agent-1 knew cp-1 and etcd-1. etcd-1 is down from 90 s to 300 s; cp-1 restarts at
+        // 99 s and can join only through etcd-1, at 301 s: only from then may it admit agent-1.
+        // Both know only each other and etcd-1.
+        let join = |h: &mut History, at_s: f64, node: &str, via: &str| {
+            let known = vec!["cp-1".into(), "etcd-1".into()];
+            let via = via.to_string();
+            store(h, at_s, node, StoreEvent::Joined { via, known });
+        };
+        let setup = |rejoin_at_s: f64| {
+            let mut h = history();
+            h.params.end_ns = 500_000_000_000;
+            h.params.node_roles = [
+                ("agent-1", "agent"),
+                ("cp-1", "control-plane-only"),
+                ("etcd-1", "etcd-only"),
+            ]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+            join(&mut h, 4.0, "cp-1", "etcd-1");
+            join(&mut h, 5.0, "agent-1", "etcd-1");
+            world(&mut h, 90.0, "etcd-1", EventKind::NodeKilled);
+            world(&mut h, 95.0, "agent-1", EventKind::NodeKilled);
+            world(&mut h, 96.0, "cp-1", EventKind::NodeKilled);
+            world(&mut h, 99.0, "cp-1", EventKind::NodeRestarted);
+            world(&mut h, 100.0, "agent-1", EventKind::NodeRestarted);
+            world(&mut h, 300.0, "etcd-1", EventKind::NodeRestarted);
+            join(&mut h, 301.0, "cp-1", "etcd-1");
+            join(&mut h, rejoin_at_s, "agent-1", "cp-1");
+            violations(h)
+        };
+        assert_eq!(setup(302.0), vec![], "cp-1 knew no cluster before 301 s");
+        let late = setup(400.0);
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert!(
+            late[0]
+                .message
+                .contains("a server it knew, became reachable at 300.000s"),
             "{late:?}"
         );
     }

@@ -2,7 +2,8 @@
 //! at build and held down until then starts with its fresh disk and joins through the member it
 //! was told about) and servers that leave (stopped for good, disk discarded, etcd member removed
 //! by an operator through a remaining server's supervisor), as world events the checkers and the
-//! timeline see.
+//! timeline see. As an operator waits for a healthy cluster, no change starts before the one
+//! before it took effect: a joiner's member added, a leaver's member removed.
 //!
 //! It owns only the plan and each server's disk and addresses; it changes nodes through the
 //! lifecycle, never by reaching into a node.
@@ -23,10 +24,13 @@ use store::k3s::node::NodeRole;
 use store::k3s::supervisor::{SupervisorCall, SupervisorRequest, SupervisorResponse};
 use tokio::time::Instant;
 
-/// An operator retries a member removal this often until a server carries it out.
-const REMOVE_RETRY: Duration = Duration::from_secs(2);
+/// An operator retries a call this often until a server answers as it needs (a member removed,
+/// a joiner's member listed).
+const OPERATOR_RETRY: Duration = Duration::from_secs(2);
 /// How long one removal request may take (the supervisor waits up to 10 s for it to apply).
 const REMOVE_CALL: Duration = Duration::from_secs(12);
+/// How long one request for a supervisor's server lists may take.
+const LISTS_CALL: Duration = Duration::from_secs(3);
 
 /// A server that holds (or will hold) an etcd member.
 pub(crate) struct ServerNode {
@@ -95,8 +99,11 @@ impl Membership {
             .collect()
     }
 
-    /// Carries out the plan's changes one after the other, each at its planned time (a leave
-    /// waits for its member removal, bounded by `end`).
+    /// Carries out the plan's changes one after the other, each at its planned time or once the
+    /// change before it took effect, whichever is later (a join waits for its member add, a
+    /// leave for its member removal, both bounded by `end`). Without the wait, a leave could
+    /// stop a server while the member that joined just before it is not added yet: from two
+    /// members, one stopped for good, neither the add nor the removal ever commits.
     pub async fn carry_out(
         self: Arc<Self>,
         cluster: Arc<Cluster>,
@@ -113,15 +120,22 @@ impl Membership {
             .collect();
         for (k, c) in self.plan.changes.iter().enumerate() {
             tokio::time::sleep_until(start + c.at).await;
+            // Admits a joiner; returns the supervisors that will list its member once added.
             let join = |node: &str, replacing: Option<&str>, members: &mut Vec<String>| {
                 lifecycle.admit(cluster.ids[node]);
                 let via = self.plan.joiner(node).via.clone();
                 let replacing = replacing.map(str::to_string);
                 recorder.event(node, EventKind::ServerJoined { via, replacing });
+                let through: Vec<SocketAddr> =
+                    members.iter().map(|m| self.servers[m].supervisor).collect();
                 members.push(node.to_string());
+                through
             };
             match &c.change {
-                Change::Join { node } => join(node, None, &mut members),
+                Change::Join { node } => {
+                    let through = join(node, None, &mut members);
+                    member_added(node, through, k, end).await;
+                }
                 Change::Leave { node } => {
                     self.leave(
                         node,
@@ -148,7 +162,8 @@ impl Membership {
                         end,
                     )
                     .await;
-                    join(new, Some(leave), &mut members);
+                    let through = join(new, Some(leave), &mut members);
+                    member_added(new, through, k, end).await;
                 }
             }
         }
@@ -181,41 +196,90 @@ impl Membership {
 /// An operator node (`operator-K`) asks the given supervisors in turn to remove `node`'s member
 /// until one does or `end` passes; returns whether it was removed.
 async fn remove_member(node: &str, through: Vec<SocketAddr>, k: usize, end: Instant) -> bool {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let tx = Arc::new(Mutex::new(Some(tx)));
+    let request = SupervisorRequest::RemoveMember {
+        node: node.to_string(),
+    };
+    let removed = |r: &SupervisorResponse| matches!(r, SupervisorResponse::Removed);
+    let operator = Operator {
+        name: format!("operator-{k}"),
+        host: 10 + k as u32,
+        call: REMOVE_CALL,
+    };
+    operator.ask(through, request, removed, end).await
+}
+
+/// An operator node (`operator-K-join`) asks the given supervisors in turn for their server
+/// lists until one lists `node` as an etcd member (its member add committed) or `end` passes;
+/// returns whether one did.
+async fn member_added(node: &str, through: Vec<SocketAddr>, k: usize, end: Instant) -> bool {
     let node = node.to_string();
-    Handle::current()
-        .create_node()
-        .name(format!("operator-{k}"))
-        .ip(ip(9, 10 + k as u32))
-        .init(move || {
-            let (node, through, tx) = (node.clone(), through.clone(), tx.clone());
-            async move {
-                let rpc = Endpoint::bind("0.0.0.0:0")
-                    .await
-                    .expect("an operator binds an ephemeral endpoint");
-                let removed = 'tries: loop {
-                    for addr in &through {
-                        let call =
-                            SupervisorCall(SupervisorRequest::RemoveMember { node: node.clone() });
-                        if let Ok(SupervisorResponse::Removed) =
-                            rpc.call_timeout(*addr, call, REMOVE_CALL).await
-                        {
-                            break 'tries true;
+    let added = move |r: &SupervisorResponse| matches!(r, SupervisorResponse::Servers(l) if l.etcd.contains(&node));
+    let operator = Operator {
+        name: format!("operator-{k}-join"),
+        host: 140 + k as u32,
+        call: LISTS_CALL,
+    };
+    operator
+        .ask(through, SupervisorRequest::Servers, added, end)
+        .await
+}
+
+/// A node outside the cluster from which an operator calls servers' supervisors.
+struct Operator {
+    name: String,
+    /// Its address's host part (network 9).
+    host: u32,
+    /// How long one call may take.
+    call: Duration,
+}
+
+impl Operator {
+    /// Sends `request` to each supervisor of `through` in turn, every `OPERATOR_RETRY`, until an
+    /// answer is `done` or `end` passes; returns whether one was.
+    async fn ask(
+        self,
+        through: Vec<SocketAddr>,
+        request: SupervisorRequest,
+        done: impl Fn(&SupervisorResponse) -> bool + Send + Sync + 'static,
+        end: Instant,
+    ) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        let done = Arc::new(done);
+        let call = self.call;
+        Handle::current()
+            .create_node()
+            .name(self.name)
+            .ip(ip(9, self.host))
+            .init(move || {
+                let (through, tx) = (through.clone(), tx.clone());
+                let (request, done) = (request.clone(), done.clone());
+                async move {
+                    let rpc = Endpoint::bind("0.0.0.0:0")
+                        .await
+                        .expect("an operator binds an ephemeral endpoint");
+                    let answered = 'tries: loop {
+                        for addr in &through {
+                            let req = SupervisorCall(request.clone());
+                            if let Ok(r) = rpc.call_timeout(*addr, req, call).await {
+                                if done(&r) {
+                                    break 'tries true;
+                                }
+                            }
                         }
+                        if Instant::now() >= end {
+                            break false;
+                        }
+                        tokio::time::sleep(OPERATOR_RETRY).await;
+                    };
+                    if let Some(tx) = tx.lock().expect("operator channel lock poisoned").take() {
+                        let _ = tx.send(answered);
                     }
-                    if Instant::now() >= end {
-                        break false;
-                    }
-                    tokio::time::sleep(REMOVE_RETRY).await;
-                };
-                if let Some(tx) = tx.lock().expect("operator channel lock poisoned").take() {
-                    let _ = tx.send(removed);
                 }
-            }
-        })
-        .build();
-    rx.await.unwrap_or(false)
+            })
+            .build();
+        rx.await.unwrap_or(false)
+    }
 }
 
 #[cfg(test)]

@@ -153,7 +153,13 @@ pub enum StoreEvent {
     /// The node's server lists changed (members joined or left): its load balancer, persisted
     /// server list and etcd endpoints now follow `known`, learned `via` a server or its own
     /// member list.
-    ServersUpdated { via: String, known: Vec<String> },
+    ServersUpdated {
+        via: String,
+        known: Vec<String>,
+        /// The servers its load balancer now knows besides the default (join) server.
+        #[serde(default)]
+        lb: Vec<String>,
+    },
     /// A kill dropped the node's unsynced disk writes; `torn` when part of the last write stayed.
     DiskLost { files: u64, bytes: u64, torn: bool },
     /// The node joined the cluster through `via`'s supervisor and now knows these servers.

@@ -84,10 +84,16 @@ pub(super) async fn follow_servers(
         if f.supervisor.member.is_none() {
             *f.supervisor.learned.lock().expect("lists lock poisoned") = Some(fresh.clone());
         }
-        let servers = {
+        let (servers, lb_others) = {
             let mut lb = f.lb.lock().expect("lb lock poisoned");
             lb.set_servers(&fresh.control_plane);
-            lb.servers()
+            let all = lb.servers();
+            let others: Vec<String> = all
+                .iter()
+                .filter(|s| *s != lb.default_server())
+                .cloned()
+                .collect();
+            (all, others)
         };
         persist_servers(&f.disk, &servers);
         persist(&f.disk, KNOWN_FILE, &fresh.known());
@@ -98,6 +104,7 @@ pub(super) async fn follow_servers(
         f.observer.record(StoreEvent::ServersUpdated {
             via,
             known: fresh.known(),
+            lb: lb_others,
         });
         current = fresh;
     }

@@ -31,7 +31,7 @@ impl Checker for EtcdOnlyRejoin {
     }
 
     fn meaning(&self) -> &'static str {
-        "within the rejoin bound after faults stop, every node routes to a server with an apiserver and stays there, is Ready at the end, and every etcd member is caught up; a restarted node rejoins through any server it knew once one is reachable"
+        "within the rejoin bound after faults stop, every node routes to a server with an apiserver and stays there, is Ready at the end, and every etcd member is caught up; a restarted node rejoins through any server it knew once one is reachable; a load balancer drops the servers the lists dropped"
     }
 
     fn check(&self, h: &History) -> CheckReport {
@@ -65,6 +65,18 @@ impl Checker for EtcdOnlyRejoin {
             judge.ready(&who, log, p.node_lease_grace_ns);
         }
         judge.members(h);
+        // A node's load balancer follows the server lists: a server the lists dropped (it left)
+        // is no longer probed or routed to.
+        for (at, node, e) in h.store_events() {
+            if let StoreEvent::ServersUpdated { known, lb, .. } = e {
+                if let Some(stale) = lb.iter().find(|s| !known.contains(s)) {
+                    let what = format!(
+                        "node {node}'s load balancer still knows {stale} after the server lists dropped it (lists: {known:?}, load balancer: {lb:?})"
+                    );
+                    judge.out.fire(at, || what);
+                }
+            }
+        }
         let restarts = super::rejoin_liveness::check(h, &mut judge.out);
         CheckReport::judged(
             self.name(),
@@ -384,6 +396,29 @@ mod tests {
             &EtcdOnlyRejoin.check(&h),
             "no member answered the final audit",
         );
+    }
+
+    #[test]
+    fn a_load_balancer_keeping_a_server_the_lists_dropped_fires() {
+        let update = |lb: &[&str]| StoreEvent::ServersUpdated {
+            via: "server-1".into(),
+            known: vec!["etcd-1".into(), "server-1".into()],
+            lb: lb.iter().map(|s| s.to_string()).collect(),
+        };
+        // The load balancer follows the lists: etcd-2 left and is gone from both.
+        let mut h = cluster();
+        store(&mut h, 120.0, "server-1", update(&["etcd-1"]));
+        let r = EtcdOnlyRejoin.check(&sorted(h));
+        assert!(r.passed(), "{:?}", r.violations);
+        // It still holds etcd-2 after the lists dropped it.
+        let mut h = cluster();
+        store(&mut h, 120.0, "server-1", update(&["etcd-1", "etcd-2"]));
+        let r = EtcdOnlyRejoin.check(&sorted(h));
+        assert_fires(
+            &r,
+            "node server-1's load balancer still knows etcd-2 after the server lists dropped it",
+        );
+        assert_eq!(r.first().unwrap().at_ns, 120 * S);
     }
 
     #[test]

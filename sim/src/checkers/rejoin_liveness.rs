@@ -372,6 +372,7 @@ mod tests {
             let update = StoreEvent::ServersUpdated {
                 via: "etcd-1".into(),
                 known,
+                lb: vec![],
             };
             store(&mut h, 55.0, "cp-1", update);
             world(&mut h, 90.0, "etcd-1", EventKind::NodeKilled);

@@ -72,11 +72,13 @@ fn the_allowances_are_named_and_sourced() {
         "kine-version",
         "compact-rev-key-row",
         "kine-prev-kv-kept",
+        "progress-before-watch-start",
+        "kine-progress-before-watch-start",
     ] {
         assert!(
             stdout.contains(&format!("  {name} (")),
             "{name} missing:\n{stdout}"
         );
     }
-    assert_eq!(stdout.matches("    source: ").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("    source: ").count(), 6, "{stdout}");
 }

@@ -110,6 +110,11 @@ impl LoadBalancer {
         &self.default_server
     }
 
+    /// The servers it knows besides its default (join) server, which it always keeps.
+    pub fn others(&self) -> &[String] {
+        &self.others
+    }
+
     /// Whether the last probe of `server` passed (false when never probed).
     pub fn healthy(&self, server: &str) -> bool {
         self.verdicts.get(server) == Some(&true)

@@ -87,13 +87,7 @@ pub(super) async fn follow_servers(
         let (servers, lb_others) = {
             let mut lb = f.lb.lock().expect("lb lock poisoned");
             lb.set_servers(&fresh.control_plane);
-            let all = lb.servers();
-            let others: Vec<String> = all
-                .iter()
-                .filter(|s| *s != lb.default_server())
-                .cloned()
-                .collect();
-            (all, others)
+            (lb.servers(), lb.others().to_vec())
         };
         persist_servers(&f.disk, &servers);
         persist(&f.disk, KNOWN_FILE, &fresh.known());

@@ -65,18 +65,7 @@ impl Checker for EtcdOnlyRejoin {
             judge.ready(&who, log, p.node_lease_grace_ns);
         }
         judge.members(h);
-        // A node's load balancer follows the server lists: a server the lists dropped (it left)
-        // is no longer probed or routed to.
-        for (at, node, e) in h.store_events() {
-            if let StoreEvent::ServersUpdated { known, lb, .. } = e {
-                if let Some(stale) = lb.iter().find(|s| !known.contains(s)) {
-                    let what = format!(
-                        "node {node}'s load balancer still knows {stale} after the server lists dropped it (lists: {known:?}, load balancer: {lb:?})"
-                    );
-                    judge.out.fire(at, || what);
-                }
-            }
-        }
+        judge.load_balancers(h);
         let restarts = super::rejoin_liveness::check(h, &mut judge.out);
         CheckReport::judged(
             self.name(),
@@ -200,6 +189,21 @@ impl Judge {
             );
         }
         self.fire(end, what);
+    }
+
+    /// A node's load balancer follows the server lists: a server the lists dropped (it left)
+    /// is no longer probed or routed to. Judged at every update, faults or not.
+    fn load_balancers(&mut self, h: &History) {
+        for (at, node, e) in h.store_events() {
+            let StoreEvent::ServersUpdated { known, lb, .. } = e else {
+                continue;
+            };
+            if let Some(stale) = lb.iter().find(|s| !known.contains(s)) {
+                self.out.fire(at, || {
+                    format!("node {node}'s load balancer still knows {stale} after the server lists dropped it (lists: {known:?}, load balancer: {lb:?})")
+                });
+            }
+        }
     }
 
     /// The audit runs after the quiet period, so every member must answer at the leader's

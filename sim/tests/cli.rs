@@ -1,19 +1,13 @@
 //! The `faultline` binary as a user meets it: determinism across processes, exit codes, input
 //! errors that name what is wrong, and campaign reports of the documented shape.
 
+mod common;
+
+use common::faultline;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const TINY: &str = "tests/fixtures/tiny.toml";
 const TINY_ETCD: &str = "tests/fixtures/tiny-etcd.toml";
-
-fn faultline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the binary runs")
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("faultline-test-{name}-{}", std::process::id()));

@@ -2,17 +2,11 @@
 //! `scenarios/regressions/`, which still fails the check the catalog names for it, and passes
 //! every check with the fixed design on the same schedule.
 
+mod common;
+
+use common::faultline;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn faultline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the binary runs")
-}
 
 /// Variant (`area=variant`) to the check that must catch it, from `faultline list`.
 fn catalog() -> BTreeMap<String, String> {

@@ -1,16 +1,10 @@
 //! Fault schedules as files: a seed's schedule, written by one process and replayed by another,
 //! gives the seed's own trace; a malformed schedule is an input error naming file, line, field.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn faultline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the binary runs")
-}
+use common::faultline;
+use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("faultline-sched-{name}-{}", std::process::id()));

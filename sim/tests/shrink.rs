@@ -2,15 +2,9 @@
 //! that fails the same check when run as it is, with the trace hash shrink printed; a seed that
 //! does not fail exits 2.
 
-use std::process::{Command, Output};
+mod common;
 
-fn faultline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the binary runs")
-}
+use common::faultline;
 
 #[test]
 fn a_failing_seed_shrinks_to_a_smaller_scenario_that_fails_the_same_check() {

@@ -78,6 +78,18 @@ pub enum CompactionVariant {
     Etcd17780,
 }
 
+/// What guards a kine append besides the (name, prev_revision) unique index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InsertVariant {
+    /// A row is appended only while no row of its key is newer than the one its writer read, so
+    /// a write whose previous row compaction removed meanwhile still loses to a newer write.
+    #[default]
+    Fixed,
+    /// kine issue 504: only the unique index guards; a create that read a tombstone which
+    /// compaction then removed succeeds next to the create that raced it.
+    Kine504,
+}
+
 /// How the apiserver negotiates a WatchList request's content type.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WatchListVariant {
@@ -216,6 +228,20 @@ pub const VARIANTS: &[VariantInfo] = &[
         scenario: "etcd-only-rejoin",
     },
     VariantInfo {
+        area: "insert",
+        name: "fixed",
+        meaning: "a kine append commits only while no row of its key is newer than the one it read",
+        caught_by: "",
+        scenario: "kine-contention",
+    },
+    VariantInfo {
+        area: "insert",
+        name: "kine-504",
+        meaning: "only the (name, prev_revision) index guards an append: a create whose tombstone compaction removed succeeds twice (kine #504)",
+        caught_by: "linearizable",
+        scenario: "kine-contention",
+    },
+    VariantInfo {
         area: "compaction",
         name: "fixed",
         meaning: "an etcd member's current revision is at least its scheduled compact revision",
@@ -247,6 +273,8 @@ pub struct Design {
     pub startup: StartupVariant,
     #[serde(default)]
     pub compaction: CompactionVariant,
+    #[serde(default)]
+    pub insert: InsertVariant,
     /// `kine.compact_min_retain=N`: overrides the scenario's setting.
     #[serde(default)]
     pub compact_min_retain: Option<i64>,
@@ -323,6 +351,8 @@ impl Design {
             ("startup", "k3s-11333") => self.startup = StartupVariant::K3s11333,
             ("compaction", "fixed") => self.compaction = CompactionVariant::Fixed,
             ("compaction", "etcd-17780") => self.compaction = CompactionVariant::Etcd17780,
+            ("insert", "fixed") => self.insert = InsertVariant::Fixed,
+            ("insert", "kine-504") => self.insert = InsertVariant::Kine504,
             ("watchlist", "fixed") => self.watchlist = WatchListVariant::Fixed,
             ("watchlist", "k8s-126206") => self.watchlist = WatchListVariant::K8s126206,
             _ => unreachable!("variant {area}={variant} is listed but not wired"),
@@ -365,6 +395,9 @@ impl Design {
         }
         if self.compaction == CompactionVariant::Etcd17780 {
             out.push("compaction=etcd-17780".into());
+        }
+        if self.insert == InsertVariant::Kine504 {
+            out.push("insert=kine-504".into());
         }
         if let Some(n) = self.compact_min_retain {
             out.push(format!("kine.compact_min_retain={n}"));

@@ -6,6 +6,7 @@
 //! `execute` (killed first) leaves no trace. It reports every committed row and every compaction.
 
 use super::sql::{self, End, Log, NewRow, Row, SqlError, COMPACT_REV_KEY};
+use crate::design::InsertVariant;
 use crate::faults::CompactFault;
 use crate::observe::{SharedObserver, StoreEvent};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,11 @@ pub enum DbRequest {
         /// Order (and so limit) by id instead of by key: only the kine-298 variant asks this.
         #[serde(default)]
         by_id: bool,
+        /// When the limit cuts the page, also count the range from this key at the listed
+        /// revision, in the same transaction: a separate Count could see commits the list did
+        /// not (a mysql-like insert below the revision committing in between).
+        #[serde(default)]
+        count_from: Option<String>,
     },
     Count {
         start: String,
@@ -70,6 +76,13 @@ pub enum DbResponse {
         compact: i64,
         rows: Vec<Row>,
     },
+    /// A List's rows, with the range's count when the page was cut and a count was asked for.
+    Page {
+        current: i64,
+        compact: i64,
+        rows: Vec<Row>,
+        count: Option<i64>,
+    },
     Row {
         current: i64,
         compact: i64,
@@ -107,6 +120,8 @@ pub enum CompactReply {
 pub enum DbError {
     #[error("UNIQUE constraint failed: kine.name, kine.prev_revision")]
     UniqueViolation,
+    #[error("a newer row of this key exists")]
+    Superseded,
     #[error("database is locked")]
     Locked,
     #[error("context deadline exceeded")]
@@ -119,6 +134,7 @@ impl From<SqlError> for DbError {
     fn from(e: SqlError) -> Self {
         match e {
             SqlError::UniqueViolation => DbError::UniqueViolation,
+            SqlError::Superseded => DbError::Superseded,
             SqlError::Sqlite(e) => DbError::Other(e.to_string()),
         }
     }
@@ -180,6 +196,7 @@ pub struct Database {
     /// restarts and never goes back.
     next_id: i64,
     pending: std::collections::BTreeMap<i64, Pending>,
+    insert: InsertVariant,
 }
 
 impl Database {
@@ -205,7 +222,14 @@ impl Database {
             dialect,
             next_id: 1,
             pending: Default::default(),
+            insert: InsertVariant::Fixed,
         })
+    }
+
+    /// Selects what guards an append (the fixed design unless told otherwise).
+    pub fn with_insert(mut self, insert: InsertVariant) -> Self {
+        self.insert = insert;
+        self
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -214,7 +238,10 @@ impl Database {
 
     /// Starts a mysql-like insert: checks kine's (name, prev_revision) guard against committed
     /// rows and other in-flight inserts, and reserves the next id. The row is not visible until
-    /// `commit_reserved`; if that never happens, the id stays a gap.
+    /// `commit_reserved`; if that never happens, the id stays a gap. The fixed design also refuses
+    /// while a row of the key newer than the previous one is committed or in flight, as the row
+    /// lock a guarded insert takes would: nothing else can commit for the key until this one
+    /// commits or aborts.
     pub fn reserve(&mut self, row: &NewRow) -> Result<i64, DbError> {
         let log = Log::new(&self.conn);
         let clash = self
@@ -223,6 +250,12 @@ impl Database {
             .any(|p| p.name == row.name && p.prev_revision == row.prev_revision);
         if clash || log.has_row(&row.name, row.prev_revision)? {
             return Err(DbError::UniqueViolation);
+        }
+        if self.insert == InsertVariant::Fixed
+            && (self.pending.values().any(|p| p.name == row.name)
+                || log.has_newer(&row.name, row.prev_revision)?)
+        {
+            return Err(DbError::Superseded);
         }
         let id = self.next_id.max(log.current_revision()? + 1);
         self.next_id = id + 1;
@@ -301,6 +334,7 @@ impl Database {
     /// Executes one request as one transaction. A `ReplyLost` fault commits as usual: losing the
     /// reply is the caller's transport's business.
     pub fn execute(&mut self, req: &DbRequest) -> Result<DbResponse, DbError> {
+        let guarded = self.insert == InsertVariant::Fixed;
         let tx = self
             .conn
             .transaction()
@@ -335,13 +369,23 @@ impl Database {
                 limit,
                 include_deleted,
                 by_id,
+                count_from,
             } => {
                 let (current, compact) = revisions(&log)?;
                 let rows = log.list(start, end, *revision, *limit, *include_deleted, *by_id)?;
-                DbResponse::Rows {
+                let cut = *limit > 0 && rows.len() as i64 >= *limit;
+                let count = match count_from {
+                    Some(from) if cut => {
+                        let at = if *revision > 0 { *revision } else { current };
+                        Some(log.count(from, end, at)?)
+                    }
+                    _ => None,
+                };
+                DbResponse::Page {
                     current,
                     compact,
                     rows,
+                    count,
                 }
             }
             DbRequest::Count {
@@ -372,7 +416,11 @@ impl Database {
                 }
             }
             DbRequest::Insert(row) => {
-                let id = log.insert(row)?;
+                let id = if guarded {
+                    log.insert_if_newest(row)?
+                } else {
+                    log.insert(row)?
+                };
                 inserted = Some((id, row.clone()));
                 DbResponse::Inserted(id)
             }
@@ -716,5 +764,161 @@ mod tests {
         };
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         assert_eq!(ids, vec![1, 3, 4, 5, 6]);
+    }
+
+    /// Kine issue 504's starting point: `/k` created (2) and deleted (3), a filler key written
+    /// (4), then compaction to 4 removes both of `/k`'s rows. Returns the database and the
+    /// tombstone's id, which a create that read it before compaction names as its previous row.
+    fn compacted_tombstone(dialect: Dialect, insert: InsertVariant) -> (Database, i64) {
+        let mut db = Database::open_with(Arc::new(Collect::default()), dialect)
+            .unwrap()
+            .with_insert(insert);
+        db.execute(&DbRequest::Startup).unwrap(); // 1
+        let rows = [
+            ("/k", true, false, 0),
+            ("/k", false, true, 2),
+            ("/x", true, false, 0),
+        ];
+        for (name, created, deleted, prev) in rows {
+            let row = NewRow {
+                name: name.into(),
+                created,
+                deleted,
+                prev_revision: prev,
+                ..Default::default()
+            };
+            match dialect {
+                Dialect::Sqlite => {
+                    db.execute(&DbRequest::Insert(row)).unwrap();
+                }
+                Dialect::MysqlLike { .. } => {
+                    let id = db.reserve(&row).unwrap();
+                    db.commit_reserved(id, &row).unwrap();
+                }
+            }
+        }
+        db.execute(&DbRequest::CompactBatch {
+            expected: 0,
+            target: 4,
+            min_retain: 0,
+            fault: None,
+        })
+        .unwrap();
+        let DbResponse::Row { row, .. } = db
+            .execute(&DbRequest::Get {
+                name: "/k".into(),
+                revision: 0,
+            })
+            .unwrap()
+        else {
+            panic!("Get answers a row")
+        };
+        assert_eq!(row, None, "compaction removed the tombstone");
+        (db, 3)
+    }
+
+    fn create(prev_revision: i64) -> NewRow {
+        NewRow {
+            name: "/k".into(),
+            created: true,
+            prev_revision,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_create_whose_tombstone_was_compacted_loses_to_the_create_that_beat_it() {
+        for insert in [InsertVariant::Fixed, InsertVariant::Kine504] {
+            let (mut db, tombstone) = compacted_tombstone(Dialect::Sqlite, insert);
+            assert!(db.execute(&DbRequest::Insert(create(0))).is_ok());
+            let stale = db.execute(&DbRequest::Insert(create(tombstone)));
+            match insert {
+                InsertVariant::Fixed => assert_eq!(stale, Err(DbError::Superseded)),
+                InsertVariant::Kine504 => assert!(stale.is_ok(), "kine #504: both creates win"),
+            }
+        }
+        // Without a newer row the stale create is simply a create: nothing raced it.
+        let (mut db, tombstone) = compacted_tombstone(Dialect::Sqlite, InsertVariant::Fixed);
+        assert!(db.execute(&DbRequest::Insert(create(tombstone))).is_ok());
+    }
+
+    #[test]
+    fn a_mysql_like_create_whose_tombstone_was_compacted_loses_while_the_winner_is_in_flight() {
+        let dialect = Dialect::MysqlLike {
+            slow_commit_pct: 0,
+            slow_commit_ms: (0, 0),
+        };
+        for insert in [InsertVariant::Fixed, InsertVariant::Kine504] {
+            let (mut db, tombstone) = compacted_tombstone(dialect, insert);
+            let winner = db.reserve(&create(0)).unwrap();
+            let in_flight = db.reserve(&create(tombstone));
+            let after_commit = {
+                db.commit_reserved(winner, &create(0)).unwrap();
+                db.reserve(&create(tombstone))
+            };
+            match insert {
+                InsertVariant::Fixed => {
+                    assert_eq!(in_flight, Err(DbError::Superseded));
+                    assert_eq!(after_commit, Err(DbError::Superseded));
+                }
+                InsertVariant::Kine504 => {
+                    assert!(in_flight.is_ok(), "kine #504: the index sees no clash");
+                    assert_eq!(
+                        after_commit,
+                        Err(DbError::UniqueViolation),
+                        "the in-flight stale create still holds its (name, prev_revision)"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_page_is_counted_in_its_own_transaction_at_its_revision() {
+        let (mut db, _) = db_with_history(0);
+        let mut ids = Vec::new();
+        for name in ["/r/a", "/r/b", "/r/c"] {
+            let row = NewRow {
+                name: name.into(),
+                created: true,
+                ..Default::default()
+            };
+            match db.execute(&DbRequest::Insert(row)).unwrap() {
+                DbResponse::Inserted(id) => ids.push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        let page = |db: &mut Database, revision, limit| {
+            db.execute(&DbRequest::List {
+                start: "/r/".into(),
+                end: End::Exclusive("/r0".into()),
+                revision,
+                limit,
+                include_deleted: false,
+                by_id: false,
+                count_from: Some("/r/".into()),
+            })
+            .unwrap()
+        };
+        let DbResponse::Page { rows, count, .. } = page(&mut db, 0, 2) else {
+            panic!("List answers a page")
+        };
+        assert_eq!(
+            (rows.len(), count),
+            (2, Some(3)),
+            "cut: the whole range counted"
+        );
+        let DbResponse::Page { count, .. } = page(&mut db, ids[1], 2) else {
+            panic!("List answers a page")
+        };
+        assert_eq!(
+            count,
+            Some(2),
+            "counted at the listed revision, not the current one"
+        );
+        let DbResponse::Page { count, .. } = page(&mut db, 0, 5) else {
+            panic!("List answers a page")
+        };
+        assert_eq!(count, None, "an uncut page needs no count");
     }
 }

@@ -81,6 +81,10 @@ pub enum SqlError {
     /// The (name, prev_revision) guard fired: another write to this key won the race.
     #[error("UNIQUE constraint failed: kine.name, kine.prev_revision")]
     UniqueViolation,
+    /// A row of this key newer than the writer's previous row exists: another write won the
+    /// race, though the unique index could not see it (compaction removed the previous row).
+    #[error("a newer row of this key exists")]
+    Superseded,
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -293,6 +297,45 @@ impl<'c> Log<'c> {
         self.insert_with(None, row)
     }
 
+    /// Appends a row only while no row of its key is newer than its previous row, in one
+    /// statement. The unique index alone misses the race of kine issue 504: a create that read a
+    /// tombstone, which compaction then deleted, no longer collides with the create that beat it.
+    pub fn insert_if_newest(&self, row: &NewRow) -> Result<i64, SqlError> {
+        let res = self.write(
+            "INSERT INTO kine (name, created, deleted, create_revision, prev_revision, lease, value, old_value)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+             WHERE NOT EXISTS (SELECT 1 FROM kine WHERE name = ?1 AND id > ?5)",
+            params![
+                row.name,
+                row.created as i64,
+                row.deleted as i64,
+                row.create_revision,
+                row.prev_revision,
+                row.lease,
+                row.value,
+                row.old_value,
+            ],
+        );
+        match res {
+            Ok(0) => Err(SqlError::Superseded),
+            Ok(_) => Ok(self.conn.last_insert_rowid()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(SqlError::UniqueViolation)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// True when a row of `name` newer than `prev_revision` exists.
+    pub fn has_newer(&self, name: &str, prev_revision: i64) -> Result<bool, SqlError> {
+        self.one(
+            "SELECT EXISTS(SELECT 1 FROM kine WHERE name = ?1 AND id > ?2)",
+            params![name, prev_revision],
+        )
+    }
+
     /// Inserts a row with a chosen id (a gap fill); fails if that id exists.
     pub fn insert_at(&self, id: i64, row: &NewRow) -> Result<i64, SqlError> {
         self.insert_with(Some(id), row)
@@ -326,15 +369,20 @@ impl<'c> Log<'c> {
     }
 
     /// kine's compaction DELETE for target `revision`: every row some row with id <= revision
-    /// names as its previous revision, plus every deleted row with id <= revision. The
+    /// names as its previous revision, plus every deleted row with id below revision. The
     /// `compact_rev_key` row's chain is never followed. Returns the number of rows deleted.
+    ///
+    /// kine deletes a tombstone at exactly the target too; then a watch resumed from the compact
+    /// revision, as a compacted watcher is told to, silently misses that DELETE (etcd's #18089
+    /// in kine). Keeping it until the next compaction, as etcd's fix keeps its tombstone at the
+    /// compact revision, delivers it whole: the tombstone carries its previous value.
     pub fn delete_compacted(&self, revision: i64) -> Result<i64, SqlError> {
         let n = self.write(
             "DELETE FROM kine WHERE id IN (
                 SELECT kp.prev_revision FROM kine AS kp
                 WHERE kp.name != ?2 AND kp.prev_revision != 0 AND kp.id <= ?1
                 UNION
-                SELECT kd.id FROM kine AS kd WHERE kd.deleted != 0 AND kd.id <= ?1)",
+                SELECT kd.id FROM kine AS kd WHERE kd.deleted != 0 AND kd.id < ?1)",
             params![revision, COMPACT_REV_KEY],
         )?;
         Ok(n as i64)
@@ -430,18 +478,21 @@ mod tests {
             1,
             "only row 1 is superseded at 2"
         );
+        let ids = |log: &Log<'_>| -> Vec<i64> {
+            log.after("", &End::Unbounded, 0, 0)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        };
         assert_eq!(
             log.delete_compacted(4).unwrap(),
-            2,
-            "row 3 and tombstone 4 go at 4"
+            1,
+            "row 3 goes at 4; tombstone 4, at the compact revision, stays"
         );
-        let ids: Vec<i64> = log
-            .after("", &End::Unbounded, 0, 0)
-            .unwrap()
-            .iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(ids, vec![2, 5]);
+        assert_eq!(ids(&log), vec![2, 4, 5]);
+        assert_eq!(log.delete_compacted(5).unwrap(), 1, "tombstone 4 goes at 5");
+        assert_eq!(ids(&log), vec![2, 5]);
     }
 
     #[test]
@@ -451,7 +502,8 @@ mod tests {
         put(&log, "/a", None, false); // 1
         let a = log.get("/a", 0).unwrap().unwrap();
         let tombstone = put(&log, "/a", Some(&a), true); // 2, the newest row
-        assert_eq!(log.delete_compacted(tombstone).unwrap(), 2);
+        assert_eq!(log.delete_compacted(tombstone).unwrap(), 1, "row 1 only");
+        assert_eq!(log.delete_compacted(tombstone + 1).unwrap(), 1, "then 2");
         assert_eq!(log.row_count().unwrap(), 0);
         assert_eq!(log.current_revision().unwrap(), tombstone);
         assert_eq!(put(&log, "/b", None, false), tombstone + 1);

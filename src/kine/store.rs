@@ -227,9 +227,10 @@ impl KineStore {
                 None => (format!("{key}\0"), format!("{key}\0")),
             },
         };
-        // One row more than the limit tells whether there is more.
+        // One row more than the limit tells whether there is more; the count of the whole
+        // range at the listed revision comes from the same transaction.
         let fetch = if req.limit > 0 { req.limit + 1 } else { 0 };
-        let (current, compact, mut rows) = match self
+        let (current, compact, mut rows, counted) = match self
             .call(DbRequest::List {
                 start: key.clone(),
                 end: end.clone(),
@@ -237,14 +238,16 @@ impl KineStore {
                 limit: fetch,
                 include_deleted: false,
                 by_id: self.list == ListVariant::Kine298,
+                count_from: Some(count_start),
             })
             .await?
         {
-            DbResponse::Rows {
+            DbResponse::Page {
                 current,
                 compact,
                 rows,
-            } => (current, compact, rows),
+                count,
+            } => (current, compact, rows, count),
             other => unreachable!("List answered {other:?}"),
         };
         check_revision(req.revision, current, compact)?;
@@ -252,26 +255,7 @@ impl KineStore {
         let mut count = rows.len() as i64;
         if more {
             rows.truncate(req.limit as usize);
-            // The count covers the whole range at the listed revision, not just this page.
-            let at = if req.revision > 0 {
-                req.revision
-            } else {
-                current
-            };
-            count = match self
-                .call(DbRequest::Count {
-                    start: count_start,
-                    end,
-                    revision: at,
-                })
-                .await?
-            {
-                DbResponse::Count { count, compact, .. } => {
-                    check_revision(req.revision, current, compact)?;
-                    count
-                }
-                other => unreachable!("Count answered {other:?}"),
-            };
+            count = counted.expect("a cut page is counted");
         }
         Ok(RangeResponse {
             header: self.header(current),
@@ -316,9 +300,9 @@ impl KineStore {
                 Ok(Some(id))
             }
             Ok(other) => unreachable!("Insert answered {other:?}"),
-            Err(super::driver::DriverError::Db(super::database::DbError::UniqueViolation)) => {
-                Ok(None)
-            }
+            Err(super::driver::DriverError::Db(
+                super::database::DbError::UniqueViolation | super::database::DbError::Superseded,
+            )) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

@@ -245,8 +245,8 @@ pub async fn run_watcher(
             batch = live.recv() => match batch {
                 // Compaction took ids this watcher still needed: from below the compact
                 // revision, it is cancelled as etcd cancels a watcher compaction overtook.
-                // One from exactly the compact revision goes on without what compaction
-                // removed there, as when it reads that history itself (and as etcd 3.4.23).
+                // One from exactly the compact revision goes on: compaction keeps the row at
+                // the compact revision (see `Log::delete_compacted`), so it lost nothing.
                 Ok(Polled::Lost { last, compact }) => {
                     if sent < last && sent + 1 < compact {
                         return WatchEnd::Compacted { compact_revision: compact };

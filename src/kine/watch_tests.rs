@@ -378,21 +378,22 @@ async fn a_watcher_compaction_overtook_before_the_poller_read_is_cancelled() {
 }
 
 #[madsim::test]
-async fn a_watch_from_exactly_the_compact_revision_is_served_whoever_read_it_first() {
+async fn a_watch_from_exactly_the_compact_revision_gets_the_delete_there() {
     let (store, hub, db) = setup_with(Dialect::Sqlite, WatchVariant::Fixed).await;
     let created = put(&store, "/r/a").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(hub.polled(), created, "the poller has read the create");
     let deleted = write_unheard(&db, "/r/a", true, created);
     let after = write_unheard(&db, "/r/b", false, 0);
-    // The tombstone at the compact revision goes, before the poller read it.
+    // Compaction to the tombstone's revision, before the poller read it: a watcher told it was
+    // compacted at that revision resumes there, and must get the DELETE whole (etcd #18089).
     compact_unheard(&db, 0, deleted);
     let (mut rx, _p, task) = watch(&store, &hub, "/r/", deleted);
-    let got = rows(&mut rx, 1).await;
+    let got = rows(&mut rx, 2).await;
     assert_eq!(
-        got.iter().map(|r| r.id).collect::<Vec<_>>(),
-        vec![after],
-        "served from the compact revision on, as a watch that reads the history itself is"
+        got.iter().map(|r| (r.id, r.deleted)).collect::<Vec<_>>(),
+        vec![(deleted, true), (after, false)],
+        "the tombstone at the compact revision is kept and delivered"
     );
     assert!(!task.is_finished(), "not cancelled");
 }

@@ -318,7 +318,8 @@ fn build_cluster(
     let call_timeout = Duration::from_millis(scenario.kine.db_call_timeout_ms);
     let disk: SharedDatabase = Arc::new(Mutex::new(
         Database::open_with(recorder.observer("db"), scenario.database.store_dialect())
-            .expect("an in-memory database opens"),
+            .expect("an in-memory database opens")
+            .with_insert(design.insert),
     ));
     let database = match scenario.topology.kind {
         TopologyKind::Etcd => {

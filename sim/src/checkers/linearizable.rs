@@ -11,6 +11,7 @@ mod explain;
 pub(crate) mod generate;
 mod index;
 mod later;
+mod lines;
 mod model;
 mod reads;
 mod spec;
@@ -20,11 +21,8 @@ mod writes;
 use super::{CheckReport, Checker, Violations};
 use crate::history::{History, OpResult, Outcome};
 use explain::op_line;
-use index::FixedHash;
 use model::Model;
 use spec::Spec;
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
 pub struct Linearizable;
 
@@ -89,12 +87,13 @@ struct Completed {
 
 impl Completed {
     fn of(h: &History) -> Self {
-        let mut done: Vec<(u64, i64, usize)> = h
-            .ops
-            .iter()
-            .enumerate()
-            .filter_map(|(i, o)| o.outcome.header_revision().map(|r| (o.complete_ns, r, i)))
-            .collect();
+        let mut done: Vec<(u64, i64, usize)> = Vec::with_capacity(h.ops.len());
+        done.extend(
+            h.ops
+                .iter()
+                .enumerate()
+                .filter_map(|(i, o)| o.outcome.header_revision().map(|r| (o.complete_ns, r, i))),
+        );
         // Nearly sorted already (operations come in invoke order): a stable sort finds the runs.
         done.sort_by_key(|&(t, _, i)| (t, i));
         let mut best = Vec::with_capacity(done.len());
@@ -175,7 +174,7 @@ fn real_time(m: &Model, completed: &Completed, out: &mut Violations) {
         }
     }
     // Writes of unknown outcome that answers showed took effect after they were invoked.
-    for line in &m.lines {
+    for line in m.lines.iter() {
         for e in line.iter().filter(|e| e.seen_by.is_some()) {
             let o = &h[e.op];
             if let Some((prior, j)) = completed.before(o.invoke_ns).filter(|(p, _)| e.rev <= *p) {
@@ -198,22 +197,20 @@ fn real_time(m: &Model, completed: &Completed, out: &mut Violations) {
 /// from that server's own state, which only moves forward. Reads after a client failed over to
 /// another server may see an older one.
 fn serializable_never_goes_back(h: &History, out: &mut Violations) {
-    // Clients and servers are few: name them by index, looked up in a map with a fixed hash
-    // (only looked up, never iterated, so nothing depends on its order).
-    type Names<'h> = HashMap<&'h str, usize, BuildHasherDefault<FixedHash>>;
-    fn index_of<'h>(names: &mut Names<'h>, name: &'h str) -> usize {
-        let next = names.len();
-        *names.entry(name).or_insert(next)
-    }
     let (mut clients, mut servers) = (Names::default(), Names::default());
     // By client index, by server index: the highest header revision seen and the op.
     let mut seen: Vec<Vec<Option<(i64, usize)>>> = vec![];
     for (i, o) in h.ops.iter().enumerate() {
+        // Each operation's names are allocations of their own: start loading those a few on.
+        if let Some(ahead) = h.ops.get(i + 8) {
+            index::prefetch(ahead.client.as_ptr());
+            index::prefetch(ahead.server.as_ptr());
+        }
         let Some(rev) = o.outcome.header_revision() else {
             continue;
         };
-        let c = index_of(&mut clients, &o.client);
-        let s = index_of(&mut servers, &o.server);
+        let c = clients.index_of(&o.client);
+        let s = servers.index_of(&o.server);
         if seen.len() <= c {
             seen.resize(c + 1, vec![]);
         }
@@ -234,6 +231,34 @@ fn serializable_never_goes_back(h: &History, out: &mut Violations) {
             Some((prior, _)) if prior >= rev => {}
             _ => seen[c][s] = Some((rev, i)),
         }
+    }
+}
+
+/// Clients and servers are few, named by their index in order of first appearance. A name is
+/// found by its first fifteen bytes and its length packed in one integer: a million operations
+/// cost a few integer compares each rather than two hashes of strings. Longer names that share
+/// those also compare in full.
+#[derive(Default)]
+struct Names<'h>(Vec<(u128, &'h str)>);
+
+impl<'h> Names<'h> {
+    fn index_of(&mut self, name: &'h str) -> usize {
+        let b = name.as_bytes();
+        let mut w = [0u8; 16];
+        let head = b.len().min(15);
+        w[..head].copy_from_slice(&b[..head]);
+        // Saturated: equal packs are two short names alike, or two long ones compared in full.
+        w[15] = b.len().min(255) as u8;
+        let packed = u128::from_le_bytes(w);
+        let long = b.len() > 15;
+        let found = self
+            .0
+            .iter()
+            .position(|&(p, n)| p == packed && (!long || n == name));
+        found.unwrap_or_else(|| {
+            self.0.push((packed, name));
+            self.0.len() - 1
+        })
     }
 }
 

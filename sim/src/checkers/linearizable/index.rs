@@ -1,7 +1,8 @@
 //! Lookups the model makes millions of times, kept small and cache-friendly: which write
-//! took effect at a revision, whether any did, a fixed hash for keys, a prefix's range end.
+//! took effect at a revision, whether any did, a fixed hash for keys, a prefix's range end,
+//! and a hint to load what the next answers will need.
 
-use super::model::Event;
+use super::lines::Lines;
 use std::collections::BTreeMap;
 use std::hash::Hasher;
 
@@ -15,8 +16,8 @@ pub(super) enum ByRev {
 const NO_WRITE: (u32, u32) = (u32::MAX, u32::MAX);
 
 impl ByRev {
-    pub fn of(lines: &[Vec<Event<'_>>]) -> ByRev {
-        let events: usize = lines.iter().map(Vec::len).sum();
+    pub fn of(lines: &Lines) -> ByRev {
+        let events: usize = lines.iter().map(<[_]>::len).sum();
         let top = lines
             .iter()
             .filter_map(|l| l.last())
@@ -65,7 +66,7 @@ impl ByRev {
 pub(super) struct RevSet(Vec<u64>);
 
 impl RevSet {
-    pub fn of(lines: &[Vec<Event<'_>>]) -> RevSet {
+    pub fn of(lines: &Lines) -> RevSet {
         let top = lines
             .iter()
             .flatten()
@@ -111,6 +112,39 @@ impl Hasher for FixedHash {
     fn finish(&self) -> u64 {
         self.0
     }
+}
+
+/// Asks the CPU to start loading the cache line at `p`. A long history's answers are read once,
+/// in order, and every key and value is an allocation of its own, at addresses the hardware
+/// cannot guess: naming the next ones while this one is judged overlaps their loads. A hint
+/// only: it changes no result.
+#[inline(always)]
+pub(super) fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and writes nothing, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Prefetches every cache line of `*t`.
+#[inline(always)]
+pub(super) fn prefetch_all<T>(t: &T) {
+    let p: *const u8 = (t as *const T).cast();
+    for offset in (0..size_of::<T>()).step_by(64) {
+        prefetch(p.wrapping_add(offset));
+    }
+    prefetch(p.wrapping_add(size_of::<T>().saturating_sub(1)));
+}
+
+/// Prefetches the key and value of a key-value.
+#[inline(always)]
+pub(super) fn prefetch_kv(kv: &crate::history::Kv) {
+    prefetch(kv.key.as_ptr());
+    prefetch(kv.value.as_ptr());
 }
 
 /// `[prefix, end)` covers every key that starts with `prefix`.

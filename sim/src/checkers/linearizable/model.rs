@@ -5,8 +5,10 @@
 //! outcome could have removed is a suspect: answers that find its key absent date that delete.
 //! Built from client operations alone, never from what the store says it committed.
 
-use super::index::{prefix_end, ByRev, FixedHash, RevSet};
+use super::index::{prefetch, prefetch_all, prefix_end, ByRev, FixedHash, RevSet};
+use super::lines::Lines;
 use super::spec::{answer, covered, Spec};
+use super::state::Window;
 use crate::history::{History, Kv, OpResult, Operation, Outcome, Request};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -68,13 +70,13 @@ pub(super) fn value_of(r: &Request) -> Option<&str> {
 
 /// One write that took effect, at its revision.
 #[derive(Clone, Debug)]
-pub(super) struct Event<'h> {
+pub(super) struct Event {
     pub rev: i64,
     /// Index into `History::ops`.
     pub op: usize,
     pub change: Change,
-    /// The value a put wrote (empty for a delete), kept here for every read that shows it.
-    pub value: &'h str,
+    /// Where in `Model::values` the value a put wrote lies (empty for a delete).
+    value: (u32, u32),
     /// Puts: the key's create revision and etcd version after this write (0: not known).
     pub create_rev: i64,
     pub version: i64,
@@ -86,6 +88,21 @@ pub(super) struct Event<'h> {
     pub seen_by: Option<usize>,
     /// A put that a delete of unknown outcome may have removed (see `Suspect`).
     pub suspect: bool,
+}
+
+impl Event {
+    /// What fills the room of a line before its writes enter; never read as a write.
+    const BLANK: Event = Event {
+        rev: 0,
+        op: usize::MAX,
+        change: Change::Create,
+        value: (0, 0),
+        create_rev: 0,
+        version: 0,
+        known_by_ns: 0,
+        seen_by: None,
+        suspect: false,
+    };
 }
 
 /// A version that a delete of unknown outcome may have removed, and when answers say it went.
@@ -124,14 +141,17 @@ pub(super) struct Model<'h> {
     /// By op index: the key index of a write on a workload key (`u32::MAX` otherwise).
     key_of: Vec<u32>,
     /// Per key, the writes that took effect, by revision.
-    pub lines: Vec<Vec<Event<'h>>>,
-    /// Per key, the revisions of `lines` alone: searched on every claim, so kept dense.
-    pub(super) revs: Vec<Vec<i64>>,
+    pub lines: Lines,
+    /// The values puts wrote, one after another in the order the writes entered: every read
+    /// that shows a version compares its value with this copy. The history holds each in an
+    /// allocation of its own among the answers; here the values current at a revision sit
+    /// within a short stretch, which stays in cache while reads show them.
+    values: String,
     /// Which write took effect at each revision.
     by_rev: ByRev,
     /// Per key, where the last search in `revs` ended: reads come roughly in revision order,
-    /// so the next search usually ends within a step of it. Only speeds searches up.
-    pub(super) cursor: Vec<Cell<usize>>,
+    /// so the next search usually ends there or within a step of it. Only speeds searches up.
+    pub(super) cursor: Vec<Cell<Window>>,
     /// By (key, index of the put in its line).
     pub suspects: BTreeMap<(usize, usize), Suspect>,
     /// Keys with a create of unknown outcome that no answer showed: it may be live unseen.
@@ -160,8 +180,8 @@ impl<'h> Model<'h> {
                 .collect(),
             keys: vec![],
             key_of: vec![],
-            lines: vec![],
-            revs: vec![],
+            lines: Lines::with_room(&[], Event::BLANK),
+            values: String::new(),
             by_rev: ByRev::Sparse(BTreeMap::new()),
             cursor: vec![],
             suspects: BTreeMap::new(),
@@ -171,11 +191,21 @@ impl<'h> Model<'h> {
             resolved: 0,
             resolved_ops: BTreeSet::new(),
         };
-        let mut ops = Ops::default();
+        // Sized for the whole history up front: the heap a long run leaves behind is fragmented,
+        // and growing these a step at a time made the allocator search it again and again.
+        let mut ops = Ops {
+            reads: Vec::with_capacity(h.ops.len()),
+            answered_writes: Vec::with_capacity(h.ops.len()),
+            unknown_writes: vec![],
+        };
+        // Bytes of the values the writes on workload keys put, and how many writes each key has.
+        let mut value_bytes = 0;
         // Each write's key, looked up once per write. A hash map with a fixed hasher: it is
         // only looked up, never iterated, so nothing depends on its order.
-        let mut first_seen: HashMap<&str, u32, BuildHasherDefault<FixedHash>> = HashMap::default();
-        let mut named: Vec<&str> = vec![];
+        // Sized for the hundreds of keys a workload names, so that neither grows as they come.
+        let mut first_seen: HashMap<&str, u32, BuildHasherDefault<FixedHash>> =
+            HashMap::with_capacity_and_hasher(1024, BuildHasherDefault::default());
+        let mut named: Vec<&str> = Vec::with_capacity(1024);
         const NOT_OWNED: u32 = u32::MAX;
         m.key_of = vec![NOT_OWNED; h.ops.len()];
         for (i, o) in h.ops.iter().enumerate() {
@@ -197,6 +227,9 @@ impl<'h> Model<'h> {
                 named.len() as u32 - 1
             });
             m.key_of[i] = n;
+            if n != NOT_OWNED {
+                value_bytes += value_of(&o.request).map_or(0, str::len);
+            }
             match o.outcome {
                 _ if n == NOT_OWNED => {}
                 Outcome::Ok { .. } => ops.answered_writes.push(i),
@@ -215,7 +248,13 @@ impl<'h> Model<'h> {
             *k = rank[*k as usize];
         }
         m.keys = order.iter().map(|&n| named[n as usize].into()).collect();
-        m.lines = vec![Vec::new(); m.keys.len()];
+        // Each line holds at most its key's answered and unknown writes.
+        let mut writes_per_key = vec![0usize; m.keys.len()];
+        for &i in ops.answered_writes.iter().chain(&ops.unknown_writes) {
+            writes_per_key[m.key_of(i)] += 1;
+        }
+        m.lines = Lines::with_room(&writes_per_key, Event::BLANK);
+        m.values = String::with_capacity(value_bytes);
         m.maybe_created = vec![false; m.keys.len()];
         for &i in &ops.answered_writes {
             let o = &h.ops[i];
@@ -236,48 +275,56 @@ impl<'h> Model<'h> {
         m.sort_lines();
         m.derive_versions();
         if m.late_commits {
-            for line in &mut m.lines {
+            for key in 0..m.lines.len() {
                 let mut earliest = u64::MAX;
-                for e in line.iter_mut().rev() {
+                for e in m.lines[key].iter_mut().rev() {
                     earliest = earliest.min(e.known_by_ns);
                     e.known_by_ns = earliest;
                 }
             }
         }
         m.find_suspects(h, &ops);
+        m.reset_cursors();
         (m, ops)
     }
 
     fn push(&mut self, op: usize, rev: i64, known_by_ns: u64, seen_by: Option<usize>) {
+        let e = self.event(op, rev, known_by_ns, seen_by);
+        self.lines.push(self.key_of(op), e);
+    }
+
+    /// The write `op` as it took effect at `rev`, its value copied into `values`.
+    fn event(&mut self, op: usize, rev: i64, known_by_ns: u64, seen_by: Option<usize>) -> Event {
         let o = &self.ops[op];
-        let key = self.key_of(op);
-        self.lines[key].push(Event {
+        let start = self.values.len();
+        self.values.push_str(value_of(&o.request).unwrap_or(""));
+        let offset = |n: usize| u32::try_from(n).expect("a history's written values fit in 4 GiB");
+        Event {
             rev,
             op,
             change: Change::of(&o.request).expect("a write"),
-            value: value_of(&o.request).unwrap_or(""),
+            value: (offset(start), offset(self.values.len())),
             create_rev: 0,
             version: 0,
             known_by_ns,
             seen_by,
             suspect: false,
-        });
+        }
     }
 
     /// Sorts every line by revision and indexes it.
     fn sort_lines(&mut self) {
-        for line in &mut self.lines {
-            if !line.is_sorted_by_key(|e| e.rev) {
-                line.sort_by_key(|e| (e.rev, e.op));
-            }
-        }
-        self.revs = self
-            .lines
-            .iter()
-            .map(|l| l.iter().map(|e| e.rev).collect())
-            .collect();
+        self.lines.sort();
         self.by_rev = ByRev::of(&self.lines);
-        self.cursor = vec![Cell::new(0); self.lines.len()];
+        self.reset_cursors();
+    }
+
+    /// Puts every cursor before its key's first write. The windows they hold say whether a
+    /// version is suspect, so they are reset again once the suspects are known.
+    fn reset_cursors(&mut self) {
+        self.cursor = (0..self.lines.len())
+            .map(|key| Cell::new(self.window_at(key, 0)))
+            .collect();
     }
 
     pub fn owned(&self, key: &str) -> bool {
@@ -300,20 +347,32 @@ impl<'h> Model<'h> {
         match self.by_rev.get(rev) {
             Some((k, x)) if k == key => Some(x),
             // Another key's write at that revision, or a duplicate revision: search.
-            Some(_) => self.revs[key].binary_search(&rev).ok(),
+            Some(_) => self.lines.revs(key).binary_search(&rev).ok(),
             None => None,
         }
     }
 
     /// The value a put event wrote.
-    pub fn value(&self, e: &Event<'h>) -> &'h str {
-        e.value
+    pub fn value(&self, e: &Event) -> &str {
+        &self.values[e.value.0 as usize..e.value.1 as usize]
     }
 
     /// Every key-value an answer showed: the kvs of reads and the `current` of refused writes.
     pub fn shown<'a>(&'a self, ops: &'a Ops) -> impl Iterator<Item = (usize, &'h Kv, bool)> + 'a {
         let h = self.ops;
-        let reads = ops.reads.iter().flat_map(move |&i| {
+        let reads = ops.reads.iter().enumerate().flat_map(move |(r, &i)| {
+            // Each answer's key-values are an array of their own: start loading the ones a
+            // few answers on, and the operations that hold them before that.
+            if let Some(&ahead) = ops.reads.get(r + 8) {
+                prefetch_all(&h[ahead]);
+            }
+            if let Some(Outcome::Ok {
+                result: OpResult::Read { kvs, .. },
+                ..
+            }) = ops.reads.get(r + 4).map(|&a| &h[a].outcome)
+            {
+                prefetch(kvs.as_ptr().cast());
+            }
             let keys_only = matches!(
                 h[i].request,
                 Request::List {
@@ -474,11 +533,9 @@ impl<'h> Model<'h> {
                 continue;
             };
             let u = candidates.remove(pos);
-            self.push(u, rev, h[by].complete_ns, Some(by));
-            // Keep the line in order for the next reference to this key.
-            let line = &mut self.lines[key];
-            let new = line.pop().expect("just pushed");
-            line.insert(at, new);
+            // In order, for the next reference to this key.
+            let e = self.event(u, rev, h[by].complete_ns, Some(by));
+            self.lines.insert(key, at, e);
             self.resolved_ops.insert(u);
             self.resolved += 1;
         }
@@ -490,7 +547,8 @@ impl<'h> Model<'h> {
 
     /// Create revision and version of every put, from its predecessor in the chain.
     fn derive_versions(&mut self) {
-        for line in &mut self.lines {
+        for key in 0..self.lines.len() {
+            let line = &mut self.lines[key];
             for i in 0..line.len() {
                 let (create_rev, version) = match line[i].change {
                     Change::Create => (line[i].rev, 1),

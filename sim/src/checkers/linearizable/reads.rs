@@ -6,12 +6,13 @@
 use super::explain::{
     kv_line, op_line, printable, short, state_line, value_origin, write_line, writes_between,
 };
+use super::index::{prefetch, prefetch_all, prefetch_kv};
 use super::later::{Claim, Later};
 use super::model::{Model, Ops};
 use super::spec::{answer, covered, scope, served_at, span, Answer, Scope, Spec};
 use super::state::Vis;
 use crate::checkers::Violations;
-use crate::history::{Kv, Operation};
+use crate::history::{Kv, Operation, Request};
 use std::cmp::Ordering;
 use std::ops::Range;
 
@@ -23,7 +24,15 @@ pub(super) fn judge_reads<'h>(
     out: &mut Violations,
 ) -> u64 {
     let mut judged = 0;
-    for &i in &ops.reads {
+    for (r, &i) in ops.reads.iter().enumerate() {
+        // The operation itself first, so that its answer's addresses are at hand when its
+        // key-values are asked for.
+        if let Some(&ahead) = ops.reads.get(r + 2 * LOOKAHEAD) {
+            prefetch_all(&m.ops[ahead]);
+        }
+        if let Some(&ahead) = ops.reads.get(r + LOOKAHEAD) {
+            prefetch_read(&m.ops[ahead]);
+        }
         let o = &m.ops[i];
         let (Some(s), Some(a)) = (Spec::of(&o.request), answer(o)) else {
             continue;
@@ -36,6 +45,25 @@ pub(super) fn judge_reads<'h>(
         judge_read(m, later, i, &s, scope, &a, out);
     }
     judged
+}
+
+/// How many answers, and key-values within one, ahead of the one judged to start loading.
+const LOOKAHEAD: usize = 4;
+
+/// Starts loading what judging a read touches first: its request's strings and the first
+/// key-values of its answer.
+fn prefetch_read(o: &Operation) {
+    match &o.request {
+        Request::Get { key, .. } => prefetch(key.as_ptr()),
+        Request::List { start, end, .. } => {
+            prefetch(start.as_ptr());
+            prefetch(end.as_ptr());
+        }
+        _ => {}
+    }
+    if let Some(a) = answer(o) {
+        a.kvs.iter().take(LOOKAHEAD).for_each(prefetch_kv);
+    }
 }
 
 fn served_line(o: &Operation, s: &Spec, rev: i64) -> String {
@@ -108,6 +136,9 @@ fn judge_read<'h>(
     // key-value when the answer is right.
     let mut j = cover.start;
     for (n, kv) in a.kvs.iter().enumerate() {
+        if let Some(ahead) = a.kvs.get(n + LOOKAHEAD) {
+            prefetch_kv(ahead);
+        }
         if scope != Scope::Inside && !m.owned(&kv.key) {
             continue;
         }

@@ -4,6 +4,20 @@
 
 use super::model::{Model, Note};
 
+/// Where the last search in a key's revisions ended, as the revisions it holds for: every
+/// revision in `[from, to)` has the same newest write, `count` writes at or below it. Reads come
+/// roughly in revision order, so most find their answer here without touching the key's line.
+/// Only speeds searches up.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Window {
+    from: i64,
+    to: i64,
+    count: u32,
+    /// The newest write is a put, and one a delete of unknown outcome may have removed.
+    put: bool,
+    suspect: bool,
+}
+
 /// What a read at `rev` may show of `key`: the state after any of `line[first..=last]`
 /// (-1: before the key's first write).
 #[derive(Clone, Copy, Debug)]
@@ -14,6 +28,9 @@ pub(super) struct Vis {
     pub last: isize,
     /// When the read began, under the mysql-like allowance.
     pub began: Option<u64>,
+    /// Whether `line[last]` is a put, and a suspect one (false when `last` is -1).
+    last_put: bool,
+    last_suspect: bool,
 }
 
 impl<'h> Model<'h> {
@@ -23,7 +40,8 @@ impl<'h> Model<'h> {
     /// yet acknowledged and shown by no answer that completed before.
     pub fn visible(&self, key: usize, rev: i64, began: Option<u64>) -> Vis {
         let line = &self.lines[key];
-        let last = self.newest_at(key, rev) as isize - 1;
+        let w = self.window(key, rev);
+        let last = w.count as isize - 1;
         let mut first = last;
         if let (true, Some(began)) = (self.late_commits, began) {
             while first >= 0 && line[first as usize].known_by_ns >= began {
@@ -36,14 +54,49 @@ impl<'h> Model<'h> {
             first,
             last,
             began: began.filter(|_| self.late_commits),
+            last_put: w.put,
+            last_suspect: w.suspect,
         }
     }
 
-    /// How many of `key`'s writes are at or below `rev`, searched from where the last search
-    /// ended.
-    fn newest_at(&self, key: usize, rev: i64) -> usize {
-        let revs = &self.revs[key];
-        let mut p = self.cursor[key].get().min(revs.len());
+    /// Whether `line[x]` of `v`'s key is a put, and a suspect one.
+    fn put_and_suspect(&self, v: Vis, x: usize) -> (bool, bool) {
+        if x as isize == v.last {
+            return (v.last_put, v.last_suspect);
+        }
+        let e = &self.lines[v.key][x];
+        (e.change.is_put(), e.suspect)
+    }
+
+    /// The window of `key`'s revisions that holds `count` writes, from `line` as it stands.
+    pub(super) fn window_at(&self, key: usize, count: usize) -> Window {
+        let revs = self.lines.revs(key);
+        let newest = count.checked_sub(1).map(|x| &self.lines[key][x]);
+        Window {
+            from: count.checked_sub(1).map_or(i64::MIN, |x| revs[x]),
+            to: revs.get(count).copied().unwrap_or(i64::MAX),
+            count: u32::try_from(count).expect("a key has fewer than 2^32 writes"),
+            put: newest.is_some_and(|e| e.change.is_put()),
+            suspect: newest.is_some_and(|e| e.suspect),
+        }
+    }
+
+    /// The window of `key`'s revisions that holds `rev`: the cursor's when it does.
+    fn window(&self, key: usize, rev: i64) -> Window {
+        let w = self.cursor[key].get();
+        if w.from <= rev && rev < w.to {
+            return w;
+        }
+        let w = self.window_at(key, self.newest_at(key, rev, w.count as usize));
+        self.cursor[key].set(w);
+        w
+    }
+
+    /// How many of `key`'s writes are at or below `rev`, searched from `p`, where the last
+    /// search ended.
+    fn newest_at(&self, key: usize, rev: i64, p: usize) -> usize {
+        let revs = self.lines.revs(key);
+        let mut p = p.min(revs.len());
         for _ in 0..4 {
             if p < revs.len() && revs[p] <= rev {
                 p += 1;
@@ -57,7 +110,6 @@ impl<'h> Model<'h> {
         if !settled {
             p = revs.partition_point(|r| *r <= rev);
         }
-        self.cursor[key].set(p);
         p
     }
 
@@ -69,7 +121,7 @@ impl<'h> Model<'h> {
     /// Whether a suspect version is visible: what an answer shows there dates its delete, and
     /// is judged once every answer has been read.
     pub fn sees_suspect(&self, v: Vis) -> bool {
-        Self::each(v).any(|x| x >= 0 && self.lines[v.key][x as usize].suspect)
+        Self::each(v).any(|x| x >= 0 && self.put_and_suspect(v, x as usize).1)
     }
 
     /// Whether the version written by `line[x]` had been deleted by `rev` according to the
@@ -88,9 +140,10 @@ impl<'h> Model<'h> {
     /// When `mod_rev` is the newest write at or below `rev` and a put no suspect delete may
     /// have removed: its line index, found without a search. The common case.
     pub fn plainly_newest(&self, key: usize, rev: i64, mod_rev: i64) -> Option<usize> {
-        let x = self.newest_at(key, rev).checked_sub(1)?;
-        let e = &self.lines[key][x];
-        (e.rev == mod_rev && e.change.is_put() && !e.suspect && !self.late_commits).then_some(x)
+        let w = self.window(key, rev);
+        let x = (w.count as usize).checked_sub(1)?;
+        // `from` is the newest write's revision.
+        (w.from == mod_rev && w.put && !w.suspect && !self.late_commits).then_some(x)
     }
 
     /// The line index whose version `mod_rev` a read may show, if any.
@@ -110,8 +163,8 @@ impl<'h> Model<'h> {
     pub fn may_be_absent(&self, v: Vis) -> bool {
         Self::each(v).any(|x| {
             x < 0 || {
-                let e = &self.lines[v.key][x as usize];
-                !e.change.is_put() || self.dated_delete(v.key, x as usize, v.rev, None)
+                let (put, suspect) = self.put_and_suspect(v, x as usize);
+                !put || (suspect && self.dated_delete(v.key, x as usize, v.rev, None))
             }
         })
     }
@@ -121,10 +174,11 @@ impl<'h> Model<'h> {
     pub fn liveness(&self, v: Vis) -> (bool, bool) {
         let (mut live, mut absent) = (false, false);
         for x in Self::each(v) {
-            let e = (x >= 0).then(|| &self.lines[v.key][x as usize]);
-            match e {
-                Some(e) if e.change.is_put() && !e.suspect => live = true,
-                Some(e) if e.change.is_put() => {
+            let flags = (x >= 0).then(|| self.put_and_suspect(v, x as usize));
+            match flags {
+                Some((true, false)) => live = true,
+                Some((true, true)) => {
+                    let e = &self.lines[v.key][x as usize];
                     let s = &self.suspects[&(v.key, x as usize)];
                     if self.dated_delete(v.key, x as usize, v.rev, v.began) {
                         absent = true;

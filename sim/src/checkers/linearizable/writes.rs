@@ -65,12 +65,14 @@ pub(super) fn judge_chains(m: &Model, out: &mut Violations) {
 
 /// No two writes that took effect share a revision.
 pub(super) fn unique_revisions(m: &Model, out: &mut Violations) {
-    let mut all: Vec<(i64, usize, usize)> = m
-        .lines
-        .iter()
-        .enumerate()
-        .flat_map(|(k, line)| line.iter().enumerate().map(move |(x, e)| (e.rev, k, x)))
-        .collect();
+    let mut all: Vec<(i64, usize, usize)> =
+        Vec::with_capacity(m.lines.iter().map(<[_]>::len).sum());
+    all.extend(
+        m.lines
+            .iter()
+            .enumerate()
+            .flat_map(|(k, line)| line.iter().enumerate().map(move |(x, e)| (e.rev, k, x))),
+    );
     all.sort_unstable();
     for w in all.windows(2) {
         let ((r, k1, x1), (_, k2, x2)) = (w[0], w[1]);

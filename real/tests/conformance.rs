@@ -72,6 +72,7 @@ fn the_allowances_are_named_and_sourced() {
         "kine-version",
         "compact-rev-key-row",
         "kine-prev-kv-kept",
+        "kine-delete-at-compact-revision",
         "progress-before-watch-start",
         "kine-progress-before-watch-start",
     ] {
@@ -80,5 +81,5 @@ fn the_allowances_are_named_and_sourced() {
             "{name} missing:\n{stdout}"
         );
     }
-    assert_eq!(stdout.matches("    source: ").count(), 6, "{stdout}");
+    assert_eq!(stdout.matches("    source: ").count(), 7, "{stdout}");
 }

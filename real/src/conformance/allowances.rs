@@ -8,6 +8,7 @@ use crate::answer::Answer;
 use crate::ops::Op;
 use store::kine::sql::COMPACT_REV_KEY;
 use store::proto::etcdserverpb::{response_op, RangeResponse};
+use store::proto::mvccpb::event::EventType;
 use store::proto::mvccpb::{Event, KeyValue};
 
 /// Which faultline side an allowance applies to.
@@ -40,6 +41,7 @@ pub const WATCH_AT_COMPACT_REVISION: &str = "watch-at-compact-revision";
 pub const KINE_VERSION: &str = "kine-version";
 pub const COMPACT_REV_KEY_ROW: &str = "compact-rev-key-row";
 pub const KINE_PREV_KV_KEPT: &str = "kine-prev-kv-kept";
+pub const KINE_DELETE_AT_COMPACT_REVISION: &str = "kine-delete-at-compact-revision";
 pub const PROGRESS_BEFORE_WATCH_START: &str = "progress-before-watch-start";
 pub const KINE_PROGRESS_BEFORE_WATCH_START: &str = "kine-progress-before-watch-start";
 
@@ -89,6 +91,16 @@ pub const ALLOWANCES: &[Allowance] = &[
         source: "SEMANTICS.md section 2 (old_value column); kine sqllog RowsToEvents; etcd #10681",
     },
     Allowance {
+        name: KINE_DELETE_AT_COMPACT_REVISION,
+        pair: Pair::Kine,
+        reason: "a watch from exactly the compact revision gets the DELETE there: kine's \
+                 compaction keeps a tombstone at the compact revision until the next compaction, \
+                 as etcd does since its fix, where etcd 3.4.23 compacted the tombstone away and \
+                 silently drops the DELETE",
+        source: "etcd #18089 (fixed in 3.4.34/3.5.16); src/kine/sql.rs delete_compacted; \
+                 SEMANTICS.md section 1 (watch Reliable)",
+    },
+    Allowance {
         name: PROGRESS_BEFORE_WATCH_START,
         pair: Pair::Mvcc,
         reason: PROGRESS_BEFORE_WATCH_START_REASON,
@@ -134,6 +146,9 @@ pub fn apply(
         Pair::Kine => {
             if compact_rev_key_row(cx.op, other) {
                 used.push(COMPACT_REV_KEY_ROW);
+            }
+            if kine_delete_at_compact_revision(cx, etcd, other) {
+                used.push(KINE_DELETE_AT_COMPACT_REVISION);
             }
             if kine_prev_kv_kept(cx, etcd, other) {
                 used.push(KINE_PREV_KV_KEPT);
@@ -232,6 +247,34 @@ fn kine_version(etcd: &mut Answer, kine: &mut Answer) -> bool {
 
 /// A watch opened at the compact revision: etcd left out the prev_kv of the event there; kine's
 /// (from its row) goes too. Every other event's prev_kv is still compared.
+/// kine delivered a DELETE at the compact revision its watch opened at, which etcd 3.4.23 had
+/// compacted away and so left out: the event is taken out of kine's answer, and only that one.
+fn kine_delete_at_compact_revision(cx: &Context<'_>, etcd: &Answer, kine: &mut Answer) -> bool {
+    let (Op::Watch { create, .. }, Answer::Watch(e), Answer::Watch(k)) = (cx.op, etcd, kine) else {
+        return false;
+    };
+    let at = create.start_revision;
+    if at == 0 || at != cx.compact_at_open {
+        return false;
+    }
+    let etcd_has = |key: &[u8]| {
+        e.events
+            .iter()
+            .filter_map(|x| x.kv.as_ref())
+            .any(|kv| kv.mod_revision == at && kv.key == key)
+    };
+    let before = k.events.len();
+    k.events.retain(|ev| {
+        let dropped_by_3_4 = ev.r#type == EventType::Delete as i32
+            && ev
+                .kv
+                .as_ref()
+                .is_some_and(|kv| kv.mod_revision == at && !etcd_has(&kv.key));
+        !dropped_by_3_4
+    });
+    k.events.len() != before
+}
+
 fn kine_prev_kv_kept(cx: &Context<'_>, etcd: &Answer, kine: &mut Answer) -> bool {
     let (Op::Watch { create, .. }, Answer::Watch(e), Answer::Watch(k)) = (cx.op, etcd, kine) else {
         return false;
@@ -471,6 +514,46 @@ mod tests {
         assert!(
             !same(Pair::Kine, &at(5), &etcd, &missing_later).0,
             "a later event's prev_kv is still compared"
+        );
+    }
+
+    #[test]
+    fn kine_delete_at_compact_revision_only_at_the_revision_the_watch_opened_at() {
+        let op = watch_op(); // from revision 5
+        let delete = |rev| Event {
+            r#type: EventType::Delete as i32,
+            kv: Some(kv("/registry/pods/a", 0, rev, 0)),
+            prev_kv: None,
+        };
+        let etcd = Answer::Watch(WatchOutcome {
+            events: vec![put_event("/registry/pods/b", 6)],
+            cancel: None,
+        });
+        let kine = Answer::Watch(WatchOutcome {
+            events: vec![delete(5), put_event("/registry/pods/b", 6)],
+            cancel: None,
+        });
+        let at = |compact| Context {
+            op: &op,
+            as_3_4: None,
+            compact_at_open: compact,
+            progress_start: 0,
+        };
+        assert_eq!(
+            same(Pair::Kine, &at(5), &etcd, &kine),
+            (true, vec![KINE_DELETE_AT_COMPACT_REVISION])
+        );
+        assert!(
+            !same(Pair::Kine, &at(4), &etcd, &kine).0,
+            "above the compact revision etcd has the DELETE too: it must match"
+        );
+        let later_delete = Answer::Watch(WatchOutcome {
+            events: vec![delete(5), put_event("/registry/pods/b", 6), delete(7)],
+            cancel: None,
+        });
+        assert!(
+            !same(Pair::Kine, &at(5), &etcd, &later_delete).0,
+            "a DELETE after the compact revision is still compared"
         );
     }
 

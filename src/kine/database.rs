@@ -35,7 +35,7 @@ pub enum DbRequest {
         /// revision, in the same transaction: a separate Count could see commits the list did
         /// not (a mysql-like insert below the revision committing in between).
         #[serde(default)]
-        count_from: Option<String>,
+        count_from: String,
     },
     Count {
         start: String,
@@ -76,7 +76,7 @@ pub enum DbResponse {
         compact: i64,
         rows: Vec<Row>,
     },
-    /// A List's rows, with the range's count when the page was cut and a count was asked for.
+    /// A List's rows, with the range's count when the limit cut the page.
     Page {
         current: i64,
         compact: i64,
@@ -374,12 +374,11 @@ impl Database {
                 let (current, compact) = revisions(&log)?;
                 let rows = log.list(start, end, *revision, *limit, *include_deleted, *by_id)?;
                 let cut = *limit > 0 && rows.len() as i64 >= *limit;
-                let count = match count_from {
-                    Some(from) if cut => {
-                        let at = if *revision > 0 { *revision } else { current };
-                        Some(log.count(from, end, at)?)
-                    }
-                    _ => None,
+                let at = if *revision > 0 { *revision } else { current };
+                let count = if cut {
+                    Some(log.count(count_from, end, at)?)
+                } else {
+                    None
                 };
                 DbResponse::Page {
                     current,
@@ -896,7 +895,7 @@ mod tests {
                 limit,
                 include_deleted: false,
                 by_id: false,
-                count_from: Some("/r/".into()),
+                count_from: "/r/".into(),
             })
             .unwrap()
         };

@@ -32,6 +32,15 @@ const SCHEMA: &[&str] = &[
     "CREATE UNIQUE INDEX IF NOT EXISTS kine_name_prev_revision_uindex ON kine (name, prev_revision)",
 ];
 
+/// An append; ?9 is the id (NULL: the next one).
+const INSERT: &str = "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, lease, value, old_value)
+     VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// The same append, made only while no row of the key is newer than its previous row (?5).
+const INSERT_IF_NEWEST: &str = "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, lease, value, old_value)
+     SELECT ?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+     WHERE NOT EXISTS (SELECT 1 FROM kine WHERE name = ?1 AND id > ?5)";
+
 /// One row of the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
@@ -294,38 +303,14 @@ impl<'c> Log<'c> {
 
     /// Appends a row and returns its id (the new revision).
     pub fn insert(&self, row: &NewRow) -> Result<i64, SqlError> {
-        self.insert_with(None, row)
+        self.insert_with(INSERT, None, row)
     }
 
     /// Appends a row only while no row of its key is newer than its previous row, in one
     /// statement. The unique index alone misses the race of kine issue 504: a create that read a
     /// tombstone, which compaction then deleted, no longer collides with the create that beat it.
     pub fn insert_if_newest(&self, row: &NewRow) -> Result<i64, SqlError> {
-        let res = self.write(
-            "INSERT INTO kine (name, created, deleted, create_revision, prev_revision, lease, value, old_value)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
-             WHERE NOT EXISTS (SELECT 1 FROM kine WHERE name = ?1 AND id > ?5)",
-            params![
-                row.name,
-                row.created as i64,
-                row.deleted as i64,
-                row.create_revision,
-                row.prev_revision,
-                row.lease,
-                row.value,
-                row.old_value,
-            ],
-        );
-        match res {
-            Ok(0) => Err(SqlError::Superseded),
-            Ok(_) => Ok(self.conn.last_insert_rowid()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(SqlError::UniqueViolation)
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.insert_with(INSERT_IF_NEWEST, None, row)
     }
 
     /// True when a row of `name` newer than `prev_revision` exists.
@@ -338,13 +323,13 @@ impl<'c> Log<'c> {
 
     /// Inserts a row with a chosen id (a gap fill); fails if that id exists.
     pub fn insert_at(&self, id: i64, row: &NewRow) -> Result<i64, SqlError> {
-        self.insert_with(Some(id), row)
+        self.insert_with(INSERT, Some(id), row)
     }
 
-    fn insert_with(&self, id: Option<i64>, row: &NewRow) -> Result<i64, SqlError> {
+    /// Runs one of the two insert statements; no row inserted means the newer-row guard fired.
+    fn insert_with(&self, sql: &str, id: Option<i64>, row: &NewRow) -> Result<i64, SqlError> {
         let res = self.write(
-            "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, lease, value, old_value)
-             VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            sql,
             params![
                 row.name,
                 row.created as i64,
@@ -358,6 +343,7 @@ impl<'c> Log<'c> {
             ],
         );
         match res {
+            Ok(0) => Err(SqlError::Superseded),
             Ok(_) => Ok(self.conn.last_insert_rowid()),
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>

@@ -238,7 +238,7 @@ impl KineStore {
                 limit: fetch,
                 include_deleted: false,
                 by_id: self.list == ListVariant::Kine298,
-                count_from: Some(count_start),
+                count_from: count_start,
             })
             .await?
         {

@@ -4,7 +4,7 @@
 //! it was used; every other field is still compared. The list is short on purpose: a difference
 //! that is not here is a bug in the store.
 
-use crate::answer::Answer;
+use crate::answer::{Answer, WatchOutcome};
 use crate::ops::Op;
 use store::kine::sql::COMPACT_REV_KEY;
 use store::proto::etcdserverpb::{response_op, RangeResponse};
@@ -247,16 +247,25 @@ fn kine_version(etcd: &mut Answer, kine: &mut Answer) -> bool {
 
 /// A watch opened at the compact revision: etcd left out the prev_kv of the event there; kine's
 /// (from its row) goes too. Every other event's prev_kv is still compared.
+/// A watch's two outcomes, when it was opened at exactly the compact revision (returned first).
+fn opened_at_compact<'a>(
+    cx: &Context<'_>,
+    etcd: &'a Answer,
+    kine: &'a mut Answer,
+) -> Option<(i64, &'a WatchOutcome, &'a mut WatchOutcome)> {
+    let (Op::Watch { create, .. }, Answer::Watch(e), Answer::Watch(k)) = (cx.op, etcd, kine) else {
+        return None;
+    };
+    let at = create.start_revision;
+    (at != 0 && at == cx.compact_at_open).then_some((at, e, k))
+}
+
 /// kine delivered a DELETE at the compact revision its watch opened at, which etcd 3.4.23 had
 /// compacted away and so left out: the event is taken out of kine's answer, and only that one.
 fn kine_delete_at_compact_revision(cx: &Context<'_>, etcd: &Answer, kine: &mut Answer) -> bool {
-    let (Op::Watch { create, .. }, Answer::Watch(e), Answer::Watch(k)) = (cx.op, etcd, kine) else {
+    let Some((at, e, k)) = opened_at_compact(cx, etcd, kine) else {
         return false;
     };
-    let at = create.start_revision;
-    if at == 0 || at != cx.compact_at_open {
-        return false;
-    }
     let etcd_has = |key: &[u8]| {
         e.events
             .iter()
@@ -276,13 +285,9 @@ fn kine_delete_at_compact_revision(cx: &Context<'_>, etcd: &Answer, kine: &mut A
 }
 
 fn kine_prev_kv_kept(cx: &Context<'_>, etcd: &Answer, kine: &mut Answer) -> bool {
-    let (Op::Watch { create, .. }, Answer::Watch(e), Answer::Watch(k)) = (cx.op, etcd, kine) else {
+    let Some((at, e, k)) = opened_at_compact(cx, etcd, kine) else {
         return false;
     };
-    let at = create.start_revision;
-    if at == 0 || at != cx.compact_at_open {
-        return false;
-    }
     let dropped: Vec<&Vec<u8>> = e
         .events
         .iter()
@@ -342,7 +347,7 @@ fn compact_rev_key_row(op: &Op, kine: &mut Answer) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::answer::{Cancel, WatchOutcome};
+    use crate::answer::Cancel;
     use crate::diff::diff;
     use store::proto::etcdserverpb::{RangeRequest, ResponseHeader, WatchCreateRequest};
 
@@ -458,6 +463,16 @@ mod tests {
         assert!(!equal && used.is_empty());
     }
 
+    /// The context of a watch `op` opened when the compact revision was `compact`.
+    fn opened(op: &Op, compact: i64) -> Context<'_> {
+        Context {
+            op,
+            as_3_4: None,
+            compact_at_open: compact,
+            progress_start: 0,
+        }
+    }
+
     fn watch_op() -> Op {
         Op::Watch {
             watch: 0,
@@ -493,12 +508,7 @@ mod tests {
             events: vec![with_prev(5), with_prev(6)],
             cancel: None,
         });
-        let at = |compact| Context {
-            op: &op,
-            as_3_4: None,
-            compact_at_open: compact,
-            progress_start: 0,
-        };
+        let at = |compact| opened(&op, compact);
         assert_eq!(
             same(Pair::Kine, &at(5), &etcd, &kine),
             (true, vec![KINE_PREV_KV_KEPT])
@@ -533,12 +543,7 @@ mod tests {
             events: vec![delete(5), put_event("/registry/pods/b", 6)],
             cancel: None,
         });
-        let at = |compact| Context {
-            op: &op,
-            as_3_4: None,
-            compact_at_open: compact,
-            progress_start: 0,
-        };
+        let at = |compact| opened(&op, compact);
         assert_eq!(
             same(Pair::Kine, &at(5), &etcd, &kine),
             (true, vec![KINE_DELETE_AT_COMPACT_REVISION])

@@ -38,6 +38,17 @@ fn passes(h: &History) {
     assert!(r.passed(), "{:?}", r.violations);
 }
 
+/// Asserts that `h` passes and that the one write of unknown outcome in it was decided.
+fn passes_resolving_one(h: &History) {
+    let r = check(h);
+    assert!(r.passed(), "{:?}", r.violations);
+    assert!(
+        r.judged.contains(&("unknown writes resolved", 1)),
+        "{:?}",
+        r.judged
+    );
+}
+
 fn push(h: &mut History, client: &str, at: (f64, f64), request: Request, outcome: Outcome) -> u64 {
     let id = h.ops.len() as u64;
     h.ops.push(Operation {
@@ -479,13 +490,7 @@ fn an_unknown_write_seen_later_happened() {
         update(1, "c", 5),
         refused(9, Some(kv(1, 5, 8, 2, "b"))),
     );
-    let r = check(&h);
-    assert!(r.passed(), "{:?}", r.violations);
-    assert!(
-        r.judged.contains(&("unknown writes resolved", 1)),
-        "{:?}",
-        r.judged
-    );
+    passes_resolving_one(&h);
 
     // Seen, but then a read shows the state before it again.
     let mut back = h.clone();
@@ -539,13 +544,7 @@ fn known_by_revision(with_unknown_update: bool) -> History {
 
 #[test]
 fn an_unknown_write_known_only_by_its_revision_took_effect() {
-    let r = check(&known_by_revision(true));
-    assert!(r.passed(), "{:?}", r.violations);
-    assert!(
-        r.judged.contains(&("unknown writes resolved", 1)),
-        "{:?}",
-        r.judged
-    );
+    passes_resolving_one(&known_by_revision(true));
     // Without a write that could have produced revision 8, neither the list nor the update holds.
     let r = check(&known_by_revision(false));
     fires(
@@ -571,13 +570,7 @@ fn an_unknown_write_the_chain_rules_out_fires_when_seen() {
         get(1),
         read(7, vec![kv(1, 5, 7, 2, "b")]),
     );
-    let r = check(&h);
-    assert!(r.passed(), "{:?}", r.violations);
-    assert!(
-        r.judged.contains(&("unknown writes resolved", 1)),
-        "{:?}",
-        r.judged
-    );
+    passes_resolving_one(&h);
 
     let mut seen = two_writes();
     push(&mut seen, "c1", (1.5, 4.0), update(1, "x", 5), unknown());
@@ -605,13 +598,7 @@ fn an_unknown_delete_is_dated_by_the_reads_that_find_its_key_gone() {
     push(&mut h, "c1", (2.0, 5.0), delete(1, 5), unknown());
     push(&mut h, "c2", (6.0, 6.1), get(1), read(9, vec![]));
     push(&mut h, "c3", (7.0, 7.1), create(1, "b"), wrote(11));
-    let r = check(&h);
-    assert!(r.passed(), "{:?}", r.violations);
-    assert!(
-        r.judged.contains(&("unknown writes resolved", 1)),
-        "{:?}",
-        r.judged
-    );
+    passes_resolving_one(&h);
 
     // Absent at 9, then live again at 10 with the old version: it came back.
     let mut back = h.clone();

@@ -436,3 +436,9 @@ impl History {
         self.ops.iter().find(|o| o.id == id)
     }
 }
+
+/// A key or range bound as a person reads it: keys may end in NUL (a continue key), and traces
+/// and explanations are text, so `\0` and other control bytes are escaped.
+pub fn printable(key: &str) -> String {
+    key.escape_debug().to_string()
+}

@@ -6,9 +6,9 @@
 
 use crate::history::trace::Trace;
 use crate::history::{
-    ApiWatch, ApiWatchEnd, ApiWatchEvent, ChunkedList, EventKind, History, HistoryParams, ListPage,
-    Operation, Outcome, PageAnswer, Request, SimNanos, WatchEventRecord, WatchSession,
-    WatchSessionEnd, WorldEvent,
+    printable, ApiWatch, ApiWatchEnd, ApiWatchEvent, ChunkedList, EventKind, History,
+    HistoryParams, ListPage, Operation, Outcome, PageAnswer, Request, SimNanos, WatchEventRecord,
+    WatchSession, WatchSessionEnd, WorldEvent,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -386,11 +386,6 @@ impl Observer for NodeObserver {
         }
         self.recorder.event(&self.node, EventKind::Store { event });
     }
-}
-
-/// Keys may end in NUL (a continue key); the trace is text, so control bytes are escaped.
-fn printable(key: &str) -> String {
-    key.escape_debug().to_string()
 }
 
 fn describe_request(r: &Request) -> String {

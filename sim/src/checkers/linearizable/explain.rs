@@ -8,10 +8,7 @@ use super::model::{Change, Event, Model};
 use crate::checkers::secs;
 use crate::history::{Kv, Operation, Outcome, Request};
 
-/// A key or range bound as a person reads it (`\0` and other control bytes escaped).
-pub(super) fn printable(key: &str) -> String {
-    key.escape_debug().to_string()
-}
+pub(super) use crate::history::printable;
 
 /// A value, cut short: workload values are a name and a sequence number padded with `x`.
 pub(super) fn short(value: &str) -> String {

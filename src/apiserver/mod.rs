@@ -541,7 +541,9 @@ pub async fn serve_api(api: Arc<ApiServer>, api_addr: SocketAddr, watch_addr: So
     let handler_api = api.clone();
     rpc.add_rpc_handler(move |ApiCall(req): ApiCall| {
         let api = handler_api.clone();
-        async move { api.handle(req).await }
+        // Boxed, as the supervisor's: each request's task then moves a pointer, not the whole
+        // state of `handle`.
+        Box::pin(async move { api.handle(req).await })
     });
     let streams = Endpoint::bind(watch_addr)
         .await

@@ -188,7 +188,8 @@ pub async fn serve_database(
         .expect("database node binds its address");
     endpoint.add_rpc_handler(move |DbCall(req): DbCall| {
         let db = db.clone();
-        async move {
+        // Boxed, as the supervisor's: each call's task moves a pointer, not this whole future.
+        Box::pin(async move {
             tokio::time::sleep(latency.draw()).await;
             let fault = compact_fault(&req);
             if fault == Some(CompactFault::Timeout) {
@@ -203,7 +204,7 @@ pub async fn serve_database(
                 tokio::time::sleep(call_timeout * 10).await;
             }
             result
-        }
+        })
     });
     // The handler runs on its own task; this one only keeps the endpoint alive.
     std::future::pending::<()>().await;

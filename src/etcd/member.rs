@@ -26,7 +26,7 @@ use madsim::net::Endpoint;
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, Snapshot};
-use raft::{Config, RawNode, SnapshotStatus, Storage};
+use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -524,10 +524,18 @@ impl Member {
         mut inbox: mpsc::Receiver<Message>,
     ) {
         let mut tick = tokio::time::interval(TICK);
+        let mut idle = false;
         loop {
+            let ticking = self.needs_tick();
+            if ticking && idle {
+                // The first tick after a quiet spell comes a whole period later, as it would
+                // have on a timer that kept running.
+                tick.reset();
+            }
+            idle = !ticking;
             tokio::select! {
                 biased;
-                _ = tick.tick() => {
+                _ = tick.tick(), if ticking => {
                     self.node.tick();
                     self.maybe_publish();
                     self.waiters.retain(|_, w| match w {
@@ -551,6 +559,27 @@ impl Member {
                 Err(Stopped::Halted) => return,
             }
         }
+    }
+
+    /// Whether a tick can change anything. The leader of a one-voter cluster sends no heartbeats
+    /// and cannot lose its leadership; with nothing for the backend to commit, its publish applied
+    /// and nobody waiting on it, its ticks would do nothing but cost the simulation a timer and a
+    /// wake-up ten times a simulated second. Any message, command or write makes it tick again.
+    fn needs_tick(&self) -> bool {
+        let raft = &self.node.raft;
+        let quiet_leader = raft.state == StateRole::Leader && raft.prs().is_singleton();
+        !(quiet_leader
+            && self.serving.is_ready()
+            && self.waiters.is_empty()
+            && self.reads.is_empty()
+            && self
+                .storage
+                .applied
+                .lock()
+                .expect("applied lock")
+                .mvcc
+                .pending_writes()
+                == 0)
     }
 
     fn request_id(&mut self) -> u64 {

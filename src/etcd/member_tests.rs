@@ -142,6 +142,31 @@ async fn the_backend_commits_on_its_batch_interval() {
     assert_eq!(committed.consistent_index(), applied);
 }
 
+/// A lone leader stops ticking while it has nothing to do; a write after a quiet spell still
+/// waits for the batch interval before the backend commits it, not a moment less.
+#[madsim::test]
+async fn after_a_quiet_spell_the_backend_still_commits_on_its_interval() {
+    let (disk, slot) = (Disk::shared(), Slot::default());
+    member_node(&disk, &slot);
+    let m = serving(&slot).await;
+    // The publish that made it ready is committed to the backend within one interval.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let syncs = disk.lock().unwrap().syncs();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(disk.lock().unwrap().syncs(), syncs, "an idle member wrote");
+    let (_, rev) = m
+        .propose(put("/a", "1"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        backend_alone(&disk).current_revision() < rev,
+        "committed to the backend before a batch interval passed"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(backend_alone(&disk).current_revision(), rev);
+}
+
 #[derive(Default)]
 struct Collect(Mutex<Vec<StoreEvent>>);
 

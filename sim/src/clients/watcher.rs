@@ -3,7 +3,9 @@
 //! Like client-go's reflector, a watcher starts from the revision of a read, asks for prev_kv,
 //! requests progress when the stream is quiet, gives up on a stream that stays silent past its
 //! deadline (a partition stalls streams rather than breaking them) and resumes from the last
-//! revision it saw plus one. Every session, event and progress notification is recorded.
+//! revision it saw plus one. While its server cannot be reached it backs off, as a reflector
+//! does, rather than knocking every half second. Every session, event and progress notification
+//! is recorded.
 
 use crate::history::recorder::Recorder;
 use crate::history::WatchEventRecord;
@@ -21,6 +23,11 @@ const START: &str = "/registry/";
 const END: &str = "/registry0";
 /// Silence after which a progress request is sent, and after which the stream is abandoned.
 const QUIET: Duration = Duration::from_secs(3);
+/// The pause before the next session once one has run.
+const RESUME: Duration = Duration::from_millis(500);
+/// The longest pause between attempts that reach no server. client-go's reflector grows to 30 s;
+/// a shorter cap keeps watchers present in every scenario's later faults.
+const RETRY_MAX: Duration = Duration::from_secs(8);
 
 #[derive(Clone)]
 pub struct WatcherConfig {
@@ -55,6 +62,7 @@ async fn current_revision(addr: &SocketAddr, timeout: Duration) -> Option<i64> {
 
 pub async fn run_watcher(cfg: WatcherConfig, recorder: Recorder) {
     let mut next_start = 0i64;
+    let mut retry = RESUME;
     while Instant::now() < cfg.stop_at {
         let idx = madsim::rand::thread_rng().gen_range(0..cfg.servers.len());
         let (server, addr) = cfg.servers[idx].clone();
@@ -62,16 +70,28 @@ pub async fn run_watcher(cfg: WatcherConfig, recorder: Recorder) {
             match current_revision(&addr, cfg.timeout).await {
                 Some(r) => next_start = r + 1,
                 None => {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    retry = back_off(retry).await;
                     continue;
                 }
             }
         }
-        if let Some(last) = session(&cfg, &server, &addr, next_start, &recorder).await {
-            next_start = last;
+        match session(&cfg, &server, &addr, next_start, &recorder).await {
+            Some(last) => {
+                next_start = last;
+                retry = RESUME;
+                tokio::time::sleep(RESUME).await;
+            }
+            None => retry = back_off(retry).await,
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Waits `retry` and up to half as long again (jitter, so watchers cut off together do not come
+/// back together), and returns the next wait: twice this one, up to `RETRY_MAX`.
+async fn back_off(retry: Duration) -> Duration {
+    let jitter = madsim::rand::thread_rng().gen_range(0.0..0.5);
+    tokio::time::sleep(retry.mul_f64(1.0 + jitter)).await;
+    (retry * 2).min(RETRY_MAX)
 }
 
 /// One watch stream; returns the revision the next session should start from.
@@ -171,5 +191,29 @@ async fn session(
             .collect();
         next = next.max(records.iter().map(|r| r.mod_revision).max().unwrap_or(0) + 1);
         recorder.watch_events(id, records);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attempts that reach nobody wait longer each time, jittered, and never past the cap.
+    #[madsim::test]
+    async fn a_watcher_that_reaches_no_server_backs_off_to_its_cap() {
+        let mut retry = RESUME;
+        let mut asked = vec![];
+        for _ in 0..7 {
+            let started = Instant::now();
+            let next = back_off(retry).await;
+            let waited = started.elapsed();
+            assert!(
+                waited >= retry && waited <= retry.mul_f64(1.5),
+                "waited {waited:?} for a retry of {retry:?}"
+            );
+            asked.push(retry.as_millis());
+            retry = next;
+        }
+        assert_eq!(asked, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
     }
 }

@@ -53,7 +53,9 @@ impl Checker for Linearizable {
             &mut later,
             &mut out,
         );
-        for note in std::mem::take(&mut later.notes) {
+        let mut notes = std::mem::take(&mut later.notes);
+        notes.sort_by_key(|n| n.3.is_some()); // absent first: see `Model::note`
+        for note in notes {
             model.note(note);
         }
         model.count_dated_deletes();

@@ -198,7 +198,10 @@ impl<'h> Model<'h> {
     }
 
     /// Evidence for suspect versions: an answer at `rev` (begun at `began`) showed `key` at
-    /// `mod_rev`, or absent (`None`).
+    /// `mod_rev`, or absent (`None`). Every absent note must come before the live ones: under
+    /// the mysql-like allowance a live sighting dates the delete only if the read began once an
+    /// answer had found the key gone, when the delete had committed; before that it may have
+    /// held a revision at or below `rev` and still been committing.
     pub fn note(&mut self, (key, rev, began, shown, op): Note) {
         let Vis { first, last, .. } = self.visible(key, rev, began);
         let line = &self.lines[key];
@@ -210,6 +213,10 @@ impl<'h> Model<'h> {
                         continue;
                     }
                     if let Some(s) = self.suspects.get_mut(&(key, x)) {
+                        let committed = |b| s.absent_known_ns.is_some_and(|t| b >= t);
+                        if self.late_commits && !began.is_some_and(committed) {
+                            continue;
+                        }
                         if s.seen_live.is_none_or(|(r, _)| rev > r) {
                             s.seen_live = Some((rev, op));
                         }

@@ -898,6 +898,52 @@ fn mysql_like_lets_a_refused_create_find_its_key_deleted_by_a_write_still_commit
     );
 }
 
+/// c1's delete of obj-0003, outcome unknown, committed at some revision while c3's read at
+/// revision 8, begun at `live_from`, still found the key; c2 found it gone at revision 9 (done
+/// at 4.1 s); c4's page at revision 8 (limit 1, obj-0001 on it) then counts obj-0003 as gone too.
+fn unknown_delete_counted_gone(live_from: f64, dialect: &str) -> History {
+    let mut h = base();
+    push(&mut h, "c2", (0.5, 0.6), create(1, "b"), wrote(3));
+    push(&mut h, "c2", (0.7, 0.8), create(2, "c"), wrote(4));
+    push(&mut h, "c1", (1.0, 1.1), create(3, "a"), wrote(5));
+    push(&mut h, "c1", (2.0, 9.0), delete(3, 5), unknown());
+    let at_8 = Request::Get {
+        key: key(3),
+        revision: 8,
+        serializable: false,
+    };
+    let live = read(9, vec![kv(3, 5, 5, 1, "a")]);
+    push(&mut h, "c3", (live_from, live_from + 0.1), at_8, live);
+    push(&mut h, "c2", (4.0, 4.1), get(3), read(9, vec![]));
+    let page = Outcome::Ok {
+        header_revision: 9,
+        result: OpResult::Read {
+            kvs: vec![kv(1, 3, 3, 1, "b")],
+            more: true,
+            count: 2,
+        },
+    };
+    push(&mut h, "c4", (5.0, 5.1), list(1, 8), page);
+    on_kine(h, dialect)
+}
+
+#[test]
+fn mysql_like_does_not_date_an_unknown_delete_by_a_read_begun_while_it_may_have_been_committing() {
+    // c3 began before any answer had found the key gone: the delete may have held a revision
+    // at or below 8 and committed after c3 read, so c4 may count the key gone at 8.
+    passes(&unknown_delete_counted_gone(3.0, "mysql-like"));
+    // c3 began once c2 had found the key gone: the delete had committed, above revision 8.
+    fires(
+        &check(&unknown_delete_counted_gone(4.2, "mysql-like")),
+        "returned count 2",
+    );
+    // SQLite commits in id order: what c3 saw at 8 holds for every later read at 8.
+    fires(
+        &check(&unknown_delete_counted_gone(3.0, "sqlite")),
+        "returned count 2",
+    );
+}
+
 #[test]
 fn a_read_beyond_the_workload_prefixes_is_judged_on_the_workloads_keys_only() {
     let mut h = two_writes();

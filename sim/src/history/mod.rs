@@ -439,6 +439,6 @@ impl History {
 
 /// A key or range bound as a person reads it: keys may end in NUL (a continue key), and traces
 /// and explanations are text, so `\0` and other control bytes are escaped.
-pub fn printable(key: &str) -> String {
-    key.escape_debug().to_string()
+pub fn printable(key: &str) -> std::str::EscapeDebug<'_> {
+    key.escape_debug()
 }

@@ -11,6 +11,7 @@ use crate::history::{
     WatchSession, WatchSessionEnd, WorldEvent,
 };
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use store::observe::{Observer, StoreEvent};
 use tokio::time::Instant;
@@ -65,7 +66,7 @@ impl Recorder {
             // What the node's member counted on when it died: its restart is held to it.
             if let Some(event) = s.persisted.remove(node) {
                 let kind = EventKind::Store { event };
-                s.trace.push(at_ns, node, &describe_event(&kind));
+                s.trace.push(at_ns, node, describe_event(&kind));
                 s.events.push(WorldEvent {
                     at_ns,
                     node: node.to_string(),
@@ -110,19 +111,11 @@ impl Recorder {
         let Some(index) = s.pending.remove(&id) else {
             return;
         };
-        let line = {
-            let op = &mut s.ops[index];
-            op.complete_ns = at_ns;
-            op.outcome = outcome;
-            format!(
-                "op#{} {} -> {}",
-                op.id,
-                describe_request(&op.request),
-                describe_outcome(&op.outcome)
-            )
-        };
-        let client = s.ops[index].client.clone();
-        s.trace.push(at_ns, &client, &line);
+        let s = &mut *s;
+        let op = &mut s.ops[index];
+        op.complete_ns = at_ns;
+        op.outcome = outcome;
+        s.trace.push(at_ns, &op.client, Completion(op));
     }
 
     /// Records a watch stream's creation, requested at `invoked_ns`; returns its session id.
@@ -151,7 +144,7 @@ impl Recorder {
         s.trace.push(
             at_ns,
             client,
-            &format!("watch#{id} open on {server} from revision {start_revision}"),
+            format_args!("watch#{id} open on {server} from revision {start_revision}"),
         );
         id
     }
@@ -162,14 +155,13 @@ impl Recorder {
         let mut s = self.lock();
         let response = s.next_response;
         s.next_response += 1;
-        let revisions: Vec<String> = events.iter().map(|e| e.mod_revision.to_string()).collect();
-        let client = s.watches[session as usize].client.clone();
+        let s = &mut *s;
+        let w = &mut s.watches[session as usize];
         s.trace.push(
             at_ns,
-            &client,
-            &format!("watch#{session} events at {}", revisions.join(",")),
+            &w.client,
+            format_args!("watch#{session} events at {}", Revisions(&events)),
         );
-        let w = &mut s.watches[session as usize];
         w.events.extend(events.into_iter().map(|mut e| {
             e.at_ns = at_ns;
             e.response = response;
@@ -188,7 +180,7 @@ impl Recorder {
         let mut s = self.lock();
         let client = s.watches[session as usize].client.clone();
         s.trace
-            .push(at_ns, &client, &format!("watch#{session} {line}"));
+            .push(at_ns, &client, format_args!("watch#{session} {line}"));
         update(at_ns, &mut s.watches[session as usize]);
     }
 
@@ -250,7 +242,7 @@ impl Recorder {
         let mut s = self.lock();
         let client = s.lists[list as usize].client.clone();
         s.trace
-            .push(at_ns, &client, &format!("list#{list} abandoned: {why}"));
+            .push(at_ns, &client, format_args!("list#{list} abandoned: {why}"));
         s.lists[list as usize].abandoned = Some(why.to_string());
     }
 
@@ -288,21 +280,24 @@ impl Recorder {
     pub fn api_watch_event(&self, watch: u64, mut event: ApiWatchEvent) {
         event.at_ns = self.now_ns();
         let mut s = self.lock();
-        let w = &s.api_watches[watch as usize];
-        let line = format!(
-            "api-watch#{watch} {:?} {} rv={}{}",
-            event.kind,
-            printable(&event.key),
-            event.resource_version,
-            if event.initial_events_end {
-                " initial-events-end"
-            } else {
-                ""
-            }
+        let s = &mut *s;
+        let w = &mut s.api_watches[watch as usize];
+        let end = if event.initial_events_end {
+            " initial-events-end"
+        } else {
+            ""
+        };
+        s.trace.push(
+            event.at_ns,
+            &w.client,
+            format_args!(
+                "api-watch#{watch} {:?} {} rv={}{end}",
+                event.kind,
+                printable(&event.key),
+                event.resource_version,
+            ),
         );
-        let client = w.client.clone();
-        s.trace.push(event.at_ns, &client, &line);
-        s.api_watches[watch as usize].events.push(event);
+        w.events.push(event);
     }
 
     /// True while the stream has no end recorded.
@@ -317,7 +312,7 @@ impl Recorder {
         s.trace.push(
             at_ns,
             &client,
-            &format!("api-watch#{watch} ended: {code:?} {reason}"),
+            format_args!("api-watch#{watch} ended: {code:?} {reason}"),
         );
         s.api_watches[watch as usize].end = Some(ApiWatchEnd {
             at_ns,
@@ -388,88 +383,90 @@ impl Observer for NodeObserver {
     }
 }
 
-fn describe_request(r: &Request) -> String {
-    let r = &match r {
-        Request::List {
-            start,
-            end,
-            limit,
-            revision,
-            serializable,
-            count_only,
-            keys_only,
-        } => Request::List {
-            start: printable(start),
-            end: printable(end),
-            limit: *limit,
-            revision: *revision,
-            serializable: *serializable,
-            count_only: *count_only,
-            keys_only: *keys_only,
-        },
-        other => other.clone(),
-    };
-    match r {
-        Request::Get {
-            key,
-            revision,
-            serializable,
-        } => format!(
-            "get {key}{}{}",
-            if *revision > 0 {
-                format!(" rev={revision}")
-            } else {
-                String::new()
-            },
-            if *serializable { " serializable" } else { "" }
-        ),
-        Request::List {
-            start,
-            limit,
-            revision,
-            serializable,
-            count_only,
-            keys_only,
-            ..
-        } => format!(
-            "list {start} limit={limit} rev={revision}{}{}{}",
-            if *serializable { " serializable" } else { "" },
-            if *count_only { " count-only" } else { "" },
-            if *keys_only { " keys-only" } else { "" }
-        ),
-        Request::Create { key, .. } => format!("create {key}"),
-        Request::Update {
-            key,
-            expected_mod_revision,
-            ..
-        } => format!("update {key} if mod={expected_mod_revision}"),
-        Request::Delete {
-            key,
-            expected_mod_revision,
-        } => format!("delete {key} if mod={expected_mod_revision}"),
+/// The events' revisions, comma-separated.
+struct Revisions<'a>(&'a [WatchEventRecord]);
+
+impl fmt::Display for Revisions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            let comma = if i > 0 { "," } else { "" };
+            write!(f, "{comma}{}", e.mod_revision)?;
+        }
+        Ok(())
     }
 }
 
-fn describe_outcome(o: &Outcome) -> String {
-    use crate::history::OpResult;
-    match o {
-        Outcome::Ok {
-            header_revision,
-            result: OpResult::Read { kvs, more, count },
-        } => {
-            format!(
+/// A completed operation's trace line: `op#<id> <request> -> <outcome>`, written straight into
+/// the trace.
+struct Completion<'a>(&'a Operation);
+
+impl fmt::Display for Completion<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = self.0;
+        write!(f, "op#{} ", op.id)?;
+        match &op.request {
+            Request::Get {
+                key,
+                revision,
+                serializable,
+            } => {
+                write!(f, "get {key}")?;
+                if *revision > 0 {
+                    write!(f, " rev={revision}")?;
+                }
+                if *serializable {
+                    f.write_str(" serializable")?;
+                }
+            }
+            Request::List {
+                start,
+                limit,
+                revision,
+                serializable,
+                count_only,
+                keys_only,
+                ..
+            } => {
+                write!(f, "list {} limit={limit} rev={revision}", printable(start))?;
+                for (on, flag) in [
+                    (*serializable, " serializable"),
+                    (*count_only, " count-only"),
+                    (*keys_only, " keys-only"),
+                ] {
+                    if on {
+                        f.write_str(flag)?;
+                    }
+                }
+            }
+            Request::Create { key, .. } => write!(f, "create {key}")?,
+            Request::Update {
+                key,
+                expected_mod_revision,
+                ..
+            } => write!(f, "update {key} if mod={expected_mod_revision}")?,
+            Request::Delete {
+                key,
+                expected_mod_revision,
+            } => write!(f, "delete {key} if mod={expected_mod_revision}")?,
+        }
+        f.write_str(" -> ")?;
+        use crate::history::OpResult;
+        match &op.outcome {
+            Outcome::Ok {
+                header_revision,
+                result: OpResult::Read { kvs, more, count },
+            } => write!(
+                f,
                 "ok rev={header_revision} kvs={} more={more} count={count}",
                 kvs.len()
-            )
+            ),
+            Outcome::Ok {
+                header_revision,
+                result: OpResult::Write { succeeded, .. },
+            } => write!(f, "ok rev={header_revision} succeeded={succeeded}"),
+            Outcome::Failed { error } => write!(f, "failed: {error}"),
+            Outcome::Unknown { error } => write!(f, "unknown: {error}"),
         }
-        Outcome::Ok {
-            header_revision,
-            result: OpResult::Write { succeeded, .. },
-        } => {
-            format!("ok rev={header_revision} succeeded={succeeded}")
-        }
-        Outcome::Failed { error } => format!("failed: {error}"),
-        Outcome::Unknown { error } => format!("unknown: {error}"),
     }
 }
 

@@ -5,35 +5,36 @@
 //! the same hash. It owns formatting and hashing; it never reads the wall clock.
 
 use sha2::{Digest, Sha256};
+use std::fmt::{Display, Write};
 
+/// The lines, each ended by a newline, in one buffer: a line is written where it lands, with no
+/// string of its own, and the buffer is what trace.log holds.
 #[derive(Clone, Debug, Default)]
 pub struct Trace {
-    lines: Vec<String>,
+    text: String,
 }
 
 impl Trace {
-    pub fn push(&mut self, at_ns: u64, node: &str, event: &str) {
-        self.lines.push(format!(
+    pub fn push(&mut self, at_ns: u64, node: &str, event: impl Display) {
+        // Writing into a String cannot fail.
+        let _ = writeln!(
+            self.text,
             "{:>6}.{:09} {:<10} {}",
             at_ns / 1_000_000_000,
             at_ns % 1_000_000_000,
             node,
             event
-        ));
+        );
     }
 
-    pub fn lines(&self) -> &[String] {
-        &self.lines
+    /// Every line, newline-terminated: trace.log's contents.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Hex SHA-256 of the lines, newline-terminated; the first 16 hex digits are what people read.
     pub fn hash(&self) -> String {
-        let mut h = Sha256::new();
-        for l in &self.lines {
-            h.update(l.as_bytes());
-            h.update(b"\n");
-        }
-        h.finalize()
+        Sha256::digest(self.text.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
@@ -52,6 +53,7 @@ mod tests {
         assert_eq!(a.hash(), b.hash());
         b.push(2_000_000_000, "kine-1", "compact tick 2");
         assert_ne!(a.hash(), b.hash());
-        assert!(a.lines()[0].starts_with("     1.500000000 kine-1"));
+        assert!(a.text().starts_with("     1.500000000 kine-1"));
+        assert_eq!(a.text().lines().count(), 1);
     }
 }

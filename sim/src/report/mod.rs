@@ -175,9 +175,7 @@ pub fn write(dir: &Path, report: &Report, run: Option<&RunOutput>) -> anyhow::Re
     )
     .with_context(|| format!("writing {}", dir.join("report.json").display()))?;
     if let Some(run) = run {
-        let mut trace = run.trace.lines().join("\n");
-        trace.push('\n');
-        std::fs::write(dir.join("trace.log"), trace)?;
+        std::fs::write(dir.join("trace.log"), run.trace.text())?;
         let file = std::fs::File::create(dir.join("history.json.gz"))?;
         let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
         // serde_json writes many tiny pieces; the encoder must see them in large chunks.

@@ -389,7 +389,7 @@ pub(super) fn judge_count_and_more(
                 let live: Vec<String> = span(m, s.start, s.end)
                     .filter(|&k| m.liveness(m.visible(k, rev, began)).0)
                     .take(5)
-                    .map(|k| printable(&m.keys[k]))
+                    .map(|k| printable(&m.keys[k]).to_string())
                     .collect();
                 format!(
                     "{} returned count {}; at revision {rev} the writes leave {} live keys in its range ({}{})",

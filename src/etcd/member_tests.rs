@@ -1,9 +1,11 @@
 //! Members on their own disks inside a madsim runtime: what survives a kill, what a restart
 //! replays with the backend committed on its batch interval, and what a member that lost
-//! fsynced state reports and does.
+//! fsynced state reports and does, and how a member that lags judges a member removal.
 
 use super::disk::{Disk, SharedDisk};
-use super::member::{start_member, MemberConfig, MemberHandle, Outcome, Proposal, BACKEND, WAL};
+use super::member::{
+    start_member, MemberChange, MemberConfig, MemberHandle, Outcome, Proposal, BACKEND, WAL,
+};
 use super::mvcc::Mvcc;
 use super::storage::decode_records;
 use super::wal::{frame, frames};
@@ -328,4 +330,63 @@ async fn a_member_whose_wal_lost_fsynced_entries_halts_and_stays_down() {
     // The rest of the cluster still serves.
     let other = (0..3).find(|i| *i != victim).unwrap();
     serving(&trio.nodes[other].2).await;
+}
+
+/// A member restarted behind the cluster is asked to remove a voter it has not yet seen added
+/// (an operator's removal reaching a lagging server). It must judge on a member list that has
+/// applied everything committed before the request: answering "not a member" from its own stale
+/// list would leave the voter in, and the operator would believe it gone.
+#[madsim::test]
+async fn a_lagging_member_removes_a_voter_it_had_not_yet_seen_added() {
+    let trio = Trio::start();
+    let victim = trio.write_then_pick_follower(5).await;
+    trio.kill(victim);
+    let other = (0..3).find(|i| *i != victim).unwrap();
+    let m = serving(&trio.nodes[other].2).await;
+    // Voter 4 never starts: with the victim down, the cluster waits for the victim's return.
+    let voters = m
+        .change_member(MemberChange::Add, 4, Duration::from_secs(5))
+        .await
+        .expect("the add commits on the old three's majority");
+    assert_eq!(sorted(voters), vec![1, 2, 3, 4]);
+    Handle::current().restart(trio.nodes[victim].0);
+    let lagging = loop {
+        let started = trio.nodes[victim].2.lock().unwrap().clone();
+        if let Some(h) = started {
+            break h;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert_eq!(
+        sorted(lagging.voters()),
+        vec![1, 2, 3],
+        "restarted behind the add"
+    );
+    // Until it hears from a leader it cannot judge at all, and says so; an operator retries.
+    let mut answer = Err(crate::error::StoreError::NoLeader);
+    for _ in 0..100 {
+        answer = lagging
+            .change_member(MemberChange::Remove, 4, Duration::from_secs(5))
+            .await;
+        if !matches!(answer, Err(crate::error::StoreError::NoLeader)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = answer.expect("the removal commits once the victim is back");
+    assert_eq!(sorted(answer), vec![1, 2, 3]);
+    // The cluster, not only the member asked, has voter 4 gone.
+    let leader = serving(&trio.nodes[other].2).await;
+    for _ in 0..50 {
+        if sorted(leader.voters()) == vec![1, 2, 3] {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("voter 4 is still in the cluster: {:?}", leader.voters());
+}
+
+fn sorted(mut ids: Vec<u64>) -> Vec<u64> {
+    ids.sort_unstable();
+    ids
 }

@@ -173,32 +173,36 @@ impl Recorder {
     fn watch_update(
         &self,
         session: u64,
-        line: String,
+        line: fmt::Arguments<'_>,
         update: impl FnOnce(u64, &mut WatchSession),
     ) {
         let at_ns = self.now_ns();
         let mut s = self.lock();
-        let client = s.watches[session as usize].client.clone();
+        let s = &mut *s;
+        let w = &mut s.watches[session as usize];
         s.trace
-            .push(at_ns, &client, format_args!("watch#{session} {line}"));
-        update(at_ns, &mut s.watches[session as usize]);
+            .push(at_ns, &w.client, format_args!("watch#{session} {line}"));
+        update(at_ns, w);
     }
 
     pub fn watch_progress(&self, session: u64, revision: i64) {
-        self.watch_update(session, format!("progress {revision}"), |at_ns, w| {
+        self.watch_update(session, format_args!("progress {revision}"), |at_ns, w| {
             w.progress.push((at_ns, revision))
         });
     }
 
     pub fn end_watch(&self, session: u64, compact_revision: i64, reason: &str) {
-        let line = format!("ended: {reason} (compact revision {compact_revision})");
-        self.watch_update(session, line, |at_ns, w| {
-            w.end = Some(WatchSessionEnd {
-                at_ns,
-                compact_revision,
-                reason: reason.into(),
-            })
-        });
+        self.watch_update(
+            session,
+            format_args!("ended: {reason} (compact revision {compact_revision})"),
+            |at_ns, w| {
+                w.end = Some(WatchSessionEnd {
+                    at_ns,
+                    compact_revision,
+                    reason: reason.into(),
+                })
+            },
+        );
     }
 
     /// Starts a chunked LIST record; pages follow with `list_page`.

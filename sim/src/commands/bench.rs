@@ -105,7 +105,7 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode, InputError> {
     if let Some(b) = &args.baseline {
         if !b.is_file() {
             return Err(InputError(format!(
-                "--baseline {}: no such file (give a faultline binary, e.g. a copy of an older target/release/faultline)",
+                "--baseline {}: no such file (give a faultline binary, e.g. a copy of an older target/campaign/faultline)",
                 b.display()
             )));
         }

@@ -1,7 +1,7 @@
 # faultline: everything builds optimised. Simulations of SQLite under madsim are an order of
 # magnitude slower unoptimised. Tests use the release profile; the binary that runs scenarios and
-# campaigns (BIN) uses the campaign profile, release plus fat LTO (see Cargo.toml), which takes a
-# few minutes longer to build and runs 10-20% faster.
+# campaigns (BIN) uses the campaign profile: release plus fat LTO, slower to build, faster to run
+# (Cargo.toml says by how much).
 CARGO    ?= cargo
 BIN      := target/campaign/faultline
 SCENARIO ?= scenarios/kine-compaction-failure.toml

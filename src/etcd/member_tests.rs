@@ -10,6 +10,7 @@ use super::mvcc::Mvcc;
 use super::storage::decode_records;
 use super::wal::{frame, frames};
 use crate::design::CompactionVariant;
+use crate::error::StoreError;
 use crate::faults::NoFaults;
 use crate::observe::{Discard, Observer, RaftDurable, StoreEvent};
 use crate::proto::etcdserverpb::{PutRequest, RangeRequest};
@@ -350,25 +351,28 @@ async fn a_lagging_member_removes_a_voter_it_had_not_yet_seen_added() {
         .expect("the add commits on the old three's majority");
     assert_eq!(sorted(voters), vec![1, 2, 3, 4]);
     Handle::current().restart(trio.nodes[victim].0);
-    let lagging = loop {
-        let started = trio.nodes[victim].2.lock().unwrap().clone();
-        if let Some(h) = started {
-            break h;
+    // Caught as soon as its start hands out the handle, before it hears from the leader.
+    let mut lagging = None;
+    for _ in 0..10_000 {
+        lagging = trio.nodes[victim].2.lock().unwrap().clone();
+        if lagging.is_some() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    }
+    let lagging = lagging.expect("the restarted member starts within 10 s");
     assert_eq!(
         sorted(lagging.voters()),
         vec![1, 2, 3],
         "restarted behind the add"
     );
     // Until it hears from a leader it cannot judge at all, and says so; an operator retries.
-    let mut answer = Err(crate::error::StoreError::NoLeader);
+    let mut answer = Err(StoreError::NoLeader);
     for _ in 0..100 {
         answer = lagging
             .change_member(MemberChange::Remove, 4, Duration::from_secs(5))
             .await;
-        if !matches!(answer, Err(crate::error::StoreError::NoLeader)) {
+        if !matches!(answer, Err(StoreError::NoLeader)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -22,8 +22,8 @@ DB         ?= results/serve/store.db
 CONFORMANCE_SEEDS      ?= 1..200
 TEST_CONFORMANCE_SEEDS ?= 1..20
 
-.PHONY: build run test test-real fuzz repro determinism validate bench list lint real-build serve \
-	conformance
+.PHONY: build run test test-real fuzz repro determinism validate bench bench-serve list lint \
+	real-build serve conformance
 
 build:
 	$(CARGO) build --profile campaign --bin faultline
@@ -49,8 +49,8 @@ test:
 test-real:
 	$(REAL_CARGO) test $(REAL_FLAGS) --bins --test serve
 	@if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then \
-		echo "FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test conformance"; \
-		FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test conformance; \
+		echo "FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test tls --test conformance"; \
+		FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test tls --test conformance; \
 	else \
 		echo; \
 		echo "************************************************************************"; \
@@ -97,6 +97,12 @@ validate: build
 bench: build
 	$(BIN) bench --seeds 1..5 $(if $(BASELINE),--baseline $(BASELINE),)
 	$(BIN) bench --checker linearizable --ops 1000000
+
+## The same concurrent put/get load (32 clients) against etcd 3.4 and faultline-store over a
+## SQLite file, side by side in one run: requests per second, p50/p99 latency;
+## results/bench-serve.json. BENCH_SERVE_FLAGS='--rounds 3 --seconds 20' and so on.
+bench-serve: real-build
+	$(REAL_BIN)/faultline-serve-bench $(BENCH_SERVE_FLAGS)
 
 list: build
 	$(BIN) list

@@ -44,7 +44,15 @@ pub struct EtcdApi {
 impl EtcdApi {
     /// The four services, ready to serve on an address (simulator) or a listener (real server).
     pub fn router(self) -> tonic::transport::server::Router {
-        tonic::transport::Server::builder()
+        self.router_on(tonic::transport::Server::builder())
+    }
+
+    /// The four services on a server the caller configured (the real server's TLS).
+    pub fn router_on(
+        self,
+        mut server: tonic::transport::Server,
+    ) -> tonic::transport::server::Router {
+        server
             .add_service(KvServer::new(self.clone()))
             .add_service(LeaseServer::new(self.clone()))
             .add_service(MaintenanceServer::new(self.clone()))

@@ -134,12 +134,28 @@ async fn start_etcd_once(binary: &Path, root: &Path, tag: &str) -> anyhow::Resul
 /// Starts faultline-store on a free loopback port over an in-memory database, with kine's
 /// compactor off: the sequence's Compact requests are the only compactions.
 pub async fn start_store(binary: &Path, root: &Path, tag: &str) -> anyhow::Result<Server> {
+    start_store_with(binary, root, tag, |_| {
+        ["--db", ":memory:", "--compact-interval-s", "0"]
+            .map(String::from)
+            .to_vec()
+    })
+    .await
+}
+
+/// Starts faultline-store on a free loopback port with the flags `flags` gives for its folder
+/// (which holds its log, and is removed on drop).
+pub async fn start_store_with(
+    binary: &Path,
+    root: &Path,
+    tag: &str,
+    flags: impl FnOnce(&Path) -> Vec<String>,
+) -> anyhow::Result<Server> {
     let dir = root.join(format!("store-{tag}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let log_path = dir.join("faultline-store.log");
     let mut child = Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--db", ":memory:"])
-        .args(["--compact-interval-s", "0"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(flags(&dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log_path)?)

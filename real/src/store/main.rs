@@ -7,6 +7,7 @@
 
 mod database;
 mod log;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ struct ServeArgs {
     /// How long one compaction batch may take before it is cancelled.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     compact_timeout_ms: u64,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 fn batch_revisions(s: &str) -> Result<i64, String> {
@@ -81,6 +84,14 @@ fn min_retain(s: &str) -> Result<i64, String> {
 fn main() -> ExitCode {
     // clap exits 2 on a usage error, naming the flag and what it allows.
     let Command::Serve(args) = Cli::parse().command;
+    // Certificates are read before the database is touched: a bad flag leaves no file behind.
+    let tls = match args.tls.server_config() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("faultline-store: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let db = match database::open(&args.db) {
         Ok(db) => db,
         Err(e) => {
@@ -92,7 +103,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime starts");
-    let code = runtime.block_on(serve(args, db.clone()));
+    let code = runtime.block_on(serve(args, tls, db.clone()));
     // Dropping the runtime drops the poller and compactor; an interrupted compaction batch is
     // one SQLite transaction and never half-applied.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -105,7 +116,7 @@ fn main() -> ExitCode {
     code
 }
 
-async fn serve(args: ServeArgs, db: SharedDatabase) -> ExitCode {
+async fn serve(args: ServeArgs, tls: Option<tls::Tls>, db: SharedDatabase) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -143,13 +154,30 @@ async fn serve(args: ServeArgs, db: SharedDatabase) -> ExitCode {
             max_ms: 0,
         },
     };
+    let mut builder = tonic::transport::Server::builder();
+    let scheme = match &tls {
+        Some(tls) => {
+            builder = match builder.tls_config(tls.config.clone()) {
+                Ok(builder) => builder,
+                Err(e) => {
+                    eprintln!("faultline-store: TLS: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            "https"
+        }
+        None => "http",
+    };
     let api = start_kine(driver, setup).await;
     let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
         .expect("a bound listener accepts");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(api.router().serve_with_incoming_shutdown(incoming, async {
-        let _ = stopped.await;
-    }));
+    let mut server = tokio::spawn(api.router_on(builder).serve_with_incoming_shutdown(
+        incoming,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let compaction = if args.compact_interval_s == 0 {
         "compactor off".to_string()
     } else {
@@ -158,8 +186,11 @@ async fn serve(args: ServeArgs, db: SharedDatabase) -> ExitCode {
             args.compact_interval_s, args.compact_batch_revisions, args.compact_min_retain
         )
     };
+    let security = tls
+        .as_ref()
+        .map_or("plain text".to_string(), |t| t.describe());
     eprintln!(
-        "faultline-store: serving the etcd v3 API (KV, Watch, Lease, Maintenance) on {addr}, database {} ({compaction}); Ctrl-C stops",
+        "faultline-store: serving the etcd v3 API (KV, Watch, Lease, Maintenance) on {scheme}://{addr}, {security}, database {} ({compaction}); Ctrl-C stops",
         args.db
     );
     // Tests and scripts read the address from this line on stdout.

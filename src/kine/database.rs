@@ -197,6 +197,39 @@ pub struct Database {
     next_id: i64,
     pending: std::collections::BTreeMap<i64, Pending>,
     insert: InsertVariant,
+    /// Set by the real server over a file that commits without syncing: makes commits durable
+    /// in groups before they are answered. None in the simulator (its database is memory).
+    group_commit: Option<std::sync::Arc<dyn GroupCommit>>,
+}
+
+/// Group commit: the connection commits without syncing, and whoever answers a request first
+/// waits until every commit made before it is on disk, one sync serving all who wait at once.
+/// This is how etcd batches its WAL fsyncs; an answer never reports a write a crash could lose.
+pub trait GroupCommit: Send + Sync {
+    /// Taken under the database lock right after a request ran: for a write, its own commit;
+    /// for a read, the newest commit it could have seen.
+    fn ticket(&self, wrote: bool) -> u64;
+    /// Resolves once every commit up to `ticket` is durable.
+    fn durable(
+        &self,
+        ticket: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+}
+
+impl DbRequest {
+    /// True for the requests that only read (their transactions commit nothing). Any other,
+    /// including one added later, counts as a write and is synced before it is answered.
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            DbRequest::CurrentRevision
+                | DbRequest::CompactRevision
+                | DbRequest::Get { .. }
+                | DbRequest::List { .. }
+                | DbRequest::Count { .. }
+                | DbRequest::After { .. }
+        )
+    }
 }
 
 impl Database {
@@ -223,7 +256,23 @@ impl Database {
             next_id: 1,
             pending: Default::default(),
             insert: InsertVariant::Fixed,
+            group_commit: None,
         })
+    }
+
+    /// Commits become durable through `group` (see [`GroupCommit`]).
+    pub fn with_group_commit(mut self, group: std::sync::Arc<dyn GroupCommit>) -> Self {
+        self.group_commit = Some(group);
+        self
+    }
+
+    /// The wait, if any, before the answer to a request that just ran may leave.
+    pub fn durable_after(
+        &self,
+        req: &DbRequest,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>> {
+        let group = self.group_commit.as_ref()?;
+        Some(group.durable(group.ticket(!req.reads_only())))
     }
 
     /// Selects what guards an append (the fixed design unless told otherwise).

@@ -151,7 +151,17 @@ async fn execute(
     let dialect = db.lock().expect("database lock poisoned").dialect();
     let row = match req {
         DbRequest::Insert(row) if dialect != Dialect::Sqlite => row,
-        _ => return db.lock().expect("database lock poisoned").execute(req),
+        _ => {
+            let (result, durable) = {
+                let mut db = db.lock().expect("database lock poisoned");
+                let result = db.execute(req);
+                (result, db.durable_after(req))
+            };
+            if let Some(durable) = durable {
+                durable.await;
+            }
+            return result;
+        }
     };
     let started = tokio::time::Instant::now();
     let id = db.lock().expect("database lock poisoned").reserve(row)?;

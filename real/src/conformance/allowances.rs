@@ -9,7 +9,7 @@ use crate::ops::Op;
 use store::kine::sql::COMPACT_REV_KEY;
 use store::kine::store::{RANGE_DELETE, SORT_BY_VERSION};
 use store::proto::etcdserverpb::range_request::SortTarget;
-use store::proto::etcdserverpb::{response_op, RangeResponse};
+use store::proto::etcdserverpb::{response_op, RangeRequest, RangeResponse};
 use store::proto::mvccpb::event::EventType;
 use store::proto::mvccpb::{Event, KeyValue};
 
@@ -373,33 +373,52 @@ fn compact_rev_key_row(op: &Op, etcd: &mut Answer, kine: &mut Answer) -> bool {
         kv.as_ref()
             .is_some_and(|kv| kv.key == COMPACT_REV_KEY.as_bytes())
     };
-    match (op, kine) {
-        (Op::Range(req), Answer::Range(k)) if covers_compact_rev_key(&req.key, &req.range_end) => {
-            let shown = k.kvs.iter().any(|kv| kv.key == COMPACT_REV_KEY.as_bytes());
-            let full = req.limit > 0 && k.kvs.len() as i64 == req.limit;
-            k.kvs.retain(|kv| kv.key != COMPACT_REV_KEY.as_bytes());
-            k.count -= 1;
-            let Answer::Range(e) = etcd else {
-                return true;
-            };
-            let takes_a_place =
-                !req.count_only && store::kv_rules::passes_filters(req, &compact_rev_key_kv());
-            if takes_a_place {
-                let etcd_full = req.limit > 0 && e.kvs.len() as i64 == req.limit;
-                if shown && full && etcd_full {
-                    e.kvs.pop();
-                }
-                if k.more && !e.more && etcd_full {
-                    k.more = false;
-                }
-            }
-            true
-        }
-        (Op::Watch { .. }, Answer::Watch(o)) if o.events.iter().any(|e| is_row(&e.kv)) => {
+    if let (Op::Watch { .. }, Answer::Watch(o)) = (op, &mut *kine) {
+        if o.events.iter().any(|e| is_row(&e.kv)) {
             o.events.retain(|e| !is_row(&e.kv));
-            true
+            return true;
         }
-        _ => false,
+        return false;
+    }
+    let Some((req, k)) = range_of(op, kine) else {
+        return false;
+    };
+    if !covers_compact_rev_key(&req.key, &req.range_end) {
+        return false;
+    }
+    let shown = k.kvs.iter().any(|kv| kv.key == COMPACT_REV_KEY.as_bytes());
+    let full = req.limit > 0 && k.kvs.len() as i64 == req.limit;
+    k.kvs.retain(|kv| kv.key != COMPACT_REV_KEY.as_bytes());
+    k.count -= 1;
+    let Some((_, e)) = range_of(op, etcd) else {
+        return true;
+    };
+    let takes_a_place =
+        !req.count_only && store::kv_rules::passes_filters(req, &compact_rev_key_kv());
+    if takes_a_place {
+        let etcd_full = req.limit > 0 && e.kvs.len() as i64 == req.limit;
+        if shown && full && etcd_full {
+            e.kvs.pop();
+        }
+        if k.more && !e.more && etcd_full {
+            k.more = false;
+        }
+    }
+    true
+}
+
+/// A range operation's request and the range response in its answer (a Txn's only one).
+fn range_of<'a>(
+    op: &'a Op,
+    a: &'a mut Answer,
+) -> Option<(&'a RangeRequest, &'a mut RangeResponse)> {
+    match (op, a) {
+        (Op::Range(req), Answer::Range(r)) => Some((req, r)),
+        (Op::TxnRange(req), Answer::Txn(t)) => match t.responses.first_mut()?.response.as_mut()? {
+            response_op::Response::ResponseRange(r) => Some((req, r)),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -407,7 +426,7 @@ fn compact_rev_key_row(op: &Op, etcd: &mut Answer, kine: &mut Answer) -> bool {
 /// (only where etcd deleted nothing, so both stores still hold the same keys).
 fn kine_refused(op: &Op, etcd: &mut Answer, kine: &Answer) -> bool {
     let expected = match (op, &*etcd) {
-        (Op::Range(r), _)
+        (Op::Range(r) | Op::TxnRange(r), _)
             if store::kv_rules::sort_order(r)
                 .is_some_and(|(target, _)| target == SortTarget::Version) =>
         {
@@ -829,5 +848,36 @@ mod tests {
         let etcd_two = range(vec![c.clone(), b.clone()], 2, false);
         let kine_two = range(vec![row, c], 3, true);
         assert!(same(Pair::Kine, &plain(&op), &etcd_two, &kine_two).0);
+    }
+
+    #[test]
+    fn compact_rev_key_row_is_taken_out_of_a_txns_range_too() {
+        let req = RangeRequest {
+            key: b"/registry/pods/ns-0/b".to_vec(),
+            range_end: vec![0],
+            ..Default::default()
+        };
+        let op = Op::TxnRange(req);
+        let in_txn = |kvs: Vec<KeyValue>, count| {
+            let Answer::Range(r) = range(kvs, count, false) else {
+                unreachable!()
+            };
+            Answer::Txn(store::proto::etcdserverpb::TxnResponse {
+                header: None,
+                succeeded: true,
+                responses: vec![store::proto::etcdserverpb::ResponseOp {
+                    response: Some(response_op::Response::ResponseRange(r)),
+                }],
+            })
+        };
+        let b = kv("/registry/pods/ns-0/b", 2, 2, 1);
+        let row = kv(COMPACT_REV_KEY, 1, 1, 1);
+        let etcd = in_txn(vec![b.clone()], 1);
+        let kine = in_txn(vec![b.clone(), row], 2);
+        assert_eq!(
+            same(Pair::Kine, &plain(&op), &etcd, &kine),
+            (true, vec![COMPACT_REV_KEY_ROW])
+        );
+        assert!(!same(Pair::Kine, &plain(&op), &etcd, &in_txn(vec![], 1)).0);
     }
 }

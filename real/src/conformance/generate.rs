@@ -5,16 +5,17 @@
 //! plain puts (prev_kv, ignore_value, ignore_lease) and deletes, range deletes where no key
 //! lives, ranges (single key, prefix, from-key; limits, past, compacted and future revisions,
 //! keys-only, count-only, every sort order and target, the four revision filters), requests
-//! with an empty key, compactions (due, already compacted, future), watches
-//! from now, a past revision, exactly the compact revision, a compacted one or the future, and
-//! progress requests. It reads the reference model only to pick plausible revisions, so a seed
-//! gives the same sequence every time.
+//! with an empty key, the same ranges inside a Txn, compactions (due, already compacted, future), watches
+//! from now, a past revision, exactly the compact revision, a compacted one or the future
+//! (sometimes filtering out puts or deletes), and progress requests. It reads the reference
+//! model only to pick plausible revisions, so a seed gives the same sequence every time.
 
 use crate::ops::Op;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use store::etcd::mvcc::Mvcc;
 use store::proto::etcdserverpb::range_request::SortTarget;
+use store::proto::etcdserverpb::watch_create_request::FilterType;
 use store::proto::etcdserverpb::{RangeRequest, WatchCreateRequest};
 
 const RESOURCES: [&str; 2] = ["pods", "configmaps"];
@@ -232,7 +233,8 @@ impl Generator {
                     range_end: prefix_end(UNUSED_PREFIX),
                     prev_kv: self.rng.gen_bool(0.5),
                 },
-                47..=73 => Op::Range(self.range(model)),
+                47..=68 => Op::Range(self.range(model)),
+                69..=73 => Op::TxnRange(self.range(model)),
                 74..=80 => {
                     let revision = match self.rng.gen_range(0..10) {
                         0 if compact > 0 => self.rng.gen_range(compact.max(2) - 1..=compact),
@@ -253,6 +255,11 @@ impl Generator {
                             range_end,
                             start_revision: self.revision(model, 0),
                             prev_kv: self.rng.gen_bool(0.6),
+                            filters: [FilterType::Noput, FilterType::Nodelete]
+                                .into_iter()
+                                .filter(|_| self.rng.gen_bool(0.15))
+                                .map(|f| f as i32)
+                                .collect(),
                             ..Default::default()
                         },
                     }

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use store::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use store::proto::etcdserverpb::watch_create_request::FilterType;
 use store::proto::etcdserverpb::{
     compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
     RequestOp, TxnRequest, WatchCreateRequest,
@@ -49,6 +50,8 @@ pub enum Op {
         prev_kv: bool,
     },
     Range(RangeRequest),
+    /// The same range as the one operation of a Txn without compares.
+    TxnRange(RangeRequest),
     Compact {
         revision: i64,
     },
@@ -160,6 +163,13 @@ impl Op {
                 prev_kv: *prev_kv,
             }),
             Op::Range(r) => Request::Range(r.clone()),
+            Op::TxnRange(r) => Request::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestRange(r.clone())),
+                }],
+                failure: vec![],
+            }),
             // Physical: etcd answers once the compaction's rows are gone. Otherwise a watch
             // opened soon after could still find a tombstone at the compact revision that a
             // little later it would not (etcd compacts its index and backend in the background).
@@ -246,7 +256,10 @@ impl fmt::Display for Op {
                 describe_range(key.as_bytes(), range_end),
                 if *prev_kv { " --prev-kv" } else { "" }
             ),
-            Op::Range(r) => {
+            Op::Range(r) | Op::TxnRange(r) => {
+                if matches!(self, Op::TxnRange(_)) {
+                    write!(f, "txn: ")?;
+                }
                 write!(f, "get {}", describe_range(&r.key, &r.range_end))?;
                 if r.limit > 0 {
                     write!(f, " --limit {}", r.limit)?;
@@ -294,6 +307,10 @@ impl fmt::Display for Op {
                 }
                 if create.prev_kv {
                     write!(f, " --prev-kv")?;
+                }
+                for filter in &create.filters {
+                    let name = FilterType::try_from(*filter).map(|t| t.as_str_name());
+                    write!(f, " --filter={}", name.unwrap_or("?"))?;
                 }
                 Ok(())
             }

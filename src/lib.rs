@@ -18,6 +18,7 @@ pub mod faults;
 #[cfg(madsim)]
 pub mod k3s;
 pub mod kine;
+pub mod kv_rules;
 pub mod node;
 pub mod observe;
 pub mod server;

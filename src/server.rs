@@ -195,6 +195,8 @@ pub(crate) struct StreamClosed;
 pub(crate) struct Outbox {
     responses: tokio::sync::mpsc::Sender<Result<WatchResponse, Status>>,
     sent_revision: Arc<AtomicI64>,
+    /// The watches that sent events since the last periodic progress round (`progress_notify`).
+    sent_events: Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>,
 }
 
 impl Outbox {
@@ -202,6 +204,7 @@ impl Outbox {
         Outbox {
             responses,
             sent_revision: Arc::new(AtomicI64::new(0)),
+            sent_events: Arc::default(),
         }
     }
 
@@ -216,12 +219,21 @@ impl Outbox {
                 // Counted before the send waits for room: a progress notification racing it
                 // sees it already and waits for the next round.
                 self.sent_revision.fetch_max(rev, Ordering::SeqCst);
+                self.sent_events
+                    .lock()
+                    .expect("sent events lock poisoned")
+                    .insert(r.watch_id);
             }
         }
         self.responses
             .send(response)
             .await
             .map_err(|_| StreamClosed)
+    }
+
+    /// The watches that sent events since the last call.
+    fn take_sent_events(&self) -> std::collections::BTreeSet<i64> {
+        std::mem::take(&mut *self.sent_events.lock().expect("sent events lock poisoned"))
     }
 
     /// The highest revision of an event handed to the stream so far.
@@ -452,6 +464,34 @@ async fn answer_progress<B: WatchBackend>(backend: B, probes: Vec<Probed>, outbo
     }
 }
 
+/// How often a watch created with `progress_notify` hears of progress while it has no events:
+/// etcd's default (`--experimental-watch-progress-notify-interval`, 10 minutes).
+pub const PROGRESS_NOTIFY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// One periodic progress notification of watch `watch_id`, as etcd sends it: under the watch's
+/// own id, at the current revision, and only when the watcher has delivered everything up to
+/// it (a watcher still catching up is skipped this round) and reached its start revision.
+async fn notify_progress<B: WatchBackend>(
+    backend: B,
+    watch_id: i64,
+    (watcher, start_revision): Probed,
+    outbox: Outbox,
+) {
+    let target = backend.current_revision().await;
+    let (probe, answer) = tokio::sync::oneshot::channel();
+    if target < start_revision || watcher.send(probe).await.is_err() {
+        return;
+    }
+    if answer.await.is_ok_and(|upto| upto >= target) {
+        let resp = WatchResponse {
+            header: backend.header(target),
+            watch_id,
+            ..Default::default()
+        };
+        let _ = outbox.send(Ok(resp)).await;
+    }
+}
+
 /// Serves one etcd Watch stream: creates, cancels and progress requests multiplexed over it,
 /// one task per watcher, all stopped when the client goes away. Shared by kine and etcd members.
 pub(crate) fn serve_watch_stream<B: WatchBackend>(
@@ -466,7 +506,35 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
         // One progress request is answered at a time; those arriving while it waits share its
         // answer.
         let mut progress: Option<tokio::task::JoinHandle<()>> = None;
-        while let Some(Ok(req)) = inbound.next().await {
+        // Watches created with progress_notify, and the timer of their periodic notifications
+        // (made with the first such watch, so a stream without one sets no timer).
+        let mut notified: BTreeMap<i64, Probed> = BTreeMap::new();
+        let mut ticker: Option<tokio::time::Interval> = None;
+        loop {
+            let next_tick = async {
+                match ticker.as_mut() {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let req = tokio::select! {
+                biased;
+                req = inbound.next() => match req {
+                    Some(Ok(req)) => req,
+                    _ => break,
+                },
+                () = next_tick => {
+                    // A watch that sent events in the last interval needs no notification.
+                    let quiet = outbox.take_sent_events();
+                    for (id, probed) in notified.iter().filter(|(id, _)| !quiet.contains(id)) {
+                        let outbox = outbox.clone();
+                        tokio::spawn(notify_progress(backend.clone(), *id, probed.clone(), outbox));
+                    }
+                    continue;
+                }
+            };
             match req.request_union {
                 Some(RequestUnion::CreateRequest(mut create)) => {
                     let watch_id = if create.watch_id != 0 {
@@ -474,8 +542,32 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
                     } else {
                         next_id
                     };
-                    next_id = next_id.max(watch_id + 1);
+                    let refused = if watchers.contains_key(&watch_id) {
+                        Some((-1, "mvcc: duplicate watch ID provided on the WatchStream"))
+                    } else if !matches!(create.range_end.as_slice(), [] | [0])
+                        && create.key >= create.range_end
+                    {
+                        Some((watch_id, "mvcc: watcher range is empty"))
+                    } else {
+                        None
+                    };
                     let now = backend.current_revision().await;
+                    if let Some((watch_id, reason)) = refused {
+                        // etcd answers a watch it cannot create as created and cancelled.
+                        let resp = WatchResponse {
+                            header: backend.header(now),
+                            watch_id,
+                            created: true,
+                            canceled: true,
+                            cancel_reason: reason.into(),
+                            ..Default::default()
+                        };
+                        if outbox.send(Ok(resp)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    next_id = next_id.max(watch_id + 1);
                     let requested_start = create.start_revision;
                     // A watch from now starts after the revision its created response names,
                     // fixed before that response goes out: a write the client makes once it
@@ -493,10 +585,18 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
                         break;
                     }
                     let (probes, probes_rx) = tokio::sync::mpsc::channel(1);
+                    if create.progress_notify {
+                        notified.insert(watch_id, (probes.clone(), requested_start));
+                        ticker.get_or_insert_with(|| {
+                            let first = tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL;
+                            tokio::time::interval_at(first, PROGRESS_NOTIFY_INTERVAL)
+                        });
+                    }
                     let task = backend.start_watcher(watch_id, create, probes_rx, outbox.clone());
                     watchers.insert(watch_id, (task, (probes, requested_start)));
                 }
                 Some(RequestUnion::CancelRequest(cancel)) => {
+                    notified.remove(&cancel.watch_id);
                     if let Some((task, _)) = watchers.remove(&cancel.watch_id) {
                         task.abort();
                         let _ = outbox

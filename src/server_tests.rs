@@ -1,7 +1,7 @@
 //! The watch stream's progress answers against a scripted backend and watcher: a notification
 //! never names a revision below a watch's start or below an event already sent on the stream.
 
-use super::{answer_progress, Outbox, Probe, WatchBackend};
+use super::{answer_progress, notify_progress, Outbox, Probe, WatchBackend};
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 use crate::proto::mvccpb::{Event, KeyValue};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -128,4 +128,49 @@ async fn a_progress_notification_is_never_below_an_event_already_sent() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(answer.is_finished());
     assert_eq!(drain(&mut rx), vec![(Some(462), 0), (None, 462)]);
+}
+
+/// A watcher that answers every probe with `upto`.
+fn watcher_at(upto: i64) -> mpsc::Sender<Probe> {
+    let (probes, mut probed) = mpsc::channel::<Probe>(1);
+    tokio::spawn(async move {
+        while let Some(p) = probed.recv().await {
+            let _ = p.send(upto);
+        }
+    });
+    probes
+}
+
+#[madsim::test]
+async fn a_periodic_progress_notification_goes_only_to_a_watcher_that_has_caught_up() {
+    let backend = Scripted {
+        current: Arc::new(AtomicI64::new(30)),
+    };
+    let (tx, mut rx) = mpsc::channel(16);
+    let outbox = Outbox::new(tx);
+    notify_progress(backend.clone(), 4, (watcher_at(30), 0), outbox.clone()).await;
+    let sent = rx.try_recv().unwrap().unwrap();
+    assert_eq!(
+        (
+            sent.watch_id,
+            sent.header.map(|h| h.revision),
+            sent.events.len()
+        ),
+        (4, Some(30), 0),
+        "under the watch's own id, at the current revision"
+    );
+    notify_progress(backend.clone(), 5, (watcher_at(29), 0), outbox.clone()).await;
+    notify_progress(backend.clone(), 6, (watcher_at(30), 31), outbox.clone()).await;
+    assert_eq!(
+        drain(&mut rx),
+        vec![],
+        "a watcher still behind, or one whose start is ahead, is skipped this round"
+    );
+    outbox.send(Ok(event_at(31))).await.unwrap();
+    assert_eq!(
+        outbox.take_sent_events().into_iter().collect::<Vec<_>>(),
+        vec![1],
+        "a watch that sent events is known, so its next notification is elided"
+    );
+    assert!(outbox.take_sent_events().is_empty());
 }

@@ -73,6 +73,8 @@ fn the_allowances_are_named_and_sourced() {
         "compact-rev-key-row",
         "kine-prev-kv-kept",
         "kine-delete-at-compact-revision",
+        "kine-sort-by-version",
+        "kine-range-delete",
         "progress-before-watch-start",
         "kine-progress-before-watch-start",
     ] {
@@ -81,5 +83,5 @@ fn the_allowances_are_named_and_sourced() {
             "{name} missing:\n{stdout}"
         );
     }
-    assert_eq!(stdout.matches("    source: ").count(), 7, "{stdout}");
+    assert_eq!(stdout.matches("    source: ").count(), 9, "{stdout}");
 }

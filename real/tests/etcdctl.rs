@@ -200,6 +200,22 @@ fn script(ctl: &Etcdctl, kine: bool) {
         &lines(&["/registry/pods/default/a", "v2"]),
     );
     check(
+        "get --sort-by=CREATE --order=DESCEND --limit 1",
+        &ctl.run(
+            &[
+                "get",
+                "/registry/pods/",
+                "--prefix",
+                "--sort-by=CREATE",
+                "--order=DESCEND",
+                "--limit",
+                "1",
+            ],
+            None,
+        ),
+        &lines(&["/registry/pods/default/b", "v1"]),
+    );
+    check(
         "get --keys-only",
         &ctl.run(&["get", "/registry/pods/", "--prefix", "--keys-only"], None),
         &lines(&[

@@ -859,8 +859,8 @@ impl Member {
         let mut a = self.storage.applied.lock().expect("applied lock");
         let m = &mut a.mvcc;
         let out = match p {
-            Proposal::Put(r) => Ok(Outcome::Put(m.put(&r))),
-            Proposal::DeleteRange(r) => Ok(Outcome::DeleteRange(m.delete_range(&r))),
+            Proposal::Put(r) => m.put(&r).map(Outcome::Put),
+            Proposal::DeleteRange(r) => m.delete_range(&r).map(Outcome::DeleteRange),
             Proposal::Txn(r) => m.txn(&r).map(Outcome::Txn),
             Proposal::Publish => unreachable!("a publish changes no key and is applied apart"),
             Proposal::Compact(r) => {

@@ -6,6 +6,7 @@
 
 use crate::design::CompactionVariant;
 use crate::error::StoreError;
+use crate::kv_rules;
 use crate::observe::StoreEvent;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::request_op::Request as Op;
@@ -279,24 +280,29 @@ impl Mvcc {
     }
 
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
+        kv_rules::check_range(req)?;
         let at = self.check_revision(req.revision)?;
         Ok(self.range_at(req, at))
     }
 
+    /// etcd's Range over the versions live at `at`: the count is the whole range's; filters,
+    /// sort and limit follow etcd's applier (`kv_rules::finish_range`).
     fn range_at(&self, req: &RangeRequest, at: i64) -> RangeResponse {
+        let read_limit = kv_rules::read_limit(req);
         let mut kvs = Vec::new();
         let mut count = 0;
         for (k, v) in self.live_at(&req.key, &req.range_end, at) {
             count += 1;
-            if req.count_only || (req.limit > 0 && kvs.len() as i64 >= req.limit) {
+            if req.count_only || (read_limit > 0 && kvs.len() as i64 >= read_limit) {
                 continue;
             }
-            kvs.push(v.kv(k, req.keys_only));
+            kvs.push(v.kv(k, false));
         }
+        // A count-only range returns no key-values, so nothing was cut (etcd's applier).
+        let (kvs, more) = kv_rules::finish_range(req, kvs);
         RangeResponse {
             header: revision_header(self.current),
-            // A count-only range returns no key-values, so nothing was cut (etcd's applier).
-            more: !req.count_only && req.limit > 0 && count > req.limit,
+            more,
             count,
             kvs,
         }
@@ -346,28 +352,60 @@ impl Mvcc {
         versions.insert(at, v);
     }
 
-    pub fn put(&mut self, req: &PutRequest) -> PutResponse {
+    pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, StoreError> {
+        kv_rules::check_put(req)?;
+        self.check_put_applies(req)?;
         let mut tx = Tx::new(self);
         let prev_kv = tx.put(req);
         let header = revision_header(tx.revision());
         tx.end();
-        PutResponse { header, prev_kv }
+        Ok(PutResponse { header, prev_kv })
     }
 
-    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> DeleteRangeResponse {
+    /// etcd's apply-time check of a put: `ignore_value` and `ignore_lease` need a live key.
+    fn check_put_applies(&self, p: &PutRequest) -> Result<(), StoreError> {
+        if (p.ignore_value || p.ignore_lease) && self.latest(&p.key).is_none() {
+            return Err(StoreError::Unsupported(kv_rules::KEY_NOT_FOUND.into()));
+        }
+        Ok(())
+    }
+
+    pub fn delete_range(
+        &mut self,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, StoreError> {
+        kv_rules::check_delete(req)?;
         let mut tx = Tx::new(self);
         let resp = tx.delete(req);
         tx.end();
-        resp
+        Ok(resp)
     }
 
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, StoreError> {
+        kv_rules::check_txn(req)?;
         let succeeded = req.compare.iter().all(|c| self.compare(c));
         let ops = if succeeded {
             &req.success
         } else {
             &req.failure
         };
+        // etcd checks the branch against the store as it was before the transaction: a read at
+        // a revision it cannot serve, or a put that needs a key that is not there, fails it all.
+        for op in ops {
+            match &op.request {
+                Some(Op::RequestRange(r)) => {
+                    self.check_revision(r.revision)?;
+                }
+                Some(Op::RequestPut(p)) => self.check_put_applies(p)?,
+                Some(Op::RequestTxn(_)) => {
+                    return Err(StoreError::Unsupported(
+                        "faultline etcd member: request_txn (a Txn nested in a Txn) is unsupported"
+                            .into(),
+                    ))
+                }
+                Some(Op::RequestDeleteRange(_)) | None => {}
+            }
+        }
         let mut tx = Tx::new(self);
         let mut responses = Vec::new();
         for op in ops {
@@ -375,7 +413,12 @@ impl Mvcc {
                 Some(Op::RequestRange(r)) => {
                     // Reads inside a transaction see its earlier writes, and say at which
                     // revision they read.
-                    let mut resp = tx.m.range_at(r, tx.revision());
+                    let at = if r.revision > 0 {
+                        r.revision
+                    } else {
+                        tx.revision()
+                    };
+                    let mut resp = tx.m.range_at(r, at);
                     resp.header = revision_header(tx.revision());
                     OpResponse::ResponseRange(resp)
                 }
@@ -384,9 +427,7 @@ impl Mvcc {
                     header: revision_header(tx.revision()),
                 }),
                 Some(Op::RequestDeleteRange(d)) => OpResponse::ResponseDeleteRange(tx.delete(d)),
-                Some(Op::RequestTxn(_)) | None => {
-                    return Err(StoreError::Unsupported("nested transactions".into()))
-                }
+                Some(Op::RequestTxn(_)) | None => unreachable!("checked above"),
             };
             responses.push(ResponseOp {
                 response: Some(response),
@@ -643,8 +684,13 @@ impl<'a> Tx<'a> {
         } else {
             p.value.clone()
         };
+        let lease = if p.ignore_lease {
+            prev.as_ref().map(|kv| kv.lease).unwrap_or_default()
+        } else {
+            p.lease
+        };
         let (rev, sub) = (self.rev(), self.sub);
-        self.m.write_row(&p.key, rev, sub, Some(value), p.lease);
+        self.m.write_row(&p.key, rev, sub, Some(value), lease);
         self.sub += 1;
         prev.filter(|_| p.prev_kv)
     }
@@ -685,7 +731,8 @@ mod tests {
             key: k.into(),
             value: v.into(),
             ..Default::default()
-        });
+        })
+        .unwrap();
         m.current_revision()
     }
 
@@ -693,7 +740,8 @@ mod tests {
         m.delete_range(&DeleteRangeRequest {
             key: k.into(),
             ..Default::default()
-        });
+        })
+        .unwrap();
         m.current_revision()
     }
 
@@ -919,5 +967,106 @@ mod tests {
             r.events(b"a", &[0], 1, false),
             m.events(b"a", &[0], 1, false)
         );
+    }
+
+    #[test]
+    fn sorts_and_filters_follow_etcds_applier() {
+        use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+        let mut m = Mvcc::new(CompactionVariant::Fixed);
+        for (k, v) in [("a", "3"), ("b", "1"), ("c", "4")] {
+            put(&mut m, k, v); // created at 2, 3, 4
+        }
+        put(&mut m, "c", "5"); // 5
+        put(&mut m, "a", "6"); // 6
+        let all = |r: RangeRequest| RangeRequest {
+            key: b"a".to_vec(),
+            range_end: vec![0],
+            ..r
+        };
+        let keys =
+            |r: &RangeResponse| -> Vec<Vec<u8>> { r.kvs.iter().map(|kv| kv.key.clone()).collect() };
+        let by_mod = m
+            .range(&all(RangeRequest {
+                limit: 2,
+                sort_order: SortOrder::Descend as i32,
+                sort_target: SortTarget::Mod as i32,
+                ..Default::default()
+            }))
+            .unwrap();
+        assert_eq!(keys(&by_mod), vec![b"a".to_vec(), b"c".to_vec()]);
+        assert_eq!((by_mod.count, by_mod.more), (3, true));
+        let by_version = m
+            .range(&all(RangeRequest {
+                sort_order: SortOrder::Descend as i32,
+                sort_target: SortTarget::Version as i32,
+                ..Default::default()
+            }))
+            .unwrap();
+        // a and c have version 2, b version 1: equal versions keep key order.
+        assert_eq!(
+            keys(&by_version),
+            vec![b"a".to_vec(), b"c".to_vec(), b"b".to_vec()]
+        );
+        // Order NONE with target MOD and a limit: etcd reads limit + 1 keys in key order and
+        // sorts only those, so b (mod 3) comes first and c is never read.
+        let quirk = m
+            .range(&all(RangeRequest {
+                limit: 1,
+                sort_target: SortTarget::Mod as i32,
+                ..Default::default()
+            }))
+            .unwrap();
+        assert_eq!(keys(&quirk), vec![b"b".to_vec()]);
+        assert!(quirk.more);
+        let filtered = m
+            .range(&all(RangeRequest {
+                limit: 1,
+                min_create_revision: 3,
+                max_mod_revision: 4,
+                ..Default::default()
+            }))
+            .unwrap();
+        // Only b (create 3, mod 3) passes; one key-value under a limit of one is not "more".
+        assert_eq!(keys(&filtered), vec![b"b".to_vec()]);
+        assert_eq!((filtered.count, filtered.more), (3, false));
+    }
+
+    #[test]
+    fn ignore_value_and_ignore_lease_need_a_live_key() {
+        let mut m = Mvcc::new(CompactionVariant::Fixed);
+        m.put(&PutRequest {
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+            lease: 9,
+            ..Default::default()
+        })
+        .unwrap();
+        let keep = PutRequest {
+            key: b"a".to_vec(),
+            ignore_value: true,
+            ignore_lease: true,
+            ..Default::default()
+        };
+        m.put(&keep).unwrap();
+        let kv = get(&m, "a", 0).unwrap().unwrap();
+        assert_eq!(
+            (kv.value.as_slice(), kv.lease, kv.version),
+            (&b"1"[..], 9, 2)
+        );
+        let missing = PutRequest {
+            key: b"b".to_vec(),
+            ..keep
+        };
+        let not_found = StoreError::Unsupported(kv_rules::KEY_NOT_FOUND.into());
+        assert_eq!(m.put(&missing), Err(not_found.clone()));
+        let txn = TxnRequest {
+            success: vec![crate::proto::etcdserverpb::RequestOp {
+                request: Some(Op::RequestPut(missing)),
+            }],
+            ..Default::default()
+        };
+        let before = m.current_revision();
+        assert_eq!(m.txn(&txn), Err(not_found));
+        assert_eq!(m.current_revision(), before, "a refused txn writes nothing");
     }
 }

@@ -10,6 +10,8 @@ use super::driver::Driver;
 use super::sql::{End, NewRow, Row};
 use crate::design::ListVariant;
 use crate::error::StoreError;
+use crate::kv_rules;
+use crate::proto::etcdserverpb::range_request::SortTarget;
 use crate::proto::etcdserverpb::{
     compare, request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest,
     DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
@@ -17,6 +19,17 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::KeyValue;
 use std::time::Duration;
+
+/// kine keeps no per-key version counter (every live key reports version 1), so it refuses a
+/// sort by version rather than answer in key order as if it had sorted.
+pub const SORT_BY_VERSION: &str =
+    "kine: sort_target VERSION is unsupported: kine keeps no per-key version counter";
+
+/// kine writes one row per revision, so a DeleteRange over a range of keys cannot happen at
+/// one revision.
+pub const RANGE_DELETE: &str =
+    "kine: range_end is unsupported in DeleteRange: kine's log writes one \
+     key per revision, so a range cannot be deleted at one revision; delete keys one at a time";
 
 /// How many times a write that lost a race is re-evaluated before giving up.
 const MAX_CONFLICT_RETRIES: usize = 5;
@@ -154,6 +167,10 @@ impl KineStore {
     }
 
     pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
+        kv_rules::check_range(req)?;
+        if kv_rules::sort_order(req).is_some_and(|(target, _)| target == SortTarget::Version) {
+            return Err(StoreError::Unsupported(SORT_BY_VERSION.into()));
+        }
         let key = key_string(&req.key);
         let Some(end) = range_end(&req.range_end) else {
             let (current, compact, row) = match self
@@ -173,14 +190,19 @@ impl KineStore {
             check_revision(req.revision, current, compact)?;
             let kvs: Vec<KeyValue> = row
                 .filter(|r| !r.deleted)
-                .map(|r| to_kv(&r, req.keys_only))
+                .map(|r| to_kv(&r, false))
                 .into_iter()
                 .collect();
             let count = kvs.len() as i64;
+            let (kvs, more) = if req.count_only {
+                (vec![], false)
+            } else {
+                kv_rules::finish_range(req, kvs)
+            };
             return Ok(RangeResponse {
                 header: self.header(current),
-                kvs: if req.count_only { vec![] } else { kvs },
-                more: false,
+                kvs,
+                more,
                 count,
             });
         };
@@ -227,10 +249,11 @@ impl KineStore {
                 None => (format!("{key}\0"), format!("{key}\0")),
             },
         };
-        // One row more than the limit tells whether there is more; the count of the whole
-        // range at the listed revision comes from the same transaction.
-        let fetch = if req.limit > 0 { req.limit + 1 } else { 0 };
-        let (current, compact, mut rows, counted) = match self
+        // One row more than the limit tells whether there is more (a sort or a filter reads
+        // the whole range, as etcd does); the count of the whole range at the listed revision
+        // comes from the same transaction.
+        let fetch = kv_rules::read_limit(req);
+        let (current, compact, rows, counted) = match self
             .call(DbRequest::List {
                 start: key.clone(),
                 end: end.clone(),
@@ -251,15 +274,17 @@ impl KineStore {
             other => unreachable!("List answered {other:?}"),
         };
         check_revision(req.revision, current, compact)?;
-        let more = req.limit > 0 && rows.len() as i64 > req.limit;
-        let mut count = rows.len() as i64;
-        if more {
-            rows.truncate(req.limit as usize);
-            count = counted.expect("a cut page is counted");
-        }
+        let cut = fetch > 0 && rows.len() as i64 >= fetch;
+        let count = if cut {
+            counted.expect("a cut page is counted")
+        } else {
+            rows.len() as i64
+        };
+        let kvs = rows.iter().map(|r| to_kv(r, false)).collect();
+        let (kvs, more) = kv_rules::finish_range(req, kvs);
         Ok(RangeResponse {
             header: self.header(current),
-            kvs: rows.iter().map(|r| to_kv(r, req.keys_only)).collect(),
+            kvs,
             more,
             count,
         })
@@ -308,21 +333,12 @@ impl KineStore {
     }
 
     pub async fn put(&self, req: &PutRequest) -> Result<PutResponse, StoreError> {
+        kv_rules::check_put(req)?;
         let key = key_string(&req.key);
         for _ in 0..MAX_CONFLICT_RETRIES {
             let (_, prev) = self.latest(&key).await?;
             let live = prev.as_ref().filter(|p| !p.deleted);
-            if (req.ignore_value || req.ignore_lease) && live.is_none() {
-                return Err(StoreError::Unsupported("etcdserver: key not found".into()));
-            }
-            let value = match (req.ignore_value, live) {
-                (true, Some(p)) => p.value.clone(),
-                _ => req.value.clone(),
-            };
-            let lease = match (req.ignore_lease, live) {
-                (true, Some(p)) => p.lease,
-                _ => req.lease,
-            };
+            let (value, lease) = put_value_and_lease(req, live)?;
             if let Some(id) = self
                 .append(&key, prev.as_ref(), false, value, lease)
                 .await?
@@ -342,10 +358,9 @@ impl KineStore {
         &self,
         req: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, StoreError> {
+        kv_rules::check_delete(req)?;
         if !req.range_end.is_empty() {
-            return Err(StoreError::Unsupported(
-                "kine: deleting a key range is not supported; delete keys one at a time".into(),
-            ));
+            return Err(StoreError::Unsupported(RANGE_DELETE.into()));
         }
         let key = key_string(&req.key);
         for _ in 0..MAX_CONFLICT_RETRIES {
@@ -375,13 +390,14 @@ impl KineStore {
     }
 
     pub async fn txn(&self, req: &TxnRequest) -> Result<TxnResponse, StoreError> {
+        kv_rules::check_txn(req)?;
         for branch in [&req.success, &req.failure] {
             validate_branch(branch)?;
         }
         for c in &req.compare {
             if !c.range_end.is_empty() {
                 return Err(StoreError::Unsupported(
-                    "kine: compare over a key range is not supported".into(),
+                    "kine: range_end is unsupported in Compare: a compare reads one key".into(),
                 ));
             }
         }
@@ -426,8 +442,10 @@ impl KineStore {
                             None => self.latest(&key).await?.1,
                         };
                         let live = prev.as_ref().filter(|r| !r.deleted);
+                        // The branch writes one key, so nothing was written before this check.
+                        let (value, lease) = put_value_and_lease(p, live)?;
                         let Some(id) = self
-                            .append(&key, prev.as_ref(), false, p.value.clone(), p.lease)
+                            .append(&key, prev.as_ref(), false, value, lease)
                             .await?
                         else {
                             continue 'attempt;
@@ -518,6 +536,23 @@ impl KineStore {
     }
 }
 
+/// What a put writes: its own value and lease, or the live key's where it asks to keep them
+/// (`ignore_value`, `ignore_lease`), which etcd refuses when the key does not exist.
+fn put_value_and_lease(p: &PutRequest, live: Option<&Row>) -> Result<(Vec<u8>, i64), StoreError> {
+    if (p.ignore_value || p.ignore_lease) && live.is_none() {
+        return Err(StoreError::Unsupported(kv_rules::KEY_NOT_FOUND.into()));
+    }
+    let value = match (p.ignore_value, live) {
+        (true, Some(r)) => r.value.clone(),
+        _ => p.value.clone(),
+    };
+    let lease = match (p.ignore_lease, live) {
+        (true, Some(r)) => r.lease,
+        _ => p.lease,
+    };
+    Ok((value, lease))
+}
+
 /// kine appends one row per revision, so one Txn branch may write at most one key.
 fn validate_branch(ops: &[RequestOp]) -> Result<(), StoreError> {
     let mut writes = 0;
@@ -527,15 +562,13 @@ fn validate_branch(ops: &[RequestOp]) -> Result<(), StoreError> {
             Some(request_op::Request::RequestPut(_)) => writes += 1,
             Some(request_op::Request::RequestDeleteRange(d)) => {
                 if !d.range_end.is_empty() {
-                    return Err(StoreError::Unsupported(
-                        "kine: deleting a key range is not supported".into(),
-                    ));
+                    return Err(StoreError::Unsupported(RANGE_DELETE.into()));
                 }
                 writes += 1
             }
             Some(request_op::Request::RequestTxn(_)) => {
                 return Err(StoreError::Unsupported(
-                    "kine: nested transactions are not supported".into(),
+                    "kine: request_txn (a Txn nested in a Txn) is unsupported".into(),
                 ))
             }
             None => {

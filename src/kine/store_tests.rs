@@ -196,3 +196,182 @@ async fn a_txn_writing_two_keys_is_refused() {
     });
     assert!(matches!(s.txn(&t).await, Err(StoreError::Unsupported(_))));
 }
+
+/// Keys /s/a../s/d created at 2..5 (revision 1 is the compact marker), then c, a and d updated
+/// at 6, 7 and 8: mod order and value order both differ from key order.
+async fn sort_fixture(s: &KineStore) {
+    for (k, v) in [("/s/a", "3"), ("/s/b", "1"), ("/s/c", "4"), ("/s/d", "2")] {
+        s.put(&put(k, v)).await.unwrap();
+    }
+    s.put(&put("/s/c", "5")).await.unwrap();
+    s.put(&put("/s/a", "6")).await.unwrap();
+    s.put(&put("/s/d", "7")).await.unwrap();
+}
+
+fn keys_of(r: &crate::proto::etcdserverpb::RangeResponse) -> Vec<String> {
+    r.kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
+}
+
+fn prefix_s() -> RangeRequest {
+    RangeRequest {
+        key: "/s/".into(),
+        range_end: "/s0".into(),
+        ..Default::default()
+    }
+}
+
+#[madsim::test]
+async fn a_descending_sort_by_mod_revision_with_a_limit_sorts_the_whole_range_first() {
+    use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+    let s = store().await;
+    sort_fixture(&s).await;
+    let got = s
+        .range(&RangeRequest {
+            limit: 2,
+            sort_order: SortOrder::Descend as i32,
+            sort_target: SortTarget::Mod as i32,
+            ..prefix_s()
+        })
+        .await
+        .unwrap();
+    // Mod revisions: a=7, b=3, c=6, d=8 (revision 1 is the compact marker).
+    assert_eq!(keys_of(&got), vec!["/s/d", "/s/a"]);
+    assert_eq!((got.count, got.more), (4, true));
+    let by_value = s
+        .range(&RangeRequest {
+            sort_target: SortTarget::Value as i32,
+            keys_only: true,
+            ..prefix_s()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        keys_of(&by_value),
+        vec!["/s/b", "/s/c", "/s/a", "/s/d"],
+        "order NONE with target VALUE sorts ascending by the values keys-only leaves out"
+    );
+    assert!(by_value.kvs.iter().all(|kv| kv.value.is_empty()));
+    let by_version = s
+        .range(&RangeRequest {
+            sort_target: SortTarget::Version as i32,
+            ..prefix_s()
+        })
+        .await;
+    assert_eq!(
+        by_version.unwrap_err(),
+        StoreError::Unsupported(super::store::SORT_BY_VERSION.into()),
+        "kine keeps no version counter: refused, not answered in key order"
+    );
+}
+
+#[madsim::test]
+async fn revision_filters_cut_the_result_while_count_stays_the_range_count() {
+    let s = store().await;
+    sort_fixture(&s).await;
+    // Created at 2..5; a and c modified again at 7 and 6.
+    let got = s
+        .range(&RangeRequest {
+            limit: 1,
+            min_mod_revision: 6,
+            max_create_revision: 4,
+            ..prefix_s()
+        })
+        .await
+        .unwrap();
+    // a (create 2, mod 7) and c (create 4, mod 6) pass; the limit shows a and says more.
+    assert_eq!(keys_of(&got), vec!["/s/a"]);
+    assert_eq!((got.count, got.more), (4, true));
+    let single = s
+        .range(&RangeRequest {
+            key: "/s/b".into(),
+            min_mod_revision: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (single.kvs.len(), single.count),
+        (0, 1),
+        "one key, filtered out"
+    );
+    let counted = s
+        .range(&RangeRequest {
+            count_only: true,
+            min_mod_revision: 100,
+            ..prefix_s()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (counted.count, counted.more),
+        (4, false),
+        "count-only ignores filters"
+    );
+}
+
+#[madsim::test]
+async fn ignore_value_and_ignore_lease_keep_the_keys_own_in_puts_and_txns() {
+    let s = store().await;
+    let mut first = put("/k", "v1");
+    first.lease = 7;
+    s.put(&first).await.unwrap();
+    let kept = PutRequest {
+        key: "/k".into(),
+        ignore_value: true,
+        ignore_lease: true,
+        prev_kv: true,
+        ..Default::default()
+    };
+    let resp = s.put(&kept).await.unwrap();
+    assert_eq!(resp.prev_kv.unwrap().value, b"v1");
+    let now = s
+        .range(&RangeRequest {
+            key: "/k".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (now.kvs[0].value.as_slice(), now.kvs[0].lease),
+        (&b"v1"[..], 7)
+    );
+    let missing = PutRequest {
+        key: "/nothing".into(),
+        ..kept.clone()
+    };
+    assert_eq!(
+        s.put(&missing).await.unwrap_err(),
+        StoreError::Unsupported(crate::kv_rules::KEY_NOT_FOUND.into())
+    );
+    let in_txn = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(missing)),
+        }],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.txn(&in_txn).await.unwrap_err(),
+        StoreError::Unsupported(crate::kv_rules::KEY_NOT_FOUND.into()),
+        "a txn's put keeps etcd's rule too"
+    );
+    let with_value = PutRequest {
+        value: b"x".to_vec(),
+        ..kept
+    };
+    assert_eq!(
+        s.put(&with_value).await.unwrap_err(),
+        StoreError::Unsupported(crate::kv_rules::VALUE_PROVIDED.into())
+    );
+    let range_delete = DeleteRangeRequest {
+        key: "/a".into(),
+        range_end: "/b".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.delete_range(&range_delete).await.unwrap_err(),
+        StoreError::Unsupported(super::store::RANGE_DELETE.into())
+    );
+}

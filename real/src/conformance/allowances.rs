@@ -7,7 +7,9 @@
 use crate::answer::{Answer, WatchOutcome};
 use crate::ops::Op;
 use store::kine::sql::COMPACT_REV_KEY;
-use store::proto::etcdserverpb::{response_op, RangeResponse};
+use store::kine::store::{RANGE_DELETE, SORT_BY_VERSION};
+use store::proto::etcdserverpb::range_request::SortTarget;
+use store::proto::etcdserverpb::{response_op, RangeRequest, RangeResponse};
 use store::proto::mvccpb::event::EventType;
 use store::proto::mvccpb::{Event, KeyValue};
 
@@ -44,6 +46,8 @@ pub const KINE_PREV_KV_KEPT: &str = "kine-prev-kv-kept";
 pub const KINE_DELETE_AT_COMPACT_REVISION: &str = "kine-delete-at-compact-revision";
 pub const PROGRESS_BEFORE_WATCH_START: &str = "progress-before-watch-start";
 pub const KINE_PROGRESS_BEFORE_WATCH_START: &str = "kine-progress-before-watch-start";
+pub const KINE_SORT_BY_VERSION: &str = "kine-sort-by-version";
+pub const KINE_RANGE_DELETE: &str = "kine-range-delete";
 
 const PROGRESS_BEFORE_WATCH_START_REASON: &str =
     "a progress request on a stream whose watch starts beyond the current revision is deferred \
@@ -101,6 +105,23 @@ pub const ALLOWANCES: &[Allowance] = &[
                  SEMANTICS.md section 1 (watch Reliable)",
     },
     Allowance {
+        name: KINE_SORT_BY_VERSION,
+        pair: Pair::Kine,
+        reason: "a Range sorted by version (sort_target VERSION, in either order, or with order \
+                 NONE, which etcd sorts ascending) is refused with InvalidArgument naming the \
+                 field: kine keeps no per-key version counter, so it cannot sort by one",
+        source: "src/kine/store.rs SORT_BY_VERSION; etcd apply.go Range (kvSortByVersion)",
+    },
+    Allowance {
+        name: KINE_RANGE_DELETE,
+        pair: Pair::Kine,
+        reason: "a DeleteRange with range_end is refused with InvalidArgument naming the field: \
+                 kine's log writes one key per revision and cannot delete a range at one \
+                 revision (the suite draws range deletes only where no key lives, so etcd \
+                 deletes nothing and the stores stay equal)",
+        source: "src/kine/store.rs RANGE_DELETE; kine pkg/server/delete.go",
+    },
+    Allowance {
         name: PROGRESS_BEFORE_WATCH_START,
         pair: Pair::Mvcc,
         reason: PROGRESS_BEFORE_WATCH_START_REASON,
@@ -144,8 +165,14 @@ pub fn apply(
             }
         }
         Pair::Kine => {
-            if compact_rev_key_row(cx.op, other) {
+            if compact_rev_key_row(cx.op, etcd, other) {
                 used.push(COMPACT_REV_KEY_ROW);
+            }
+            if kine_refused(cx.op, etcd, other) {
+                used.push(match cx.op {
+                    Op::DeleteRange { .. } => KINE_RANGE_DELETE,
+                    _ => KINE_SORT_BY_VERSION,
+                });
             }
             if kine_delete_at_compact_revision(cx, etcd, other) {
                 used.push(KINE_DELETE_AT_COMPACT_REVISION);
@@ -323,25 +350,100 @@ fn covers_compact_rev_key(key: &[u8], range_end: &[u8]) -> bool {
     }
 }
 
+/// kine's bookkeeping row as ranges read it: created at revision 1 and updated in place.
+fn compact_rev_key_kv() -> KeyValue {
+    KeyValue {
+        key: COMPACT_REV_KEY.into(),
+        create_revision: 1,
+        mod_revision: 1,
+        version: 1,
+        value: vec![],
+        lease: 0,
+    }
+}
+
 /// Takes kine's bookkeeping row out of a range or a watch that covers it, as if it did not exist.
-fn compact_rev_key_row(op: &Op, kine: &mut Answer) -> bool {
+///
+/// A range counts the row. When the row passes the range's revision filters it also takes a
+/// place in kine's sorted list: shown within the limit, it pushed out the last key-value etcd
+/// shows (which is then left out of etcd's side, that one only); shown or not, kine's `more`
+/// may count it, and so says "more" where etcd, with exactly `limit` key-values, does not.
+fn compact_rev_key_row(op: &Op, etcd: &mut Answer, kine: &mut Answer) -> bool {
     let is_row = |kv: &Option<KeyValue>| {
         kv.as_ref()
             .is_some_and(|kv| kv.key == COMPACT_REV_KEY.as_bytes())
     };
-    match (op, kine) {
-        (Op::Range(req), Answer::Range(r)) if covers_compact_rev_key(&req.key, &req.range_end) => {
-            r.kvs.retain(|kv| kv.key != COMPACT_REV_KEY.as_bytes());
-            r.count -= 1;
-            r.more = req.limit > 0 && !req.count_only && r.count > req.limit;
-            true
-        }
-        (Op::Watch { .. }, Answer::Watch(o)) if o.events.iter().any(|e| is_row(&e.kv)) => {
+    if let (Op::Watch { .. }, Answer::Watch(o)) = (op, &mut *kine) {
+        if o.events.iter().any(|e| is_row(&e.kv)) {
             o.events.retain(|e| !is_row(&e.kv));
-            true
+            return true;
         }
-        _ => false,
+        return false;
     }
+    let Some((req, k)) = range_of(op, kine) else {
+        return false;
+    };
+    if !covers_compact_rev_key(&req.key, &req.range_end) {
+        return false;
+    }
+    let shown = k.kvs.iter().any(|kv| kv.key == COMPACT_REV_KEY.as_bytes());
+    let full = req.limit > 0 && k.kvs.len() as i64 == req.limit;
+    k.kvs.retain(|kv| kv.key != COMPACT_REV_KEY.as_bytes());
+    k.count -= 1;
+    let Some((_, e)) = range_of(op, etcd) else {
+        return true;
+    };
+    let takes_a_place =
+        !req.count_only && store::kv_rules::passes_filters(req, &compact_rev_key_kv());
+    if takes_a_place {
+        let etcd_full = req.limit > 0 && e.kvs.len() as i64 == req.limit;
+        if shown && full && etcd_full {
+            e.kvs.pop();
+        }
+        if k.more && !e.more && etcd_full {
+            k.more = false;
+        }
+    }
+    true
+}
+
+/// A range operation's request and the range response in its answer (a Txn's only one).
+fn range_of<'a>(
+    op: &'a Op,
+    a: &'a mut Answer,
+) -> Option<(&'a RangeRequest, &'a mut RangeResponse)> {
+    match (op, a) {
+        (Op::Range(req), Answer::Range(r)) => Some((req, r)),
+        (Op::TxnRange(req), Answer::Txn(t)) => match t.responses.first_mut()?.response.as_mut()? {
+            response_op::Response::ResponseRange(r) => Some((req, r)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// kine refused, naming the field, what etcd served: a sort by version, or a range delete
+/// (only where etcd deleted nothing, so both stores still hold the same keys).
+fn kine_refused(op: &Op, etcd: &mut Answer, kine: &Answer) -> bool {
+    let expected = match (op, &*etcd) {
+        (Op::Range(r) | Op::TxnRange(r), _)
+            if store::kv_rules::sort_order(r)
+                .is_some_and(|(target, _)| target == SortTarget::Version) =>
+        {
+            SORT_BY_VERSION
+        }
+        (Op::DeleteRange { .. }, Answer::Delete(d)) if d.deleted == 0 => RANGE_DELETE,
+        _ => return false,
+    };
+    let refused = Answer::Error {
+        code: "InvalidArgument".into(),
+        message: expected.into(),
+    };
+    if *kine != refused {
+        return false;
+    }
+    *etcd = refused;
+    true
 }
 
 #[cfg(test)]
@@ -644,5 +746,138 @@ mod tests {
                 "{pair:?}: only a deferral"
             );
         }
+    }
+
+    fn refusal(message: &str) -> Answer {
+        Answer::Error {
+            code: "InvalidArgument".into(),
+            message: message.into(),
+        }
+    }
+
+    fn plain(op: &Op) -> Context<'_> {
+        Context {
+            op,
+            as_3_4: None,
+            compact_at_open: 0,
+            progress_start: 0,
+        }
+    }
+
+    #[test]
+    fn kine_sort_by_version_hides_only_that_refusal_of_a_sort_by_version() {
+        let by = |target: SortTarget| {
+            Op::Range(RangeRequest {
+                key: b"/registry/".to_vec(),
+                range_end: b"/registry0".to_vec(),
+                sort_target: target as i32,
+                ..Default::default()
+            })
+        };
+        let etcd = range(vec![kv("/registry/pods/a", 2, 5, 3)], 1, false);
+        let refused = refusal(SORT_BY_VERSION);
+        let version = by(SortTarget::Version);
+        assert_eq!(
+            same(Pair::Kine, &plain(&version), &etcd, &refused),
+            (true, vec![KINE_SORT_BY_VERSION])
+        );
+        let by_mod = by(SortTarget::Mod);
+        assert!(
+            !same(Pair::Kine, &plain(&by_mod), &etcd, &refused).0,
+            "a sort by mod revision must be served"
+        );
+        assert!(
+            !same(Pair::Mvcc, &plain(&version), &etcd, &refused).0,
+            "the etcd MVCC sorts by version"
+        );
+        let other = refusal("kine: something else");
+        assert!(!same(Pair::Kine, &plain(&version), &etcd, &other).0);
+    }
+
+    #[test]
+    fn kine_range_delete_hides_the_refusal_only_where_etcd_deleted_nothing() {
+        let op = Op::DeleteRange {
+            key: "/registry/secrets/".into(),
+            range_end: b"/registry/secrets0".to_vec(),
+            prev_kv: false,
+        };
+        let deleted = |n| {
+            Answer::Delete(store::proto::etcdserverpb::DeleteRangeResponse {
+                header: None,
+                deleted: n,
+                prev_kvs: vec![],
+            })
+        };
+        let refused = refusal(RANGE_DELETE);
+        assert_eq!(
+            same(Pair::Kine, &plain(&op), &deleted(0), &refused),
+            (true, vec![KINE_RANGE_DELETE])
+        );
+        assert!(!same(Pair::Kine, &plain(&op), &deleted(2), &refused).0);
+    }
+
+    #[test]
+    fn compact_rev_key_row_first_in_a_sort_pushes_out_etcds_last_key_value() {
+        use store::proto::etcdserverpb::range_request::SortOrder;
+        let op = Op::Range(RangeRequest {
+            key: b"/registry/pods/ns-0/a".to_vec(),
+            range_end: vec![0],
+            limit: 2,
+            sort_order: SortOrder::Descend as i32,
+            sort_target: SortTarget::Key as i32,
+            ..Default::default()
+        });
+        let (b, c) = (
+            kv("/registry/pods/ns-0/b", 3, 3, 1),
+            kv("/registry/pods/ns-0/c", 4, 4, 1),
+        );
+        let row = kv(COMPACT_REV_KEY, 1, 1, 1);
+        // Descending by key the row comes first and takes one of the two places.
+        let etcd = range(vec![c.clone(), b.clone()], 3, true);
+        let kine = range(vec![row.clone(), c.clone()], 4, true);
+        assert_eq!(
+            same(Pair::Kine, &plain(&op), &etcd, &kine),
+            (true, vec![COMPACT_REV_KEY_ROW])
+        );
+        let wrong = range(vec![row.clone(), b.clone()], 4, true);
+        assert!(
+            !same(Pair::Kine, &plain(&op), &etcd, &wrong).0,
+            "what kine shows besides the row must still be etcd's first key-values"
+        );
+        // Exactly two real keys: etcd says no more, kine's row made three.
+        let etcd_two = range(vec![c.clone(), b.clone()], 2, false);
+        let kine_two = range(vec![row, c], 3, true);
+        assert!(same(Pair::Kine, &plain(&op), &etcd_two, &kine_two).0);
+    }
+
+    #[test]
+    fn compact_rev_key_row_is_taken_out_of_a_txns_range_too() {
+        let req = RangeRequest {
+            key: b"/registry/pods/ns-0/b".to_vec(),
+            range_end: vec![0],
+            ..Default::default()
+        };
+        let op = Op::TxnRange(req);
+        let in_txn = |kvs: Vec<KeyValue>, count| {
+            let Answer::Range(r) = range(kvs, count, false) else {
+                unreachable!()
+            };
+            Answer::Txn(store::proto::etcdserverpb::TxnResponse {
+                header: None,
+                succeeded: true,
+                responses: vec![store::proto::etcdserverpb::ResponseOp {
+                    response: Some(response_op::Response::ResponseRange(r)),
+                }],
+            })
+        };
+        let b = kv("/registry/pods/ns-0/b", 2, 2, 1);
+        let row = kv(COMPACT_REV_KEY, 1, 1, 1);
+        let etcd = in_txn(vec![b.clone()], 1);
+        let kine = in_txn(vec![b.clone(), row], 2);
+        assert_eq!(
+            same(Pair::Kine, &plain(&op), &etcd, &kine),
+            (true, vec![COMPACT_REV_KEY_ROW])
+        );
+        assert!(!same(Pair::Kine, &plain(&op), &etcd, &in_txn(vec![], 1)).0);
     }
 }

@@ -2,21 +2,27 @@
 //!
 //! It draws Kubernetes-shaped traffic over a few resources, namespaces and names: guarded
 //! creates, updates and deletes (mostly with the key's true mod revision, sometimes a stale one),
-//! plain puts and deletes, ranges (single key, prefix, from-key; limits, past, compacted and
-//! future revisions, keys-only, count-only), compactions (due, already compacted, future), watches
-//! from now, a past revision, exactly the compact revision, a compacted one or the future, and
-//! progress requests. It reads the reference model only to pick plausible revisions, so a seed
-//! gives the same sequence every time.
+//! plain puts (prev_kv, ignore_value, ignore_lease) and deletes, range deletes where no key
+//! lives, ranges (single key, prefix, from-key; limits, past, compacted and future revisions,
+//! keys-only, count-only, every sort order and target, the four revision filters), requests
+//! with an empty key, the same ranges inside a Txn, compactions (due, already compacted, future), watches
+//! from now, a past revision, exactly the compact revision, a compacted one or the future
+//! (sometimes filtering out puts or deletes), and progress requests. It reads the reference
+//! model only to pick plausible revisions, so a seed gives the same sequence every time.
 
 use crate::ops::Op;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use store::etcd::mvcc::Mvcc;
+use store::proto::etcdserverpb::range_request::SortTarget;
+use store::proto::etcdserverpb::watch_create_request::FilterType;
 use store::proto::etcdserverpb::{RangeRequest, WatchCreateRequest};
 
 const RESOURCES: [&str; 2] = ["pods", "configmaps"];
 const NAMESPACES: [&str; 2] = ["ns-0", "ns-1"];
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+/// A prefix no operation writes under: range deletes go there.
+const UNUSED_PREFIX: &str = "/registry/secrets/";
 /// Watches per sequence: enough to meet compaction, few enough to drain quickly.
 pub const MAX_WATCHES: usize = 4;
 
@@ -81,6 +87,84 @@ impl Generator {
         }
     }
 
+    /// A put, sometimes keeping the key's value or lease (on a key that may not exist), and
+    /// now and then with a value that `ignore_value` forbids.
+    fn put(&mut self) -> Op {
+        let ignore_value = self.rng.gen_bool(0.12);
+        let value = if !ignore_value || self.rng.gen_bool(0.2) {
+            self.value()
+        } else {
+            String::new()
+        };
+        Op::Put {
+            key: if self.rng.gen_bool(0.02) {
+                String::new()
+            } else {
+                self.key()
+            },
+            value,
+            prev_kv: self.rng.gen_bool(0.5),
+            ignore_value,
+            ignore_lease: self.rng.gen_bool(0.12),
+        }
+    }
+
+    /// A range with every option etcd honours: limit, revision, keys-only, count-only, a sort
+    /// (each order and target) and the four revision filters, alone and together.
+    fn range(&mut self, model: &Mvcc) -> RangeRequest {
+        let (mut key, range_end) = self.key_range();
+        if self.rng.gen_bool(0.01) {
+            key.clear();
+        }
+        let mut r = RangeRequest {
+            key,
+            range_end,
+            limit: if self.rng.gen_bool(0.5) {
+                self.rng.gen_range(1..=3)
+            } else {
+                0
+            },
+            revision: self.revision(model, 0),
+            keys_only: self.rng.gen_bool(0.2),
+            count_only: self.rng.gen_bool(0.15),
+            ..Default::default()
+        };
+        if self.rng.gen_bool(0.4) {
+            r.sort_order = self.rng.gen_range(0..=2);
+            r.sort_target = self.rng.gen_range(0..=4);
+            // etcd 3.4 sorts with Go's sort.Sort, which keeps equal elements in key order only
+            // up to 12 of them: beyond that the order of equal versions is etcd's own.
+            if r.sort_target == SortTarget::Version as i32 && self.sorted_beyond_12(model, &r) {
+                r.sort_target = SortTarget::Mod as i32;
+            }
+        }
+        if self.rng.gen_bool(0.3) {
+            let current = model.current_revision();
+            let mut bound = || {
+                if self.rng.gen_bool(0.5) {
+                    self.rng.gen_range(1..=current + 1)
+                } else {
+                    0
+                }
+            };
+            r.min_mod_revision = bound();
+            r.max_mod_revision = bound();
+            r.min_create_revision = bound();
+            r.max_create_revision = bound();
+        }
+        r
+    }
+
+    /// Whether etcd would sort more than 12 key-values for `r` (the whole range at its revision).
+    fn sorted_beyond_12(&self, model: &Mvcc, r: &RangeRequest) -> bool {
+        let whole = RangeRequest {
+            count_only: true,
+            limit: 0,
+            ..r.clone()
+        };
+        model.range(&whole).is_ok_and(|a| a.count > 12)
+    }
+
     /// The key's mod revision in the model, or (sometimes) a stale guess.
     fn expected_mod(&mut self, model: &Mvcc, key: &str) -> i64 {
         if self.rng.gen_bool(0.2) {
@@ -137,32 +221,20 @@ impl Generator {
                         key,
                     }
                 }
-                40..=43 => Op::Put {
-                    key: self.key(),
-                    value: self.value(),
-                    prev_kv: self.rng.gen_bool(0.5),
-                },
-                44..=46 => Op::DeleteKey {
+                40..=43 => self.put(),
+                44..=45 => Op::DeleteKey {
                     key: self.key(),
                     prev_kv: self.rng.gen_bool(0.5),
                 },
-                47..=73 => {
-                    let (key, range_end) = self.key_range();
-                    let limit = if self.rng.gen_bool(0.5) {
-                        self.rng.gen_range(1..=3)
-                    } else {
-                        0
-                    };
-                    Op::Range(RangeRequest {
-                        key,
-                        range_end,
-                        limit,
-                        revision: self.revision(model, 0),
-                        keys_only: self.rng.gen_bool(0.2),
-                        count_only: self.rng.gen_bool(0.15),
-                        ..Default::default()
-                    })
-                }
+                // A range delete where no key lives: etcd deletes nothing, faultline-store
+                // refuses (kine cannot delete a range at one revision) and both stay equal.
+                46 => Op::DeleteRange {
+                    key: UNUSED_PREFIX.into(),
+                    range_end: prefix_end(UNUSED_PREFIX),
+                    prev_kv: self.rng.gen_bool(0.5),
+                },
+                47..=68 => Op::Range(self.range(model)),
+                69..=73 => Op::TxnRange(self.range(model)),
                 74..=80 => {
                     let revision = match self.rng.gen_range(0..10) {
                         0 if compact > 0 => self.rng.gen_range(compact.max(2) - 1..=compact),
@@ -183,6 +255,11 @@ impl Generator {
                             range_end,
                             start_revision: self.revision(model, 0),
                             prev_kv: self.rng.gen_bool(0.6),
+                            filters: [FilterType::Noput, FilterType::Nodelete]
+                                .into_iter()
+                                .filter(|_| self.rng.gen_bool(0.15))
+                                .map(|f| f as i32)
+                                .collect(),
                             ..Default::default()
                         },
                     }

@@ -69,8 +69,8 @@ impl Model {
         let m = &mut self.mvcc;
         let answer = match request {
             Request::Range(r) => m.range(&r).map(Answer::Range),
-            Request::Put(p) => Ok(Answer::Put(m.put(&p))),
-            Request::Delete(d) => Ok(Answer::Delete(m.delete_range(&d))),
+            Request::Put(p) => m.put(&p).map(Answer::Put),
+            Request::Delete(d) => m.delete_range(&d).map(Answer::Delete),
             Request::Txn(t) => m.txn(&t).map(Answer::Txn),
             Request::Compact(c) => m.schedule_compaction(c.revision).map(|()| {
                 m.compact_rows(c.revision);

@@ -5,6 +5,8 @@
 //! sides or the comparison.
 
 use std::fmt;
+use store::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use store::proto::etcdserverpb::watch_create_request::FilterType;
 use store::proto::etcdserverpb::{
     compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
     RequestOp, TxnRequest, WatchCreateRequest,
@@ -28,18 +30,28 @@ pub enum Op {
         key: String,
         expected_mod: i64,
     },
-    /// A plain put, as etcdctl sends it.
+    /// A plain put, as etcdctl sends it, keeping the key's value or lease when asked.
     Put {
         key: String,
         value: String,
         prev_kv: bool,
+        ignore_value: bool,
+        ignore_lease: bool,
     },
     /// A plain delete of one key.
     DeleteKey {
         key: String,
         prev_kv: bool,
     },
+    /// A delete of every key in `[key, range_end)`.
+    DeleteRange {
+        key: String,
+        range_end: Vec<u8>,
+        prev_kv: bool,
+    },
     Range(RangeRequest),
+    /// The same range as the one operation of a Txn without compares.
+    TxnRange(RangeRequest),
     Compact {
         revision: i64,
     },
@@ -126,10 +138,14 @@ impl Op {
                 key,
                 value,
                 prev_kv,
+                ignore_value,
+                ignore_lease,
             } => Request::Put(PutRequest {
                 key: key.clone().into_bytes(),
                 value: value.clone().into_bytes(),
                 prev_kv: *prev_kv,
+                ignore_value: *ignore_value,
+                ignore_lease: *ignore_lease,
                 ..Default::default()
             }),
             Op::DeleteKey { key, prev_kv } => Request::Delete(DeleteRangeRequest {
@@ -137,7 +153,23 @@ impl Op {
                 prev_kv: *prev_kv,
                 ..Default::default()
             }),
+            Op::DeleteRange {
+                key,
+                range_end,
+                prev_kv,
+            } => Request::Delete(DeleteRangeRequest {
+                key: key.clone().into_bytes(),
+                range_end: range_end.clone(),
+                prev_kv: *prev_kv,
+            }),
             Op::Range(r) => Request::Range(r.clone()),
+            Op::TxnRange(r) => Request::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestRange(r.clone())),
+                }],
+                failure: vec![],
+            }),
             // Physical: etcd answers once the compaction's rows are gone. Otherwise a watch
             // opened soon after could still find a tombstone at the compact revision that a
             // little later it would not (etcd compacts its index and backend in the background).
@@ -154,6 +186,7 @@ impl Op {
 pub fn describe_range(key: &[u8], range_end: &[u8]) -> String {
     let k = String::from_utf8_lossy(key);
     match range_end {
+        [] if key.is_empty() => "\"\"".to_string(),
         [] => format!("{k}"),
         [0] => format!("{k} --from-key"),
         end => {
@@ -195,15 +228,38 @@ impl fmt::Display for Op {
                 key,
                 value,
                 prev_kv,
-            } => write!(
-                f,
-                "put {key} {value:?}{}",
-                if *prev_kv { " --prev-kv" } else { "" }
-            ),
+                ignore_value,
+                ignore_lease,
+            } => {
+                write!(f, "put {key} {value:?}")?;
+                for (set, flag) in [
+                    (prev_kv, "--prev-kv"),
+                    (ignore_value, "--ignore-value"),
+                    (ignore_lease, "--ignore-lease"),
+                ] {
+                    if *set {
+                        write!(f, " {flag}")?;
+                    }
+                }
+                Ok(())
+            }
             Op::DeleteKey { key, prev_kv } => {
                 write!(f, "del {key}{}", if *prev_kv { " --prev-kv" } else { "" })
             }
-            Op::Range(r) => {
+            Op::DeleteRange {
+                key,
+                range_end,
+                prev_kv,
+            } => write!(
+                f,
+                "del {}{}",
+                describe_range(key.as_bytes(), range_end),
+                if *prev_kv { " --prev-kv" } else { "" }
+            ),
+            Op::Range(r) | Op::TxnRange(r) => {
+                if matches!(self, Op::TxnRange(_)) {
+                    write!(f, "txn: ")?;
+                }
                 write!(f, "get {}", describe_range(&r.key, &r.range_end))?;
                 if r.limit > 0 {
                     write!(f, " --limit {}", r.limit)?;
@@ -216,6 +272,26 @@ impl fmt::Display for Op {
                 }
                 if r.count_only {
                     write!(f, " --count-only")?;
+                }
+                if r.sort_order != 0 || r.sort_target != 0 {
+                    let order = SortOrder::try_from(r.sort_order).map(|o| o.as_str_name());
+                    let target = SortTarget::try_from(r.sort_target).map(|t| t.as_str_name());
+                    write!(
+                        f,
+                        " --order={} --sort-by={}",
+                        order.unwrap_or("?"),
+                        target.unwrap_or("?")
+                    )?;
+                }
+                for (bound, name) in [
+                    (r.min_mod_revision, "min_mod_revision"),
+                    (r.max_mod_revision, "max_mod_revision"),
+                    (r.min_create_revision, "min_create_revision"),
+                    (r.max_create_revision, "max_create_revision"),
+                ] {
+                    if bound != 0 {
+                        write!(f, " {name}={bound}")?;
+                    }
                 }
                 Ok(())
             }
@@ -231,6 +307,10 @@ impl fmt::Display for Op {
                 }
                 if create.prev_kv {
                     write!(f, " --prev-kv")?;
+                }
+                for filter in &create.filters {
+                    let name = FilterType::try_from(*filter).map(|t| t.as_str_name());
+                    write!(f, " --filter={}", name.unwrap_or("?"))?;
                 }
                 Ok(())
             }

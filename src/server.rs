@@ -155,6 +155,7 @@ impl Maintenance for EtcdApi {
 
 /// Keep-alive answers where a lease ID is its TTL (etcd members' leases, not replicated yet):
 /// every request is answered at once with its own ID.
+#[cfg(madsim)]
 pub(crate) fn keep_alive_answers(
     header: Option<ResponseHeader>,
     requests: Streaming<LeaseKeepAliveRequest>,

@@ -8,6 +8,7 @@ use crate::kine::driver::DriverError;
 pub const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
 pub const FUTURE_REV: &str = "etcdserver: mvcc: required revision is a future revision";
 pub const TIMED_OUT: &str = "etcdserver: request timed out";
+pub const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -26,6 +27,15 @@ pub enum StoreError {
     /// The etcd member knows no leader: nothing was proposed.
     #[error("etcdserver: no leader")]
     NoLeader,
+    /// A lease named by the request does not exist (never granted, revoked or expired).
+    #[error("{LEASE_NOT_FOUND}")]
+    LeaseNotFound,
+    /// A grant named an ID a live lease already has.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A grant asked for more than etcd's maximum TTL.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// The etcd member does not serve clients (not ready yet, or stopped): nothing was done.
     #[error("{0}")]
     NotServing(&'static str),
@@ -33,6 +43,12 @@ pub enum StoreError {
 
 impl From<DriverError> for StoreError {
     fn from(e: DriverError) -> Self {
+        use crate::kine::database::DbError;
+        match e {
+            DriverError::Db(DbError::LeaseNotFound) => return StoreError::LeaseNotFound,
+            DriverError::Db(DbError::LeaseExists) => return StoreError::LeaseExists,
+            _ => {}
+        }
         if e.outcome_unknown() {
             StoreError::OutcomeUnknown
         } else {
@@ -51,6 +67,9 @@ impl From<StoreError> for tonic::Status {
             }
             StoreError::Database(_) => tonic::Status::unknown(msg),
             StoreError::Unsupported(_) => tonic::Status::invalid_argument(msg),
+            StoreError::LeaseNotFound => tonic::Status::not_found(msg),
+            StoreError::LeaseExists => tonic::Status::failed_precondition(msg),
+            StoreError::LeaseTtlTooLarge => tonic::Status::out_of_range(msg),
         }
     }
 }

@@ -65,7 +65,16 @@ pub async fn start_kine(driver: Driver, setup: KineSetup) -> EtcdApi {
     // restarts kine until the database answers.
     let (current, compact) = loop {
         match store.call(DbRequest::Startup).await {
-            Ok(DbResponse::Revisions { current, compact }) => break (current, compact),
+            Ok(DbResponse::Started {
+                current,
+                compact,
+                leases,
+            }) => {
+                if leases > 0 {
+                    store.leases_in_use();
+                }
+                break (current, compact);
+            }
             Ok(other) => unreachable!("Startup answered {other:?}"),
             Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }

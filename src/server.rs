@@ -19,9 +19,10 @@ use crate::proto::etcdserverpb::{
     watch_server::{Watch, WatchServer},
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse, WatchRequest,
-    WatchResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    WatchRequest, WatchResponse,
 };
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 use futures::{Stream, StreamExt};
@@ -88,35 +89,58 @@ impl Kv for EtcdApi {
 
 #[tonic::async_trait]
 impl Lease for EtcdApi {
-    /// kine's lease IDs equal their TTL: there is no lease table, only the number on each key.
+    /// Leases follow etcd 3.4 over the database (`kine/lease.rs`); every lease call also makes
+    /// sure this server runs its expiry loop.
     async fn lease_grant(&self, r: Request<LeaseGrantRequest>) -> Answer<LeaseGrantResponse> {
-        let ttl = r.get_ref().ttl;
-        let (current, _) = self.store.revisions().await?;
-        Ok(Response::new(LeaseGrantResponse {
-            header: self.store.header(current),
-            id: ttl,
-            ttl,
-            error: String::new(),
-        }))
+        self.store.leases_in_use();
+        Ok(Response::new(self.store.lease_grant(r.get_ref()).await?))
     }
 
-    async fn lease_revoke(&self, _r: Request<LeaseRevokeRequest>) -> Answer<LeaseRevokeResponse> {
-        let (current, _) = self.store.revisions().await?;
-        Ok(Response::new(LeaseRevokeResponse {
-            header: self.store.header(current),
-        }))
+    async fn lease_revoke(&self, r: Request<LeaseRevokeRequest>) -> Answer<LeaseRevokeResponse> {
+        self.store.leases_in_use();
+        Ok(Response::new(self.store.lease_revoke(r.get_ref()).await?))
     }
 
     type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
 
+    /// Each request renews its lease and is answered in order (TTL 0: the lease is gone). A
+    /// database failure ends the stream with its error, as etcd's does.
     async fn lease_keep_alive(
         &self,
         r: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Answer<Self::LeaseKeepAliveStream> {
-        Ok(Response::new(keep_alive_answers(
-            self.store.header(0),
-            r.into_inner(),
-        )))
+        let store = self.store.clone();
+        store.leases_in_use();
+        let answers = r.into_inner().then(move |req| {
+            let store = store.clone();
+            async move {
+                match req {
+                    Ok(req) => Ok(store.lease_renew(req.id).await?),
+                    Err(status) => Err(status),
+                }
+            }
+        });
+        let until_error = answers.scan(false, |failed, answer| {
+            let end = *failed;
+            *failed = answer.is_err();
+            futures::future::ready((!end).then_some(answer))
+        });
+        Ok(Response::new(Box::pin(until_error)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        r: Request<LeaseTimeToLiveRequest>,
+    ) -> Answer<LeaseTimeToLiveResponse> {
+        self.store.leases_in_use();
+        Ok(Response::new(
+            self.store.lease_time_to_live(r.get_ref()).await?,
+        ))
+    }
+
+    async fn lease_leases(&self, _r: Request<LeaseLeasesRequest>) -> Answer<LeaseLeasesResponse> {
+        self.store.leases_in_use();
+        Ok(Response::new(self.store.lease_leases().await?))
     }
 }
 
@@ -137,8 +161,9 @@ impl Maintenance for EtcdApi {
     }
 }
 
-/// Keep-alive answers where a lease ID is its TTL (kine's leases, and etcd members', which are
-/// not replicated here): every request is answered at once with its own ID.
+/// Keep-alive answers where a lease ID is its TTL (etcd members' leases, not replicated yet):
+/// every request is answered at once with its own ID.
+#[cfg(madsim)]
 pub(crate) fn keep_alive_answers(
     header: Option<ResponseHeader>,
     requests: Streaming<LeaseKeepAliveRequest>,

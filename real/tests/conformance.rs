@@ -77,11 +77,14 @@ fn the_allowances_are_named_and_sourced() {
         "kine-range-delete",
         "progress-before-watch-start",
         "kine-progress-before-watch-start",
+        "lease-ttl-clock",
+        "kine-lease-ttl-clock",
+        "kine-prev-kv-lease",
     ] {
         assert!(
             stdout.contains(&format!("  {name} (")),
             "{name} missing:\n{stdout}"
         );
     }
-    assert_eq!(stdout.matches("    source: ").count(), 9, "{stdout}");
+    assert_eq!(stdout.matches("    source: ").count(), 12, "{stdout}");
 }

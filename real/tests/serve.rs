@@ -128,6 +128,92 @@ async fn a_killed_server_restarts_with_its_data_and_revision() {
 }
 
 #[tokio::test]
+async fn leases_and_their_keys_survive_a_kill_and_the_restart_renews_them() {
+    use store::proto::etcdserverpb::{
+        lease_client::LeaseClient, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest,
+        LeaseTimeToLiveRequest,
+    };
+    let dir = temp_dir("leases");
+    let db = dir.join("store.db");
+    let (id, revision) = {
+        let server = Running::start(&db, &[]);
+        let mut leases = LeaseClient::connect(format!("http://{}", server.addr))
+            .await
+            .unwrap();
+        let granted = leases
+            .lease_grant(LeaseGrantRequest { ttl: 3, id: 0 })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut kv = server.client().await;
+        let req = PutRequest {
+            key: b"/registry/leases/held".to_vec(),
+            value: b"v".to_vec(),
+            lease: granted.id,
+            ..Default::default()
+        };
+        let revision = kv
+            .put(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .header
+            .unwrap()
+            .revision;
+        drop(server); // SIGKILL
+        (granted.id, revision)
+    };
+    // Down longer than the TTL: the restart renews the lease instead of expiring it at once.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let server = Running::start(&db, &[]);
+    let mut leases = LeaseClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let ttl = |leases: &mut LeaseClient<Channel>| {
+        let mut leases = leases.clone();
+        async move {
+            leases
+                .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: true })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let alive = ttl(&mut leases).await;
+    assert_eq!(alive.granted_ttl, 3);
+    assert!(alive.ttl >= 1, "renewed at the restart: {alive:?}");
+    assert_eq!(alive.keys, vec![b"/registry/leases/held".to_vec()]);
+    let mut kv = server.client().await;
+    assert_eq!(prefix(&mut kv, 0).await.unwrap().kvs.len(), 1);
+    // Kept alive past its TTL, then left to expire: its key goes with it, in one new revision.
+    let renew = futures::stream::iter(vec![LeaseKeepAliveRequest { id }; 1]);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut answers = leases
+            .lease_keep_alive(renew.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answers.message().await.unwrap().unwrap().ttl, 3);
+    }
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    assert_eq!(ttl(&mut leases).await.ttl, -1, "expired");
+    let after = prefix(&mut kv, 0).await.unwrap();
+    assert!(after.kvs.is_empty());
+    assert_eq!(after.header.unwrap().revision, revision + 1);
+    assert_eq!(
+        leases
+            .lease_revoke(LeaseRevokeRequest { id })
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::NotFound
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn ctrl_c_stops_cleanly_and_checkpoints_the_wal() {
     let dir = temp_dir("ctrl-c");
     let db = dir.join("store.db");

@@ -90,9 +90,11 @@ impl Status {
             StoreError::OutcomeUnknown | StoreError::NoLeader | StoreError::NotServing(_) => {
                 Status::new(504, "Timeout", e.to_string())
             }
-            StoreError::Database(_) | StoreError::Unsupported(_) => {
-                Status::new(500, "InternalError", e.to_string())
-            }
+            StoreError::Database(_)
+            | StoreError::Unsupported(_)
+            | StoreError::LeaseNotFound
+            | StoreError::LeaseExists
+            | StoreError::LeaseTtlTooLarge => Status::new(500, "InternalError", e.to_string()),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! node's durable disk: the world keeps it across restarts, and a request that never reaches
 //! `execute` (killed first) leaves no trace. It reports every committed row and every compaction.
 
+use super::lease::{self, Appender, LeaseAnswer};
 use super::sql::{self, End, Log, NewRow, Row, SqlError, COMPACT_REV_KEY};
 use crate::design::InsertVariant;
 use crate::faults::CompactFault;
@@ -14,7 +15,9 @@ use serde::{Deserialize, Serialize};
 /// One driver call. Each is executed as one transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DbRequest {
-    /// Creates the schema's `compact_rev_key` row if missing and merges duplicates.
+    /// Creates the schema's `compact_rev_key` row if missing and merges duplicates; renews
+    /// every lease to its full TTL, as etcd's new leader does, so time a server was down (or
+    /// restarting) never counts against a lease.
     Startup,
     CurrentRevision,
     CompactRevision,
@@ -61,14 +64,50 @@ pub enum DbRequest {
         min_retain: i64,
         fault: Option<CompactFault>,
     },
+    /// The lease requests (`lease.rs`), each one transaction at the database's clock.
+    LeaseGrant {
+        id: i64,
+        ttl_s: i64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
+    LeaseRenew {
+        id: i64,
+    },
+    LeaseTimeToLive {
+        id: i64,
+        keys: bool,
+    },
+    LeaseLeases,
+    /// Expires at most `limit` leases past their deadline.
+    LeaseExpire {
+        limit: i64,
+    },
+}
+
+impl DbRequest {
+    fn is_lease(&self) -> bool {
+        matches!(
+            self,
+            DbRequest::LeaseGrant { .. }
+                | DbRequest::LeaseRevoke { .. }
+                | DbRequest::LeaseRenew { .. }
+                | DbRequest::LeaseTimeToLive { .. }
+                | DbRequest::LeaseLeases
+                | DbRequest::LeaseExpire { .. }
+        )
+    }
 }
 
 /// Every answer carries the revisions a kine caller needs alongside its rows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DbResponse {
-    Revisions {
+    /// Startup's answer: the revisions and how many leases the database holds.
+    Started {
         current: i64,
         compact: i64,
+        leases: i64,
     },
     Revision(i64),
     Rows {
@@ -95,6 +134,12 @@ pub enum DbResponse {
     },
     Inserted(i64),
     Compact(CompactReply),
+    /// A lease request's answer, the current revision after it and how many rows it appended.
+    Lease {
+        current: i64,
+        appended: usize,
+        answer: LeaseAnswer,
+    },
 }
 
 /// How a compaction batch ended inside the database.
@@ -126,6 +171,11 @@ pub enum DbError {
     Locked,
     #[error("context deadline exceeded")]
     DeadlineExceeded,
+    /// A lease request or an attaching write named a lease that does not exist.
+    #[error("{}", crate::error::LEASE_NOT_FOUND)]
+    LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
     #[error("{0}")]
     Other(String),
 }
@@ -293,6 +343,7 @@ impl Database {
     /// commits or aborts.
     pub fn reserve(&mut self, row: &NewRow) -> Result<i64, DbError> {
         let log = Log::new(&self.conn);
+        attachable(&log, row)?;
         let clash = self
             .pending
             .values()
@@ -328,6 +379,8 @@ impl Database {
             .transaction()
             .map_err(|e| DbError::Other(e.to_string()))?;
         let log = Log::of_tx(&tx);
+        // The lease may have been revoked while the insert was in flight.
+        attachable(&log, row)?;
         let id = if log.has_id(id)? || id <= log.compact_revision()? {
             let fresh = self.next_id.max(log.current_revision()? + 1);
             self.next_id = fresh + 1;
@@ -392,13 +445,18 @@ impl Database {
         let revisions = |log: &Log<'_>| -> Result<(i64, i64), DbError> {
             Ok((log.current_revision()?, log.compact_revision()?))
         };
-        let mut inserted: Option<(i64, NewRow)> = None;
+        let mut inserted: Vec<(i64, NewRow)> = Vec::new();
         let mut compacted: Option<StoreEvent> = None;
         let resp = match req {
             DbRequest::Startup => {
                 startup(&log, &mut inserted)?;
+                let leases = log.renew_all_leases(lease::now_ms())?;
                 let (current, compact) = revisions(&log)?;
-                DbResponse::Revisions { current, compact }
+                DbResponse::Started {
+                    current,
+                    compact,
+                    leases,
+                }
             }
             DbRequest::CurrentRevision => DbResponse::Revision(log.current_revision()?),
             DbRequest::CompactRevision => DbResponse::Revision(log.compact_revision()?),
@@ -464,12 +522,13 @@ impl Database {
                 }
             }
             DbRequest::Insert(row) => {
+                attachable(&log, row)?;
                 let id = if guarded {
                     log.insert_if_newest(row)?
                 } else {
                     log.insert(row)?
                 };
-                inserted = Some((id, row.clone()));
+                inserted.push((id, row.clone()));
                 DbResponse::Inserted(id)
             }
             DbRequest::Fill { id } => {
@@ -488,7 +547,7 @@ impl Database {
                     ..Default::default()
                 };
                 log.insert_at(*id, &row)?;
-                inserted = Some((*id, row));
+                inserted.push((*id, row));
                 DbResponse::Inserted(*id)
             }
             DbRequest::CompactBatch {
@@ -501,6 +560,21 @@ impl Database {
                 compacted = event;
                 DbResponse::Compact(reply)
             }
+            lease_request => {
+                debug_assert!(lease_request.is_lease());
+                let mysql_like = self.dialect != Dialect::Sqlite;
+                let answer = Appender {
+                    log: &log,
+                    next_id: mysql_like.then_some(&mut self.next_id),
+                    inserted: &mut inserted,
+                }
+                .lease(lease_request, lease::now_ms())?;
+                DbResponse::Lease {
+                    current: log.current_revision()?,
+                    appended: inserted.len(),
+                    answer,
+                }
+            }
         };
         let rolled_back = match &compacted {
             Some(StoreEvent::DbCompact { committed, .. }) => !committed,
@@ -511,7 +585,7 @@ impl Database {
         } else {
             tx.commit().map_err(|e| DbError::Other(e.to_string()))?;
         }
-        if let Some((id, row)) = inserted {
+        for (id, row) in inserted {
             self.record_insert(id, row);
         }
         if let Some(mut event) = compacted {
@@ -530,7 +604,7 @@ impl Database {
 }
 
 /// Ensures exactly one `compact_rev_key` row, keeping the highest stored compact revision.
-fn startup(log: &Log<'_>, inserted: &mut Option<(i64, NewRow)>) -> Result<(), DbError> {
+fn startup(log: &Log<'_>, inserted: &mut Vec<(i64, NewRow)>) -> Result<(), DbError> {
     let rows = log.compact_rows()?;
     if rows.is_empty() {
         // Creating the marker is an ordinary append, so it consumes revision 1.
@@ -540,7 +614,7 @@ fn startup(log: &Log<'_>, inserted: &mut Option<(i64, NewRow)>) -> Result<(), Db
             ..Default::default()
         };
         let id = log.insert(&row)?;
-        *inserted = Some((id, row));
+        inserted.push((id, row));
         return Ok(());
     }
     let keep = rows
@@ -552,6 +626,15 @@ fn startup(log: &Log<'_>, inserted: &mut Option<(i64, NewRow)>) -> Result<(), Db
         if id != keep {
             log.delete_row(id)?;
         }
+    }
+    Ok(())
+}
+
+/// A row naming a lease may be appended only while that lease exists (etcd refuses a Put naming
+/// an unknown lease); checked in the transaction that appends it, so a revoke cannot slip between.
+fn attachable(log: &Log<'_>, row: &NewRow) -> Result<(), DbError> {
+    if row.lease != 0 && log.lease(row.lease)?.is_none() {
+        return Err(DbError::LeaseNotFound);
     }
     Ok(())
 }

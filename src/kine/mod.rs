@@ -7,12 +7,15 @@
 pub mod compactor;
 pub mod database;
 pub mod driver;
+pub mod lease;
 pub mod sql;
 pub mod store;
 pub mod watch;
 
 #[cfg(test)]
 mod compactor_tests;
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]

@@ -30,6 +30,14 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS kine_prev_revision_index ON kine (prev_revision)",
     // The guard that makes two writes racing from the same previous row conflict.
     "CREATE UNIQUE INDEX IF NOT EXISTS kine_name_prev_revision_uindex ON kine (name, prev_revision)",
+    // Leases (faultline's own table; real kine has none): the granted TTL and the deadline, in
+    // milliseconds of the database's clock, after which any server may expire the lease.
+    "CREATE TABLE IF NOT EXISTS kine_lease (
+        id INTEGER PRIMARY KEY,
+        ttl INTEGER NOT NULL,
+        deadline_ms INTEGER NOT NULL)",
+    // Finds a lease's keys without scanning the log; rows without a lease are not indexed.
+    "CREATE INDEX IF NOT EXISTS kine_lease_index ON kine (lease) WHERE lease != 0",
 ];
 
 /// An append; ?9 is the id (NULL: the next one).
@@ -381,6 +389,80 @@ impl<'c> Log<'c> {
             params![revision, COMPACT_REV_KEY],
         )?;
         Ok(())
+    }
+
+    /// A lease's granted TTL (seconds) and deadline (ms), if it exists.
+    pub fn lease(&self, id: i64) -> Result<Option<(i64, i64)>, SqlError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT ttl, deadline_ms FROM kine_lease WHERE id = ?1")?;
+        Ok(st
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// Adds a lease; false when one with this id exists.
+    pub fn insert_lease(&self, id: i64, ttl: i64, deadline_ms: i64) -> Result<bool, SqlError> {
+        let n = self.write(
+            "INSERT OR IGNORE INTO kine_lease (id, ttl, deadline_ms) VALUES (?1, ?2, ?3)",
+            params![id, ttl, deadline_ms],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn delete_lease(&self, id: i64) -> Result<(), SqlError> {
+        self.write("DELETE FROM kine_lease WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Moves a lease's deadline to `ttl` seconds after `now_ms`, never earlier than it was.
+    pub fn renew_lease(&self, id: i64, now_ms: i64) -> Result<(), SqlError> {
+        self.write(
+            "UPDATE kine_lease SET deadline_ms = MAX(deadline_ms, ?2 + ttl * 1000) WHERE id = ?1",
+            params![id, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Renews every lease to its full TTL from `now_ms` (never shortening one); returns how
+    /// many leases there are.
+    pub fn renew_all_leases(&self, now_ms: i64) -> Result<i64, SqlError> {
+        self.write(
+            "UPDATE kine_lease SET deadline_ms = MAX(deadline_ms, ?1 + ttl * 1000)",
+            [now_ms],
+        )?;
+        self.one("SELECT COUNT(*) FROM kine_lease", [])
+    }
+
+    /// Ids of the leases whose deadline is after `now_ms`, ascending.
+    pub fn live_leases(&self, now_ms: i64) -> Result<Vec<i64>, SqlError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id FROM kine_lease WHERE deadline_ms > ?1 ORDER BY id")?;
+        let ids = st.query_map([now_ms], |r| r.get(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
+    }
+
+    /// Ids of at most `limit` leases whose deadline is at or before `now_ms`, earliest first.
+    pub fn expired_leases(&self, now_ms: i64, limit: i64) -> Result<Vec<i64>, SqlError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id FROM kine_lease WHERE deadline_ms <= ?1 ORDER BY deadline_ms, id LIMIT ?2",
+        )?;
+        let ids = st.query_map(params![now_ms, limit], |r| r.get(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest row of every live key attached to `lease`, by name.
+    pub fn leased_rows(&self, lease: i64) -> Result<Vec<Row>, SqlError> {
+        // `lease != 0` repeats the partial index's condition so SQLite may use it.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM kine AS k WHERE k.lease = ?1 AND k.lease != 0 AND k.deleted = 0
+             AND NOT EXISTS (SELECT 1 FROM kine WHERE name = k.name AND id > k.id)
+             ORDER BY k.name"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map([lease], row_from)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Deletes one row by id (used to merge duplicate `compact_rev_key` rows).

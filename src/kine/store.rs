@@ -41,6 +41,8 @@ pub struct KineStore {
     /// Wakes this server's watch poller after a local insert.
     inserted: tokio::sync::Notify,
     list: ListVariant,
+    /// Whether this server's lease expiry loop runs (started when it first meets a lease).
+    expiry_started: std::sync::atomic::AtomicBool,
 }
 
 /// Converts a row into the key-value a client sees. kine keeps no per-key version counter, so a
@@ -101,6 +103,19 @@ impl KineStore {
             member_id,
             inserted: tokio::sync::Notify::new(),
             list: ListVariant::Fixed,
+            expiry_started: Default::default(),
+        }
+    }
+
+    /// Starts this server's lease expiry loop, once, when it learns that leases exist (a lease
+    /// call, a write naming a lease, a polled row naming one, or leases found at startup). Until
+    /// then the server makes no lease call of its own, so a run whose clients never use leases
+    /// is the run it was before leases existed. A lease with no key that only another server
+    /// knows of is still expired on access: every lease request checks the deadline itself.
+    pub fn leases_in_use(self: &std::sync::Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if !self.expiry_started.swap(true, Ordering::SeqCst) {
+            tokio::spawn(super::lease::expiry_loop(self.clone()));
         }
     }
 

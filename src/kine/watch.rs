@@ -123,6 +123,10 @@ pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>, variant: WatchVaria
             _ => continue,
         };
         more = rows.len() as i64 == POLL_BATCH;
+        if rows.iter().any(|r| r.lease != 0) {
+            // A key attached to a lease, perhaps granted through another server.
+            store.leases_in_use();
+        }
         let mut batch = Vec::new();
         for row in rows {
             // Ids up to the compact revision that never came were compacted away before this

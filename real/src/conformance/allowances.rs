@@ -48,6 +48,12 @@ pub const PROGRESS_BEFORE_WATCH_START: &str = "progress-before-watch-start";
 pub const KINE_PROGRESS_BEFORE_WATCH_START: &str = "kine-progress-before-watch-start";
 pub const KINE_SORT_BY_VERSION: &str = "kine-sort-by-version";
 pub const KINE_RANGE_DELETE: &str = "kine-range-delete";
+pub const LEASE_TTL_CLOCK: &str = "lease-ttl-clock";
+pub const KINE_LEASE_TTL_CLOCK: &str = "kine-lease-ttl-clock";
+pub const KINE_PREV_KV_LEASE: &str = "kine-prev-kv-lease";
+const LEASE_TTL_CLOCK_REASON: &str =
+    "a live lease's remaining TTL is read off each side's clock a few milliseconds apart and \
+     truncated to whole seconds, so it may differ by one second";
 
 const PROGRESS_BEFORE_WATCH_START_REASON: &str =
     "a progress request on a stream whose watch starts beyond the current revision is deferred \
@@ -133,6 +139,25 @@ pub const ALLOWANCES: &[Allowance] = &[
         reason: PROGRESS_BEFORE_WATCH_START_REASON,
         source: PROGRESS_BEFORE_WATCH_START_SOURCE,
     },
+    Allowance {
+        name: LEASE_TTL_CLOCK,
+        pair: Pair::Mvcc,
+        reason: LEASE_TTL_CLOCK_REASON,
+        source: "etcd v3_server.go LeaseTimeToLive (Remaining().Seconds(), truncated)",
+    },
+    Allowance {
+        name: KINE_LEASE_TTL_CLOCK,
+        pair: Pair::Kine,
+        reason: LEASE_TTL_CLOCK_REASON,
+        source: "etcd v3_server.go LeaseTimeToLive; src/kine/lease.rs lease_time_to_live",
+    },
+    Allowance {
+        name: KINE_PREV_KV_LEASE,
+        pair: Pair::Kine,
+        reason: "kine's row keeps the previous value (old_value) but not the previous lease, so \
+                 a watch event's prev_kv has lease 0 where etcd names the previous version's lease",
+        source: "src/server.rs event_of; SEMANTICS.md section 2 (kine's columns)",
+    },
 ];
 
 /// What an allowance may consult besides the two answers.
@@ -163,6 +188,9 @@ pub fn apply(
             if progress_before_watch_start(cx, etcd, other) {
                 used.push(PROGRESS_BEFORE_WATCH_START);
             }
+            if crate::lease::ttl_within_a_second(etcd, other) {
+                used.push(LEASE_TTL_CLOCK);
+            }
         }
         Pair::Kine => {
             if compact_rev_key_row(cx.op, etcd, other) {
@@ -185,6 +213,12 @@ pub fn apply(
             }
             if progress_before_watch_start(cx, etcd, other) {
                 used.push(KINE_PROGRESS_BEFORE_WATCH_START);
+            }
+            if crate::lease::ttl_within_a_second(etcd, other) {
+                used.push(KINE_LEASE_TTL_CLOCK);
+            }
+            if crate::lease::kine_prev_kv_lease(etcd, other) {
+                used.push(KINE_PREV_KV_LEASE);
             }
         }
     }

@@ -30,6 +30,8 @@ pub enum Answer {
     Watch(WatchOutcome),
     /// Nothing came back in time.
     Silent(String),
+    /// A lease operation's answer (`lease.rs`).
+    Lease(crate::lease::LeaseReply),
 }
 
 impl Answer {
@@ -110,6 +112,7 @@ impl Answer {
                 }
             }
             Answer::Silent(why) => out.push("no answer", why),
+            Answer::Lease(reply) => out.0.extend(reply.fields()),
         }
         out.0
     }

@@ -10,6 +10,7 @@
 //! (sometimes filtering out puts or deletes), and progress requests. It reads the reference
 //! model only to pick plausible revisions, so a seed gives the same sequence every time.
 
+use crate::lease::ModelLeases;
 use crate::ops::Op;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -197,8 +198,12 @@ impl Generator {
     }
 
     /// The next operation, given the reference model's state and how many watches are open.
-    pub fn next(&mut self, model: &Mvcc) -> Op {
+    pub fn next(&mut self, model: &Mvcc, leases: &ModelLeases) -> Op {
         let (current, compact) = (model.current_revision(), model.compact_revision());
+        if self.rng.gen_range(0..100) < crate::lease::DRAWN_PERCENT {
+            let (key, value) = (self.key(), self.value());
+            return Op::Lease(crate::lease::draw(&mut self.rng, leases, model, key, value));
+        }
         loop {
             let roll = self.rng.gen_range(0..100);
             return match roll {
@@ -281,9 +286,10 @@ mod tests {
     #[test]
     fn a_seed_gives_the_same_sequence() {
         let model = Mvcc::new(CompactionVariant::Fixed);
+        let leases = ModelLeases::default();
         let run = |seed| {
             let mut g = Generator::new(seed);
-            (0..50).map(|_| g.next(&model)).collect::<Vec<_>>()
+            (0..50).map(|_| g.next(&model, &leases)).collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));

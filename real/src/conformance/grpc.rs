@@ -20,9 +20,11 @@ use tonic::transport::Channel;
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 pub struct GrpcSide {
-    channel: Channel,
+    pub(crate) channel: Channel,
     kv: KvClient<Channel>,
     watches: BTreeMap<usize, Stream>,
+    /// The IDs this side gave the sequence's lease grants.
+    pub leases: crate::lease::Grants,
 }
 
 struct Stream {
@@ -97,6 +99,7 @@ impl GrpcSide {
             kv: KvClient::new(channel.clone()),
             channel,
             watches: BTreeMap::new(),
+            leases: Default::default(),
         })
     }
 
@@ -113,11 +116,12 @@ impl GrpcSide {
                 Some(stream) => stream.progress().await,
                 None => Answer::Silent(format!("watch#{watch} never opened")),
             },
+            (Op::Lease(lease), None) => crate::lease::apply_grpc(self, lease).await,
             (op, None) => unreachable!("{op} has a request"),
         }
     }
 
-    async fn kv(&mut self, request: Request) -> Answer {
+    pub(crate) async fn kv(&mut self, request: Request) -> Answer {
         let kv = &mut self.kv;
         let call = async {
             match request {

@@ -11,6 +11,7 @@ mod answer;
 mod diff;
 mod generate;
 mod grpc;
+mod lease;
 mod model;
 mod ops;
 mod processes;

@@ -18,6 +18,7 @@ use store::server::{compacted_cancel, progress_notification};
 
 pub struct Model {
     pub mvcc: Mvcc,
+    pub leases: crate::lease::ModelLeases,
     watches: BTreeMap<usize, ModelWatch>,
 }
 
@@ -47,6 +48,7 @@ impl Model {
     pub fn new() -> Self {
         Model {
             mvcc: Mvcc::new(CompactionVariant::Fixed),
+            leases: Default::default(),
             watches: BTreeMap::new(),
         }
     }
@@ -57,6 +59,7 @@ impl Model {
             (_, Some(request)) => self.kv(request),
             (Op::Watch { watch, create }, None) => self.watch(*watch, create),
             (Op::Progress { watch }, None) => self.progress(*watch),
+            (Op::Lease(lease), None) => self.leases.apply(lease, &mut self.mvcc),
             (op, None) => unreachable!("{op} has a request"),
         };
         if self.mvcc.current_revision() > before {

@@ -64,6 +64,8 @@ pub enum Op {
     Progress {
         watch: usize,
     },
+    /// A lease operation (`lease.rs`).
+    Lease(crate::lease::LeaseOp),
 }
 
 /// What goes on the wire for a key-value operation.
@@ -177,7 +179,7 @@ impl Op {
                 revision: *revision,
                 physical: true,
             }),
-            Op::Watch { .. } | Op::Progress { .. } => return None,
+            Op::Watch { .. } | Op::Progress { .. } | Op::Lease(_) => return None,
         })
     }
 }
@@ -315,6 +317,7 @@ impl fmt::Display for Op {
                 Ok(())
             }
             Op::Progress { watch } => write!(f, "progress request on watch#{watch}'s stream"),
+            Op::Lease(lease) => write!(f, "{lease}"),
         }
     }
 }

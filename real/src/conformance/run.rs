@@ -119,7 +119,7 @@ pub async fn run_seed(seed: u64, cfg: &Config) -> anyhow::Result<SeedReport> {
     let mut watches = BTreeMap::new();
     let mut matched = true;
     for i in 1..=cfg.ops {
-        let op = generator.next(&model.mvcc);
+        let op = generator.next(&model.mvcc, &model.leases);
         if matches!(op, Op::Compact { .. }) && catching_up {
             etcd_caught_up(&model, &etcd_side, watches.keys()).await;
             catching_up = false;
@@ -127,6 +127,12 @@ pub async fn run_seed(seed: u64, cfg: &Config) -> anyhow::Result<SeedReport> {
         let current = model.mvcc.current_revision();
         let mvcc = model.apply(&op);
         let (etcd, kine) = tokio::join!(etcd_side.apply(&op), kine_side.apply(&op));
+        // Lease IDs compared by the grant that made them (each side chooses its own).
+        let (etcd, mvcc, kine) = (
+            etcd_side.leases.named(etcd),
+            model.leases.grants.named(mvcc),
+            kine_side.leases.named(kine),
+        );
         if let Op::Watch { watch, create } = &op {
             watches.insert(*watch, op.clone());
             if (1..=current).contains(&create.start_revision) {
@@ -159,10 +165,11 @@ pub async fn run_seed(seed: u64, cfg: &Config) -> anyhow::Result<SeedReport> {
         }
         for (&id, op) in &watches {
             let (mvcc, as_3_4, compact_at_open) = model.outcome(id);
+            let as_3_4 = as_3_4.map(|events| model.leases.grants.named_events(events));
             let answers = Answers {
-                etcd: etcd_side.outcome(id),
-                mvcc,
-                kine: kine_side.outcome(id),
+                etcd: etcd_side.leases.named(etcd_side.outcome(id)),
+                mvcc: model.leases.grants.named(mvcc),
+                kine: kine_side.leases.named(kine_side.outcome(id)),
             };
             let cx = Context {
                 op,

@@ -87,12 +87,15 @@ impl Status {
         match e {
             StoreError::Compacted => Status::new(410, "Expired", e.to_string()),
             StoreError::FutureRevision => Status::new(504, "Timeout", e.to_string()),
-            StoreError::OutcomeUnknown | StoreError::NoLeader | StoreError::NotServing(_) => {
-                Status::new(504, "Timeout", e.to_string())
-            }
-            StoreError::Database(_) | StoreError::Unsupported(_) => {
-                Status::new(500, "InternalError", e.to_string())
-            }
+            StoreError::OutcomeUnknown
+            | StoreError::NoLeader
+            | StoreError::NotServing(_)
+            | StoreError::NotLeader => Status::new(504, "Timeout", e.to_string()),
+            StoreError::Database(_)
+            | StoreError::Unsupported(_)
+            | StoreError::LeaseNotFound
+            | StoreError::LeaseExists
+            | StoreError::LeaseTtlTooLarge => Status::new(500, "InternalError", e.to_string()),
         }
     }
 }

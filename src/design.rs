@@ -78,6 +78,21 @@ pub enum CompactionVariant {
     Etcd17780,
 }
 
+/// How an etcd member's lessor treats leases when its member becomes the raft leader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseVariant {
+    /// etcd 3.4's Promote: every lease is renewed to its full TTL plus the election timeout, and
+    /// expired leases are revoked only after a ReadIndex confirms this member still leads.
+    #[default]
+    Fixed,
+    /// A new leader keeps the deadlines it knew (the grant's, or its own last renewal) instead of
+    /// renewing: keep-alives the old leader answered are forgotten (the v2 TTL loss of etcd #2660).
+    NoRenewOnPromote,
+    /// etcd issue 15247: revokes of expired leases are proposed without checking that this
+    /// member still leads, so a leader that was stuck revokes leases a newer leader kept alive.
+    Etcd15247,
+}
+
 /// What guards a kine append besides the (name, prev_revision) unique index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InsertVariant {
@@ -255,6 +270,27 @@ pub const VARIANTS: &[VariantInfo] = &[
         caught_by: "revision-monotonic",
         scenario: "etcd-compaction-crash",
     },
+    VariantInfo {
+        area: "lease",
+        name: "fixed",
+        meaning: "an etcd member that becomes leader renews every lease to TTL + election timeout, and checks it still leads before revoking",
+        caught_by: "",
+        scenario: "etcd-leases",
+    },
+    VariantInfo {
+        area: "lease",
+        name: "no-renew-on-promote",
+        meaning: "a new etcd leader keeps the old lease deadlines, so leases kept alive through the old leader expire early (etcd #2660, v2 TTLs)",
+        caught_by: "lease",
+        scenario: "etcd-leases",
+    },
+    VariantInfo {
+        area: "lease",
+        name: "etcd-15247",
+        meaning: "a stuck etcd leader resumes and revokes expired leases without checking it still leads (etcd #15247)",
+        caught_by: "lease",
+        scenario: "etcd-leases",
+    },
 ];
 
 /// The resolved design of one run.
@@ -275,6 +311,8 @@ pub struct Design {
     pub compaction: CompactionVariant,
     #[serde(default)]
     pub insert: InsertVariant,
+    #[serde(default)]
+    pub lease: LeaseVariant,
     /// `kine.compact_min_retain=N`: overrides the scenario's setting.
     #[serde(default)]
     pub compact_min_retain: Option<i64>,
@@ -353,6 +391,9 @@ impl Design {
             ("compaction", "etcd-17780") => self.compaction = CompactionVariant::Etcd17780,
             ("insert", "fixed") => self.insert = InsertVariant::Fixed,
             ("insert", "kine-504") => self.insert = InsertVariant::Kine504,
+            ("lease", "fixed") => self.lease = LeaseVariant::Fixed,
+            ("lease", "no-renew-on-promote") => self.lease = LeaseVariant::NoRenewOnPromote,
+            ("lease", "etcd-15247") => self.lease = LeaseVariant::Etcd15247,
             ("watchlist", "fixed") => self.watchlist = WatchListVariant::Fixed,
             ("watchlist", "k8s-126206") => self.watchlist = WatchListVariant::K8s126206,
             _ => unreachable!("variant {area}={variant} is listed but not wired"),
@@ -398,6 +439,11 @@ impl Design {
         }
         if self.insert == InsertVariant::Kine504 {
             out.push("insert=kine-504".into());
+        }
+        match self.lease {
+            LeaseVariant::Fixed => {}
+            LeaseVariant::NoRenewOnPromote => out.push("lease=no-renew-on-promote".into()),
+            LeaseVariant::Etcd15247 => out.push("lease=etcd-15247".into()),
         }
         if let Some(n) = self.compact_min_retain {
             out.push(format!("kine.compact_min_retain={n}"));

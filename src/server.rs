@@ -142,6 +142,20 @@ impl Lease for EtcdApi {
         self.store.leases_in_use();
         Ok(Response::new(self.store.lease_leases().await?))
     }
+    // Placeholders until the kine store's leases land (lease-kine): refused, never faked.
+    async fn lease_time_to_live(
+        &self,
+        _r: Request<crate::proto::etcdserverpb::LeaseTimeToLiveRequest>,
+    ) -> Answer<crate::proto::etcdserverpb::LeaseTimeToLiveResponse> {
+        Err(Status::unimplemented("LeaseTimeToLive is not implemented"))
+    }
+
+    async fn lease_leases(
+        &self,
+        _r: Request<crate::proto::etcdserverpb::LeaseLeasesRequest>,
+    ) -> Answer<crate::proto::etcdserverpb::LeaseLeasesResponse> {
+        Err(Status::unimplemented("LeaseLeases is not implemented"))
+    }
 }
 
 #[tonic::async_trait]

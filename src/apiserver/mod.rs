@@ -87,9 +87,10 @@ impl Status {
         match e {
             StoreError::Compacted => Status::new(410, "Expired", e.to_string()),
             StoreError::FutureRevision => Status::new(504, "Timeout", e.to_string()),
-            StoreError::OutcomeUnknown | StoreError::NoLeader | StoreError::NotServing(_) => {
-                Status::new(504, "Timeout", e.to_string())
-            }
+            StoreError::OutcomeUnknown
+            | StoreError::NoLeader
+            | StoreError::NotServing(_)
+            | StoreError::NotLeader => Status::new(504, "Timeout", e.to_string()),
             StoreError::Database(_)
             | StoreError::Unsupported(_)
             | StoreError::LeaseNotFound

@@ -10,17 +10,18 @@
 //! [`MemberHandle`]; peers through raft messages on its peer address.
 
 use super::disk::SharedDisk;
+use super::lease::{self, Lessor};
 use super::mvcc::Mvcc;
 use super::recovery::recover;
 use super::storage::{decode_records, encode_records, MemberStorage, SharedApplied};
 use super::wal::{frame, WalBatch};
-use crate::design::CompactionVariant;
+use crate::design::{CompactionVariant, LeaseVariant};
 use crate::error::StoreError;
 use crate::faults::SharedFaults;
 use crate::observe::{RaftDurable, SharedObserver, StoreEvent};
 use crate::proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    TxnRequest, TxnResponse,
+    request_op, CompactionRequest, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, PutRequest, PutResponse, TxnRequest, TxnResponse,
 };
 use madsim::net::Endpoint;
 use prost::Message as _;
@@ -40,6 +41,11 @@ const RAFT_TAG: u64 = 0x7261_6674;
 /// The raft tick, which is also etcd's `--backend-batch-interval` (100 ms): pending backend
 /// writes are committed at every tick (one timer per member, not two)...
 const TICK: Duration = Duration::from_millis(100);
+/// Ticks without a heartbeat before a follower stands for election (etcd's election timeout is
+/// 10 heartbeats, 1 s with its default flags; it also sets the minimum lease TTL).
+const ELECTION_TICKS: usize = 10;
+/// The raft loop looks for expired leases every this many ticks.
+const EXPIRY_TICKS: u64 = (lease::EXPIRY_CHECK.as_millis() / TICK.as_millis()) as u64;
 /// A publish that did not apply within this long is proposed again (etcd retries its publish).
 const PUBLISH_RETRY: Duration = Duration::from_secs(1);
 /// ...or at once when this many are pending (`--backend-batch-limit`), whichever comes first.
@@ -59,6 +65,19 @@ pub struct MemberConfig {
     /// Entries kept behind a log compaction for slow followers.
     pub keep_entries: u64,
     pub compaction: CompactionVariant,
+    pub lease: LeaseVariant,
+}
+
+impl MemberConfig {
+    /// The election timeout of this member's raft.
+    pub fn election_timeout(&self) -> Duration {
+        TICK * ELECTION_TICKS as u32
+    }
+
+    /// etcd's minimum lease TTL for this member's election timeout.
+    pub fn min_lease_ttl(&self) -> i64 {
+        lease::min_ttl(self.election_timeout())
+    }
 }
 
 /// A client request as it travels through the raft log.
@@ -68,6 +87,9 @@ pub enum Proposal {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    /// The ID is never 0 in the log: the proposing member picks one first.
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
     /// A member announcing itself after it started (etcd's publish of its attributes): once it
     /// applied its own, it has applied everything committed before it started, and may serve.
     Publish,
@@ -80,6 +102,8 @@ pub enum Outcome {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compacted,
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoked,
 }
 
 pub type ApplyResult = Result<(Outcome, i64), StoreError>;
@@ -92,6 +116,8 @@ impl Proposal {
             Proposal::Txn(r) => (3, r.encode_to_vec()),
             Proposal::Compact(r) => (4, r.encode_to_vec()),
             Proposal::Publish => (5, vec![]),
+            Proposal::LeaseGrant(r) => (6, r.encode_to_vec()),
+            Proposal::LeaseRevoke(r) => (7, r.encode_to_vec()),
         };
         let mut out = id.to_le_bytes().to_vec();
         out.push(tag);
@@ -112,6 +138,12 @@ impl Proposal {
                 Proposal::Compact(CompactionRequest::decode(body).expect("logged compact decodes"))
             }
             5 => Proposal::Publish,
+            6 => Proposal::LeaseGrant(
+                LeaseGrantRequest::decode(body).expect("logged lease grant decodes"),
+            ),
+            7 => Proposal::LeaseRevoke(
+                LeaseRevokeRequest::decode(body).expect("logged lease revoke decodes"),
+            ),
             t => panic!("unknown proposal tag {t} in the raft log"),
         };
         (id, p)
@@ -367,7 +399,7 @@ pub async fn start_member(
     };
     let raft_config = Config {
         id: config.id,
-        election_tick: 10,
+        election_tick: ELECTION_TICKS,
         heartbeat_tick: 1,
         applied: rec.applied_index,
         pre_vote: true,
@@ -431,6 +463,8 @@ pub async fn start_member(
     }
     let next_request = request_id_base(config.id);
     let mut member = Member {
+        me: handle.clone(),
+        ticks: 0,
         config,
         node,
         storage: rec.storage,
@@ -462,6 +496,10 @@ enum Waiter {
 }
 
 struct Member {
+    /// This member as its API sees it: the lease revokes it proposes go through it.
+    me: MemberHandle,
+    /// Ticks since this start, for checks that run every few ticks.
+    ticks: u64,
     config: MemberConfig,
     node: RawNode<MemberStorage>,
     storage: MemberStorage,
@@ -537,6 +575,10 @@ impl Member {
                 biased;
                 _ = tick.tick(), if ticking => {
                     self.node.tick();
+                    self.ticks += 1;
+                    if self.ticks.is_multiple_of(EXPIRY_TICKS) {
+                        self.revoke_expired_leases();
+                    }
                     self.maybe_publish();
                     self.waiters.retain(|_, w| match w {
                         Waiter::Apply(s) => !s.is_closed(),
@@ -568,18 +610,14 @@ impl Member {
     fn needs_tick(&self) -> bool {
         let raft = &self.node.raft;
         let quiet_leader = raft.state == StateRole::Leader && raft.prs().is_singleton();
+        let a = self.storage.applied.lock().expect("applied lock");
         !(quiet_leader
             && self.serving.is_ready()
+            // Leases expire on the leader's clock: it must keep looking.
+            && a.lessor.is_empty()
             && self.waiters.is_empty()
             && self.reads.is_empty()
-            && self
-                .storage
-                .applied
-                .lock()
-                .expect("applied lock")
-                .mvcc
-                .pending_writes()
-                == 0)
+            && a.mvcc.pending_writes() == 0)
     }
 
     fn request_id(&mut self) -> u64 {
@@ -612,8 +650,18 @@ impl Member {
     fn command(&mut self, c: Command) {
         let leader = self.node.raft.leader_id;
         match c {
-            Command::Propose { proposal, reply } => {
+            Command::Propose {
+                mut proposal,
+                reply,
+            } => {
                 let id = self.request_id();
+                if let Proposal::LeaseGrant(r) = &mut proposal {
+                    if r.id == 0 {
+                        // etcd's LeaseGrant takes the ID from the member's request id generator
+                        // (member id, start time, counter), made positive.
+                        r.id = (self.request_id() & (i64::MAX as u64)) as i64;
+                    }
+                }
                 if leader == 0 || self.node.propose(vec![], proposal.encode(id)).is_err() {
                     let _ = reply.send(Err(StoreError::NoLeader));
                     return;
@@ -761,9 +809,67 @@ impl Member {
             .mvcc
             .consistent_index();
         self.progress.set(applied);
+        self.promote_or_demote();
         self.maybe_compact_log(applied);
         self.report_durable();
         Ok(())
+    }
+
+    /// Hands the lease deadlines to this member once it leads and has applied an entry of its
+    /// own term (so every revoke committed before its term has applied: etcd 3.5 makes a new
+    /// leader wait for its applied index before renewing), and takes them back when it stops.
+    fn promote_or_demote(&mut self) {
+        let raft = &self.node.raft;
+        let leading = raft.state == StateRole::Leader;
+        let caught_up = raft.raft_log.term(raft.raft_log.applied).ok() == Some(raft.term);
+        let mut a = self.storage.applied.lock().expect("applied lock");
+        if leading && caught_up && !a.lessor.is_primary() {
+            let now = tokio::time::Instant::now();
+            a.lessor.promote(now, self.config.election_timeout());
+        } else if !leading && a.lessor.is_primary() {
+            a.lessor.demote();
+        }
+    }
+
+    /// At the leader, every [`lease::EXPIRY_CHECK`]: proposes the revokes of expired leases, in
+    /// a task of their own as etcd's server does. Before proposing it confirms, with a ReadIndex
+    /// round, that this member still leads in the same term: a leader that was stuck (paused,
+    /// starved) finds every deadline past when it resumes, and by the time its revokes are
+    /// proposed it may be a follower whose proposals are forwarded to the new leader, which
+    /// kept those leases alive (etcd #15247). `lease=etcd-15247` proposes without the check.
+    fn revoke_expired_leases(&mut self) {
+        let now = tokio::time::Instant::now();
+        let expired = self
+            .storage
+            .applied
+            .lock()
+            .expect("applied lock")
+            .lessor
+            .expired(now, lease::REVOKES_PER_CHECK);
+        if expired.is_empty() {
+            return;
+        }
+        let me = self.me.clone();
+        let term = self.node.raft.term;
+        let check = self.config.lease != LeaseVariant::Etcd15247;
+        tokio::spawn(async move {
+            let timeout = lease::REVOKE_RETRY;
+            if check {
+                if me.read_barrier(timeout).await.is_err() {
+                    return;
+                }
+                let a = me.applied.lock().expect("applied lock");
+                if a.leader != me.id || a.term != term {
+                    return;
+                }
+            }
+            for id in expired {
+                let revoke = Proposal::LeaseRevoke(LeaseRevokeRequest { id });
+                // A revoke that fails or finds the lease gone is retried by a later check, if
+                // the lease is still there then.
+                let _ = me.propose(revoke, timeout).await;
+            }
+        });
     }
 
     /// The WAL now durably ends with `batch`: later entries overwrite from their index on.
@@ -856,19 +962,45 @@ impl Member {
     }
 
     fn apply_proposal(&mut self, p: Proposal) -> Result<ApplyResult, Stopped> {
-        let mut a = self.storage.applied.lock().expect("applied lock");
-        let m = &mut a.mvcc;
+        let mut guard = self.storage.applied.lock().expect("applied lock");
+        let a = &mut *guard;
+        let (m, lessor) = (&mut a.mvcc, &mut a.lessor);
+        let now = tokio::time::Instant::now();
         let out = match p {
+            // A put naming a lease this member has not applied (never granted, or revoked
+            // before the put's turn) is refused where it applies, identically on every member.
+            Proposal::Put(r) if r.lease != 0 && !lessor.contains(r.lease) => {
+                Err(StoreError::LeaseNotFound)
+            }
             Proposal::Put(r) => m.put(&r).map(Outcome::Put),
             Proposal::DeleteRange(r) => m.delete_range(&r).map(Outcome::DeleteRange),
+            // Only the branch the compares choose is checked, as etcd's applier does.
+            Proposal::Txn(r)
+                if m.txn_branch(&r).iter().any(|op| match &op.request {
+                    Some(request_op::Request::RequestPut(p)) => {
+                        p.lease != 0 && !lessor.contains(p.lease)
+                    }
+                    _ => false,
+                }) =>
+            {
+                Err(StoreError::LeaseNotFound)
+            }
             Proposal::Txn(r) => m.txn(&r).map(Outcome::Txn),
+            Proposal::LeaseGrant(r) => lessor.grant(m, r.id, r.ttl, now).map(|ttl| {
+                Outcome::LeaseGrant(LeaseGrantResponse {
+                    id: r.id,
+                    ttl,
+                    ..Default::default()
+                })
+            }),
+            Proposal::LeaseRevoke(r) => lessor.revoke(m, r.id).map(|()| Outcome::LeaseRevoked),
             Proposal::Publish => unreachable!("a publish changes no key and is applied apart"),
             Proposal::Compact(r) => {
                 let rev = r.revision;
                 match m.schedule_compaction(rev) {
                     Err(e) => Err(e),
                     Ok(()) => {
-                        drop(a);
+                        drop(guard);
                         self.observer.record(StoreEvent::MemberCompaction {
                             revision: rev,
                             phase: "scheduled".into(),
@@ -877,15 +1009,15 @@ impl Member {
                         self.commit_backend();
                         self.compact_rows(rev)?;
                         self.finish_compaction(rev);
-                        a = self.storage.applied.lock().expect("applied lock");
+                        guard = self.storage.applied.lock().expect("applied lock");
                         Ok(Outcome::Compacted)
                     }
                 }
             }
         };
-        let rev = a.mvcc.current_revision();
-        let commits = a.mvcc.take_commits();
-        drop(a);
+        let rev = guard.mvcc.current_revision();
+        let commits = guard.mvcc.take_commits();
+        drop(guard);
         for c in commits {
             self.observer.record(c);
         }
@@ -956,7 +1088,7 @@ impl Member {
     fn install_snapshot(&mut self, snap: Snapshot) {
         let index = snap.get_metadata().index;
         let records = decode_records(&snap.data);
-        let (mvcc, _) = Mvcc::restore(records, self.config.compaction);
+        let (mvcc, _) = Mvcc::restore(records.clone(), self.config.compaction);
         assert_eq!(
             mvcc.consistent_index(),
             index,
@@ -989,7 +1121,16 @@ impl Member {
         self.durable.last_index = index;
         self.durable.last_term = snap.get_metadata().term;
         self.wal_synced(&base);
-        self.storage.applied.lock().expect("applied lock").mvcc = mvcc;
+        let lessor = Lessor::restore(
+            &records,
+            self.config.min_lease_ttl(),
+            self.config.lease,
+            tokio::time::Instant::now(),
+        );
+        let mut a = self.storage.applied.lock().expect("applied lock");
+        a.mvcc = mvcc;
+        a.lessor = lessor;
+        drop(a);
         self.last_log_compaction = index;
     }
 

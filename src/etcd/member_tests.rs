@@ -9,7 +9,7 @@ use super::member::{
 use super::mvcc::Mvcc;
 use super::storage::decode_records;
 use super::wal::{frame, frames};
-use crate::design::CompactionVariant;
+use crate::design::{CompactionVariant, LeaseVariant};
 use crate::error::StoreError;
 use crate::faults::NoFaults;
 use crate::observe::{Discard, Observer, RaftDurable, StoreEvent};
@@ -21,9 +21,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-type Slot = Arc<Mutex<Option<MemberHandle>>>;
+pub(super) type Slot = Arc<Mutex<Option<MemberHandle>>>;
 
-fn single_voter() -> MemberConfig {
+pub(super) fn single_voter() -> MemberConfig {
     let addr: SocketAddr = "10.0.1.1:2380".parse().unwrap();
     MemberConfig {
         name: "m1".into(),
@@ -33,11 +33,12 @@ fn single_voter() -> MemberConfig {
         snapshot_entries: 1000,
         keep_entries: 100,
         compaction: CompactionVariant::Fixed,
+        lease: LeaseVariant::Fixed,
     }
 }
 
 /// A node running one member on `disk`; each start puts its handle in the slot.
-fn member_node(disk: &SharedDisk, slot: &Slot) -> NodeId {
+pub(super) fn member_node(disk: &SharedDisk, slot: &Slot) -> NodeId {
     let (disk, slot) = (disk.clone(), slot.clone());
     Handle::current()
         .create_node()
@@ -57,7 +58,7 @@ fn member_node(disk: &SharedDisk, slot: &Slot) -> NodeId {
 }
 
 /// The member in the slot once it serves clients (bounded: an election and a publish).
-async fn serving(slot: &Slot) -> MemberHandle {
+pub(super) async fn serving(slot: &Slot) -> MemberHandle {
     for _ in 0..100 {
         let m = slot.lock().unwrap().clone();
         if let Some(m) = m.filter(|m| m.serving().is_ok()) {
@@ -68,7 +69,7 @@ async fn serving(slot: &Slot) -> MemberHandle {
     panic!("the member never became ready to serve");
 }
 
-fn put(key: &str, value: &str) -> Proposal {
+pub(super) fn put(key: &str, value: &str) -> Proposal {
     Proposal::Put(PutRequest {
         key: key.into(),
         value: value.into(),
@@ -76,7 +77,7 @@ fn put(key: &str, value: &str) -> Proposal {
     })
 }
 
-fn get(m: &MemberHandle, key: &str) -> Option<(String, i64)> {
+pub(super) fn get(m: &MemberHandle, key: &str) -> Option<(String, i64)> {
     let a = m.applied.lock().unwrap();
     let r = a
         .mvcc
@@ -171,7 +172,7 @@ async fn after_a_quiet_spell_the_backend_still_commits_on_its_interval() {
 }
 
 #[derive(Default)]
-struct Collect(Mutex<Vec<StoreEvent>>);
+pub(super) struct Collect(pub(super) Mutex<Vec<StoreEvent>>);
 
 impl Observer for Collect {
     fn record(&self, e: StoreEvent) {
@@ -180,7 +181,7 @@ impl Observer for Collect {
 }
 
 impl Collect {
-    fn last_persisted(&self) -> Option<RaftDurable> {
+    pub(super) fn last_persisted(&self) -> Option<RaftDurable> {
         self.0.lock().unwrap().iter().rev().find_map(|e| match e {
             StoreEvent::MemberPersisted { durable } => Some(*durable),
             _ => None,
@@ -207,12 +208,17 @@ impl Collect {
 }
 
 /// Three members, one per node; returns each node's id, disk, handle slot and observer.
-struct Trio {
-    nodes: Vec<(NodeId, SharedDisk, Slot, Arc<Collect>)>,
+pub(super) struct Trio {
+    pub(super) nodes: Vec<(NodeId, SharedDisk, Slot, Arc<Collect>)>,
 }
 
 impl Trio {
     fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Three members whose configs `adjust` changes first.
+    pub(super) fn start_with(adjust: impl Fn(&mut MemberConfig)) -> Self {
         let peers: BTreeMap<u64, SocketAddr> = (1..=3)
             .map(|i| (i, format!("10.0.1.{i}:2380").parse().unwrap()))
             .collect();
@@ -220,13 +226,14 @@ impl Trio {
             .map(|id| {
                 let (disk, slot, events) =
                     (Disk::shared(), Slot::default(), Arc::<Collect>::default());
-                let config = MemberConfig {
+                let mut config = MemberConfig {
                     name: format!("m{id}"),
                     id,
                     peers: peers.clone(),
                     initial_voters: vec![1, 2, 3],
                     ..single_voter()
                 };
+                adjust(&mut config);
                 let (d, s, o) = (disk.clone(), slot.clone(), events.clone());
                 let node = Handle::current()
                     .create_node()
@@ -262,7 +269,7 @@ impl Trio {
         (0..3).find(|i| *i as u64 + 1 != leader).unwrap()
     }
 
-    fn kill(&self, i: usize) {
+    pub(super) fn kill(&self, i: usize) {
         Handle::current().kill(self.nodes[i].0);
         *self.nodes[i].2.lock().unwrap() = None;
         self.nodes[i].1.lock().unwrap().crash(None);

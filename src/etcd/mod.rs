@@ -5,6 +5,8 @@
 //! is rebuilt on restart from the WAL, the snapshot and the backend.
 
 pub mod disk;
+#[cfg(madsim)]
+pub mod lease;
 // The member's raft transport, its gRPC services and the k3s glue use madsim's raw endpoints:
 // they exist only in the simulator. `mvcc` (the conformance suite calls it directly), the disk,
 // the WAL and the raft storage build everywhere.
@@ -20,5 +22,7 @@ pub mod service;
 pub mod storage;
 pub mod wal;
 
+#[cfg(all(test, madsim))]
+mod lease_tests;
 #[cfg(all(test, madsim))]
 mod member_tests;

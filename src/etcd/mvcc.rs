@@ -14,7 +14,8 @@ use crate::proto::etcdserverpb::response_op::Response as OpResponse;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse, WatchCreateRequest,
+    RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    WatchCreateRequest,
 };
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,13 @@ pub enum BackendRecord {
     FinishedCompact(i64),
     /// The cluster membership as of the consistent index.
     Voters(Vec<u64>),
+    /// A lease granted with this TTL (etcd's lease bucket); read back by the member's lessor.
+    Lease {
+        id: i64,
+        ttl: i64,
+    },
+    /// The lease was revoked (or expired): its row in the lease bucket is gone.
+    LeaseRevoked(i64),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -165,6 +173,47 @@ impl Mvcc {
         self.dirty.push(BackendRecord::Voters(voters));
     }
 
+    /// Queues a record another part of the applied state (the lessor) writes to the backend,
+    /// in order with the store's own.
+    pub fn record(&mut self, r: BackendRecord) {
+        self.dirty.push(r);
+    }
+
+    /// The live keys whose current version is attached to `lease`, in key order (etcd's lessor
+    /// keeps this set beside the store; here the store's own rows say it).
+    pub fn keys_with_lease(&self, lease: i64) -> Vec<Vec<u8>> {
+        self.keys
+            .iter()
+            .filter(|(_, versions)| {
+                versions
+                    .last()
+                    .is_some_and(|v| v.value.is_some() && v.lease == lease)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Deletes `keys` in one write: one new revision, one tombstone (DELETE event) per live key.
+    pub fn delete_keys(&mut self, keys: &[Vec<u8>]) {
+        let mut tx = Tx::new(self);
+        for key in keys {
+            tx.delete(&DeleteRangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            });
+        }
+        tx.end();
+    }
+
+    /// The operations a transaction runs: its success branch if every compare holds now.
+    pub fn txn_branch<'r>(&self, req: &'r TxnRequest) -> &'r [RequestOp] {
+        if req.compare.iter().all(|c| self.compare(c)) {
+            &req.success
+        } else {
+            &req.failure
+        }
+    }
+
     /// Backend writes applied but not yet committed (etcd's batch tx `pending`).
     pub fn pending_writes(&self) -> usize {
         self.dirty.len()
@@ -231,6 +280,7 @@ impl Mvcc {
                 BackendRecord::ScheduledCompact(r) => m.scheduled = r,
                 BackendRecord::FinishedCompact(r) => m.finished = r,
                 BackendRecord::Voters(v) => m.voters = v,
+                BackendRecord::Lease { .. } | BackendRecord::LeaseRevoked(_) => {}
             }
         }
         // The current revision is the newest row left in the backend...

@@ -6,6 +6,7 @@
 //! initial snapshot. It never decides what a shortfall means; raft-rs and the checkers do.
 
 use super::disk::SharedDisk;
+use super::lease::Lessor;
 use super::member::{MemberConfig, BACKEND, SNAP, WAL};
 use super::mvcc::Mvcc;
 use super::storage::{conf_state, decode_records, encode_records, Applied, MemberStorage};
@@ -40,11 +41,16 @@ pub(crate) fn recover(config: &MemberConfig, disk: &SharedDisk) -> Recovered {
     let wal = d.read(WAL).unwrap_or_default();
     drop(d);
     let mut snap_index = snap.as_ref().map(|s| s.get_metadata().index).unwrap_or(0);
+    let now = tokio::time::Instant::now();
+    let min_ttl = config.min_lease_ttl();
+    let mut lessor = Lessor::restore(&backend, min_ttl, config.lease, now);
     let (mut mvcc, mut resume) = Mvcc::restore(backend, config.compaction);
     if let Some(s) = &snap {
         if mvcc.consistent_index() < snap_index {
             // The snapshot was saved but the backend built from it was not: start from it.
-            (mvcc, resume) = Mvcc::restore(decode_records(&s.data), config.compaction);
+            let records = decode_records(&s.data);
+            lessor = Lessor::restore(&records, min_ttl, config.lease, now);
+            (mvcc, resume) = Mvcc::restore(records, config.compaction);
         }
     }
     let log = MemStorage::new();
@@ -113,6 +119,7 @@ pub(crate) fn recover(config: &MemberConfig, disk: &SharedDisk) -> Recovered {
         .max(log.first_index().expect("memory log answers") - 1);
     let applied = Arc::new(Mutex::new(Applied {
         mvcc,
+        lessor,
         leader: 0,
         term: 0,
         last_index: 0,

@@ -15,11 +15,13 @@ use crate::proto::etcdserverpb::{
     kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance, watch_server::Watch,
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse, WatchCreateRequest,
-    WatchRequest, WatchResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use crate::server::{compacted_cancel, BoxStream, Outbox, Probe};
+use futures::StreamExt as _;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
@@ -112,36 +114,115 @@ impl Kv for MemberApi {
     }
 }
 
+impl MemberApi {
+    /// One keep-alive: at the leader (once promoted), the lease lives its full TTL from now and
+    /// the answer carries its granted TTL; an unknown or expired lease answers TTL 0. Any other
+    /// member refuses with `Unavailable` "etcdserver: not leader" (etcd forwards to the leader
+    /// instead): the client retries through another endpoint.
+    pub(crate) fn keep_alive_once(&self, id: i64) -> Result<LeaseKeepAliveResponse, StoreError> {
+        self.member.serving()?;
+        let mut a = self.member.applied.lock().expect("applied lock poisoned");
+        if !a.lessor.is_primary() {
+            return Err(StoreError::NotLeader);
+        }
+        let ttl = a.lessor.renew(id, tokio::time::Instant::now()).unwrap_or(0);
+        drop(a);
+        Ok(LeaseKeepAliveResponse {
+            header: self.header(0),
+            id,
+            ttl,
+        })
+    }
+}
+
+/// The etcd member's leases (src/etcd/lease.rs): grants and revokes through raft, renewals and
+/// time-to-live at the leader, expiry by the leader.
 #[tonic::async_trait]
 impl Lease for MemberApi {
-    /// Leases are not replicated here: a lease ID is its TTL, as in kine. Nothing in faultline's
-    /// workloads depends on lease expiry (Node leases are objects the kubelet updates).
     async fn lease_grant(&self, r: Request<LeaseGrantRequest>) -> Answer<LeaseGrantResponse> {
-        let ttl = r.get_ref().ttl;
-        Ok(Response::new(LeaseGrantResponse {
-            header: self.header(0),
-            id: ttl,
-            ttl,
-            error: String::new(),
-        }))
+        match self.write(Proposal::LeaseGrant(r.into_inner())).await? {
+            (Outcome::LeaseGrant(mut resp), rev) => {
+                resp.header = self.header(rev);
+                Ok(Response::new(resp))
+            }
+            other => unreachable!("a lease grant applied as {other:?}"),
+        }
     }
 
-    async fn lease_revoke(&self, _r: Request<LeaseRevokeRequest>) -> Answer<LeaseRevokeResponse> {
+    async fn lease_revoke(&self, r: Request<LeaseRevokeRequest>) -> Answer<LeaseRevokeResponse> {
+        let (_, rev) = self.write(Proposal::LeaseRevoke(r.into_inner())).await?;
         Ok(Response::new(LeaseRevokeResponse {
-            header: self.header(0),
+            header: self.header(rev),
         }))
     }
 
     type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
 
+    /// Answers each request as it arrives; a refusal ends the stream with its status.
     async fn lease_keep_alive(
         &self,
         r: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Answer<Self::LeaseKeepAliveStream> {
-        Ok(Response::new(crate::server::keep_alive_answers(
-            self.header(0),
-            r.into_inner(),
-        )))
+        self.member.serving()?;
+        let api = self.clone();
+        Ok(Response::new(Box::pin(r.into_inner().map(move |req| {
+            let req = req?;
+            api.keep_alive_once(req.id).map_err(Status::from)
+        }))))
+    }
+
+    /// At the leader: the whole seconds left, the TTL granted and, with `keys`, the attached
+    /// keys in key order; an unknown lease answers TTL -1. Elsewhere: "etcdserver: not leader".
+    async fn lease_time_to_live(
+        &self,
+        r: Request<LeaseTimeToLiveRequest>,
+    ) -> Answer<LeaseTimeToLiveResponse> {
+        self.member.serving()?;
+        let req = r.into_inner();
+        let a = self.member.applied.lock().expect("applied lock poisoned");
+        if !a.lessor.is_primary() {
+            return Err(StoreError::NotLeader.into());
+        }
+        let resp = match a.lessor.time_to_live(req.id, tokio::time::Instant::now()) {
+            None => LeaseTimeToLiveResponse {
+                id: req.id,
+                ttl: -1,
+                ..Default::default()
+            },
+            Some((ttl, granted_ttl)) => LeaseTimeToLiveResponse {
+                id: req.id,
+                ttl,
+                granted_ttl,
+                keys: if req.keys {
+                    a.mvcc.keys_with_lease(req.id)
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            },
+        };
+        drop(a);
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header: self.header(0),
+            ..resp
+        }))
+    }
+
+    /// The leases this member has applied, in ID order (etcd 3.4 answers from the local lessor
+    /// on any member).
+    async fn lease_leases(&self, _r: Request<LeaseLeasesRequest>) -> Answer<LeaseLeasesResponse> {
+        self.member.serving()?;
+        let ids = self
+            .member
+            .applied
+            .lock()
+            .expect("applied lock poisoned")
+            .lessor
+            .leases();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: self.header(0),
+            leases: ids.into_iter().map(|id| LeaseStatus { id }).collect(),
+        }))
     }
 
     async fn lease_time_to_live(

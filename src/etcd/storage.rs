@@ -4,6 +4,7 @@
 //! raft-rs's own `MemStorage` hands out snapshots without data; a lagging follower needs the key
 //! space, so this wrapper builds each snapshot from the store at its consistent index.
 
+use super::lease::Lessor;
 use super::mvcc::{BackendRecord, Mvcc};
 use raft::eraftpb::{ConfState, Entry, Snapshot};
 use raft::storage::MemStorage;
@@ -13,6 +14,8 @@ use std::sync::{Arc, Mutex};
 /// The applied side of a member, shared by its raft loop and its API.
 pub struct Applied {
     pub mvcc: Mvcc,
+    /// The leases applied beside the store (their records share its backend and snapshots).
+    pub lessor: Lessor,
     pub leader: u64,
     pub term: u64,
     pub last_index: u64,
@@ -79,8 +82,10 @@ impl Storage for MemberStorage {
             ));
         }
         let term = self.log.term(index)?;
+        let mut records = applied.mvcc.dump();
+        records.extend(applied.lessor.dump());
         let mut snap = Snapshot {
-            data: encode_records(&applied.mvcc.dump()).into(),
+            data: encode_records(&records).into(),
             ..Default::default()
         };
         let meta = snap.mut_metadata();

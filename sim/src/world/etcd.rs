@@ -205,6 +205,7 @@ pub(crate) fn build_etcd_servers(
             snapshot_entries: scenario.etcd.snapshot_entries,
             keep_entries: scenario.etcd.keep_entries,
             compaction: design.compaction,
+            lease: design.lease,
         });
         let config = K3sNodeConfig {
             name: name.clone(),

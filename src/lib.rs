@@ -20,6 +20,7 @@ pub mod k3s;
 pub mod kine;
 pub mod node;
 pub mod observe;
+pub mod probe;
 pub mod server;
 
 /// The generated etcd v3 API types (see `proto/`). tonic's generated code returns its large

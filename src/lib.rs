@@ -21,6 +21,7 @@ pub mod kine;
 pub mod kv_rules;
 pub mod node;
 pub mod observe;
+pub mod probe;
 pub mod server;
 
 /// The generated etcd v3 API types (see `proto/`). tonic's generated code returns its large

@@ -294,6 +294,7 @@ impl Outbox {
     ) -> Result<bool, StreamClosed> {
         let permit = self.responses.reserve().await.map_err(|_| StreamClosed)?;
         if self.sent_revision() > revision {
+            crate::probe!("watch.progress.overtaken_by_event");
             return Ok(false);
         }
         permit.send(Ok(progress_notification(header)));
@@ -484,7 +485,11 @@ async fn answer_progress<B: WatchBackend>(backend: B, probes: Vec<Probed>, outbo
                 continue; // the watcher ended: it has nothing more to deliver
             }
             let behind = answer.await.is_ok_and(|upto| upto < target);
+            if target < *start_revision {
+                crate::probe!("watch.progress.deferred_below_start_revision");
+            }
             if behind || target < *start_revision {
+                crate::probe!("watch.progress.deferred");
                 synced = false;
             }
         }
@@ -637,6 +642,7 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
                 Some(RequestUnion::CancelRequest(cancel)) => {
                     notified.remove(&cancel.watch_id);
                     if let Some((task, _)) = watchers.remove(&cancel.watch_id) {
+                        crate::probe!("watch.cancelled_by_client");
                         task.abort();
                         let _ = outbox
                             .send(Ok(WatchResponse {
@@ -659,7 +665,7 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
                     )));
                 }
                 // A progress request while one is pending is answered by that one.
-                Some(RequestUnion::ProgressRequest(_)) => {}
+                Some(RequestUnion::ProgressRequest(_)) => crate::probe!("watch.progress.shared"),
                 None => {}
             }
         }

@@ -53,7 +53,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the fixed design and every variant on its targeted scenario; write the table.
     Validate(validate::ValidateArgs),
-    /// List scenarios, checks, fault kinds and design variants.
+    /// List scenarios, checks, fault kinds, code probes and design variants.
     List,
 }
 

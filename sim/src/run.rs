@@ -144,9 +144,12 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
             *slot = Some(l.to_string());
         }
     }));
+    // The probe counters are process-wide: zeroed here, so this run's counts are its own.
+    store::probe::reset();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         world::run_seed(&scenario, seed, &design)
     }));
+    let probes = report::probe_hits();
     std::panic::set_hook(previous_hook);
     let wall_seconds = started.elapsed().as_secs_f64();
     let mut repro = report::repro_command(&args.scenario, seed, &design.selections());
@@ -171,6 +174,7 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
         panic: None,
         repro,
         results_dir: dir.display().to_string(),
+        probes,
     };
     let run = match outcome {
         Ok(run) => run,

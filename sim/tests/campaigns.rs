@@ -101,6 +101,39 @@ fn four_shards_merged_equal_the_unsharded_campaign() {
     }
     assert_eq!(records(&m), records(&whole_summary));
     assert_eq!(m["merged_shards"], serde_json::json!([0, 1, 2, 3]));
+    // Probe tallies: the campaign's are the sums of its seeds' report.json counts, and the
+    // merged shards' equal the campaign's.
+    assert_eq!(m["probes"], whole_summary["probes"], "merged probe tallies");
+    let tallies = whole_summary["probes"].as_object().unwrap();
+    assert!(tallies.len() >= 60, "{} probes declared", tallies.len());
+    let mut expected: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for r in whole_summary["records"].as_array().unwrap() {
+        let report = whole.join(format!("tiny-sometimes/seed-{}/report.json", r["seed"]));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let probes = report["probes"].as_object().unwrap();
+        assert_eq!(
+            probes.len(),
+            tallies.len(),
+            "every declared probe, zeros too"
+        );
+        for (name, n) in probes {
+            let e = expected.entry(name.clone()).or_default();
+            e.0 += n.as_u64().unwrap();
+            e.1 += u64::from(n.as_u64().unwrap() > 0);
+        }
+    }
+    for (name, t) in tallies {
+        assert_eq!(
+            (t["hits"].as_u64().unwrap(), t["seeds"].as_u64().unwrap()),
+            expected[name],
+            "{name}"
+        );
+    }
+    assert!(
+        expected.values().any(|(hits, _)| *hits > 0),
+        "the runs hit some probes"
+    );
     let junit = std::fs::read_to_string(merged.join("junit.xml")).unwrap();
     assert_eq!(junit.matches("<testcase ").count(), 8);
     assert!(merged.join("outcomes.png").exists());
@@ -248,5 +281,113 @@ fn sigterm_writes_the_summary_of_finished_seeds_and_leaves_no_seed_running() {
     assert!(
         left.is_empty(),
         "seed processes outlived the campaign: {left:?}"
+    );
+}
+
+/// The probes a summary says no seed hit, in name order.
+fn unhit(s: &serde_json::Value) -> Vec<String> {
+    s["probes"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, t)| t["seeds"] == 0)
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+#[test]
+fn require_probes_names_every_probe_no_seed_hit_and_passes_once_all_are_hit() {
+    let base = scratch("require-probes");
+    let shard = base.join("shard");
+    let o = faultline(
+        &[
+            "fuzz",
+            "tests/fixtures/tiny.toml",
+            "--seeds",
+            "1..2",
+            "--jobs",
+            "1",
+            "--shard",
+            "0/1",
+            "--require-probes",
+            "--out",
+            shard.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    let s = summary(&shard);
+    assert_eq!(s["failed_seeds"], 0, "{err}");
+    let missing = unhit(&s);
+    // A kine-only run cannot reach the etcd member's probes.
+    assert!(
+        missing.iter().any(|p| p.starts_with("etcd.")),
+        "{missing:?}"
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "unhit probes fail the campaign: {err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains("--require-probes:"))
+        .unwrap_or_else(|| panic!("no --require-probes line in: {err}"));
+    let named: Vec<String> = line
+        .rsplit_once(": ")
+        .unwrap()
+        .1
+        .split(", ")
+        .map(String::from)
+        .collect();
+    assert_eq!(named, missing, "{line}");
+    // The coverage table lists the never-hit probes first.
+    let table: Vec<&str> = err
+        .lines()
+        .skip_while(|l| !l.starts_with("code probes:"))
+        .skip(2)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert_eq!(table.len(), s["probes"].as_object().unwrap().len(), "{err}");
+    assert!(
+        table[..missing.len()].iter().all(|l| l.contains("NEVER")),
+        "{err}"
+    );
+    assert!(
+        !table[missing.len()..].iter().any(|l| l.contains("NEVER")),
+        "{err}"
+    );
+
+    // merge: the same verdict from the shard, and none once every probe was hit.
+    let merged = base.join("merged");
+    let merge = |dir: &Path| {
+        faultline(
+            &[
+                "merge",
+                dir.to_str().unwrap(),
+                "--require-probes",
+                "--out",
+                merged.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let o = merge(&shard);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(summary(&merged)["probes"], s["probes"]);
+    let mut all_hit = s.clone();
+    for t in all_hit["probes"].as_object_mut().unwrap().values_mut() {
+        t["hits"] = 1.into();
+        t["seeds"] = 1.into();
+    }
+    let forged = base.join("all-hit");
+    std::fs::create_dir_all(&forged).unwrap();
+    std::fs::write(forged.join("summary.json"), all_hit.to_string()).unwrap();
+    let o = merge(&forged);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }

@@ -172,7 +172,31 @@ fn shard_counts_agree_within_each_deployment() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--shards", "--shard", "--seeds", "--jobs", "--out"] {
+    for flag in [
+        "--shards",
+        "--shard",
+        "--seeds",
+        "--jobs",
+        "--out",
+        "--require-probes",
+    ] {
         assert!(help.contains(flag), "{flag} missing from fuzz --help");
+    }
+    // Both deployments judge the merged campaign's code probes too.
+    let merge_help = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["merge", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&merge_help.stdout).contains("--require-probes"));
+    for file in [
+        ".github/workflows/nightly.yml",
+        "deploy/kubernetes/merge-job.yaml",
+    ] {
+        let text = read(file);
+        let merge = text
+            .lines()
+            .find(|l| l.contains("faultline merge"))
+            .unwrap_or_else(|| panic!("{file}: no faultline merge"));
+        assert!(merge.contains("--require-probes"), "{file}: {merge}");
     }
 }

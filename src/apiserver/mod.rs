@@ -422,6 +422,11 @@ impl ApiServer {
                     _ if clash == "AlreadyExists" => (409, "AlreadyExists"),
                     _ => (409, "Conflict"),
                 };
+                match reason {
+                    "NotFound" => crate::probe!("api.write.not_found"),
+                    "AlreadyExists" => crate::probe!("api.write.already_exists"),
+                    _ => crate::probe!("api.write.conflict"),
+                }
                 ApiResponse::Status(Status::new(
                     code,
                     reason,
@@ -449,9 +454,17 @@ impl ApiServer {
         // rv -1: the remainder at the latest revision (inconsistent with the earlier pages).
         let revision = match continue_rv {
             Some(rv) if rv > 0 => rv,
-            Some(_) => 0,
+            Some(_) => {
+                crate::probe!("api.list.continue_with_rv_minus_one");
+                0
+            }
             None => resource_version.unwrap_or(0),
         };
+        match (continue_rv, revision) {
+            (None, 0) => crate::probe!("api.list.consistent_read_from_store"),
+            (None, _) => crate::probe!("api.list.at_resource_version_from_store"),
+            _ => {}
+        }
         let req = RangeRequest {
             key: start.as_bytes().to_vec(),
             range_end: prefix_end(prefix),
@@ -462,6 +475,7 @@ impl ApiServer {
         let resp = match self.backend.range(&req).await {
             Ok(resp) => resp,
             Err(StoreError::Compacted) if continue_rv.is_some_and(|rv| rv > 0) => {
+                crate::probe!("api.list.continue_expired_410");
                 let key_of_start = start.strip_suffix('\0').unwrap_or(&start);
                 let mut status = Status::new(
                     410,
@@ -480,6 +494,11 @@ impl ApiServer {
         } else {
             resp.header.as_ref().map(|h| h.revision).unwrap_or(0)
         };
+        if continue_rv.is_some_and(|c| c > 0)
+            && resp.header.as_ref().is_some_and(|h| h.revision > rv)
+        {
+            crate::probe!("api.list.continue_while_store_moved_on");
+        }
         let items: Vec<Object> = resp
             .kvs
             .iter()
@@ -519,6 +538,12 @@ impl ApiServer {
         } else {
             500
         };
+        if !etcd {
+            crate::probe!("api.readyz.etcd_failed");
+        }
+        if !cache {
+            crate::probe!("api.readyz.watch_cache_not_synced");
+        }
         ApiResponse::Readyz {
             code,
             checks: checks

@@ -40,6 +40,7 @@ enum Feed {
 const FEED_STALLED: Duration = Duration::from_secs(12);
 
 fn expired(start_after: i64, compact_revision: i64) -> Status {
+    crate::probe!("api.watch.expired_410");
     Status::new(
         410,
         "Expired",
@@ -115,6 +116,7 @@ impl Backend {
             if settled >= required {
                 return Ok(settled);
             }
+            crate::probe!("api.watchlist.waited_for_watch_cache");
             if tokio::time::Instant::now() >= deadline {
                 return Err(Status::new(
                     504,
@@ -269,6 +271,7 @@ async fn etcd_feed(
                 }
                 Ok(None) => break Status::new(500, "InternalError", "etcd closed the watch stream"),
                 Err(e) => {
+                    crate::probe!("api.watch.etcd_stream_broken");
                     client.fail(at);
                     break Status::new(500, "InternalError", format!("etcd watch stream broken: {}", e.message()));
                 }
@@ -284,6 +287,7 @@ async fn etcd_feed(
                 let _ = requests.try_send(req);
             }
             _ = stalled => {
+                crate::probe!("api.watch.etcd_stream_stalled");
                 client.fail(at);
                 break Status::new(504, "Timeout", "etcd watch stream stalled: no progress notification");
             }
@@ -341,6 +345,10 @@ impl ApiServer {
     /// Serves one watch stream until the client goes away or the watch ends.
     pub async fn watch(self: Arc<Self>, req: WatchRequest, out: mpsc::Sender<WatchMessage>) {
         if let Some(status) = self.refuse(&req) {
+            match status.code {
+                406 => crate::probe!("api.watch.refused_406"),
+                _ => crate::probe!("api.watch.refused_422"),
+            }
             let _ = out.send(WatchMessage::Status(status)).await;
             return;
         }
@@ -370,7 +378,10 @@ impl ApiServer {
                             .into_iter()
                             .map(|(kind, object)| WatchMessage::Event { kind, object, initial_events_end: false })
                             .collect(),
-                        Some(Feed::Progress(rv)) => vec![bookmark(rv, false)],
+                        Some(Feed::Progress(rv)) => {
+                            crate::probe!("api.watch.bookmark");
+                            vec![bookmark(rv, false)]
+                        }
                         Some(Feed::End(status)) => {
                             let _ = out.send(WatchMessage::Status(status)).await;
                             return;
@@ -432,6 +443,7 @@ impl ApiServer {
                 return Ok(None);
             }
         }
+        crate::probe!("api.watchlist.initial_events_end_bookmark");
         if out.send(bookmark(at, true)).await.is_err() {
             return Ok(None);
         }

@@ -315,6 +315,9 @@ impl MemberHandle {
                 .await
                 .map_err(|_| StoreError::OutcomeUnknown)??;
             let mut seen = self.progress.get();
+            if seen < index {
+                crate::probe!("etcd.read.waited_for_apply");
+            }
             while seen < index {
                 seen = self.progress.next_change(seen).await;
                 self.serving()?;
@@ -574,7 +577,12 @@ impl Member {
             tokio::select! {
                 biased;
                 _ = tick.tick(), if ticking => {
+                    let was_leader = self.node.raft.state == StateRole::Leader;
                     self.node.tick();
+                    // A leader that stops leading on a tick found no quorum active: check-quorum.
+                    if was_leader && self.node.raft.state != StateRole::Leader {
+                        crate::probe!("etcd.raft.check_quorum_step_down");
+                    }
                     self.ticks += 1;
                     if self.ticks.is_multiple_of(EXPIRY_TICKS) {
                         self.revoke_expired_leases();
@@ -587,9 +595,16 @@ impl Member {
                     self.commit_backend();
                 }
                 Some(m) = inbox.recv() => {
+                    if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                        crate::probe!("etcd.snapshot.received");
+                    }
+                    let was_leader = self.node.raft.state == StateRole::Leader;
                     if let Err(reason) = catch_raft_panic(|| self.node.step(m)) {
                         self.halt(reason);
                         return;
+                    }
+                    if was_leader && self.node.raft.state != StateRole::Leader {
+                        crate::probe!("etcd.raft.leader_deposed_by_message");
                     }
                 }
                 Some(c) = commands.recv() => self.command(c),
@@ -637,6 +652,9 @@ impl Member {
         {
             return;
         }
+        if self.publishing.is_some() {
+            crate::probe!("etcd.publish.retried");
+        }
         let id = self.request_id();
         if self
             .node
@@ -663,6 +681,7 @@ impl Member {
                     }
                 }
                 if leader == 0 || self.node.propose(vec![], proposal.encode(id)).is_err() {
+                    crate::probe!("etcd.propose.no_leader");
                     let _ = reply.send(Err(StoreError::NoLeader));
                     return;
                 }
@@ -670,8 +689,15 @@ impl Member {
             }
             Command::ReadIndex { reply } => {
                 if leader == 0 {
+                    crate::probe!("etcd.read_index.no_leader");
                     let _ = reply.send(Err(StoreError::NoLeader));
                     return;
+                }
+                let raft = &self.node.raft;
+                if raft.state == StateRole::Leader && !raft.commit_to_current_term() {
+                    crate::probe!("etcd.read_index.before_leader_committed_in_term");
+                } else if raft.raft_log.term(raft.raft_log.committed).unwrap_or(0) != raft.term {
+                    crate::probe!("etcd.read_index.before_commit_in_term_seen");
                 }
                 let id = self.request_id();
                 self.node.read_index(id.to_le_bytes().to_vec());
@@ -719,11 +745,19 @@ impl Member {
         for m in msgs {
             let to = m.to;
             let snapshot = m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+            if m.get_msg_type() == raft::eraftpb::MessageType::MsgRequestPreVoteResponse && m.reject
+            {
+                crate::probe!("etcd.raft.pre_vote_refused");
+            }
+            if m.get_msg_type() == raft::eraftpb::MessageType::MsgRequestVoteResponse && m.reject {
+                crate::probe!("etcd.raft.vote_refused");
+            }
             if let Some(out) = self.outboxes.get(&to) {
                 // A full queue is a congested link: drop, as etcd's peer streams do.
                 let _ = out.try_send(m);
             }
             if snapshot {
+                crate::probe!("etcd.snapshot.sent");
                 self.node.report_snapshot(to, SnapshotStatus::Finish);
             }
         }
@@ -940,6 +974,7 @@ impl Member {
                 EntryType::EntryConfChange => {
                     let cc =
                         ConfChange::parse_from_bytes(&e.data).expect("a logged conf change parses");
+                    probe_conf_change(&self.node.raft, &cc, e.index);
                     let cs = self
                         .node
                         .apply_conf_change(&cc)
@@ -1048,6 +1083,7 @@ impl Member {
                     self.config.name
                 ),
             });
+            crate::probe!("etcd.compaction.crashed_before_finished");
             return Err(Stopped::Crashed);
         }
         Ok(())
@@ -1089,6 +1125,10 @@ impl Member {
         let index = snap.get_metadata().index;
         let records = decode_records(&snap.data);
         let (mvcc, _) = Mvcc::restore(records.clone(), self.config.compaction);
+        crate::probe!("etcd.snapshot.applied");
+        if mvcc.compact_revision() > 0 {
+            crate::probe!("etcd.snapshot.applied_after_compaction");
+        }
         assert_eq!(
             mvcc.consistent_index(),
             index,
@@ -1143,6 +1183,7 @@ impl Member {
         let Ok(snap) = self.storage.snapshot(applied, 0) else {
             return;
         };
+        crate::probe!("etcd.log.compacted_into_snapshot");
         // The backend is rewritten below from the same state: a forced commit of everything
         // pending (etcd commits its backend before a snapshot too).
         self.storage
@@ -1192,5 +1233,24 @@ impl Member {
         self.wal_synced(&tail);
         let _ = self.storage.log.wl().compact(keep_from);
         self.last_log_compaction = applied;
+    }
+}
+
+/// Names a membership change as it applies (for code probes only): added or removed, and
+/// applied on a leader while a voter had neither been heard from lately nor received the
+/// change (a member change going through while part of the cluster is cut off).
+fn probe_conf_change(raft: &raft::Raft<MemberStorage>, cc: &ConfChange, index: u64) {
+    match cc.get_change_type() {
+        ConfChangeType::AddNode => crate::probe!("etcd.membership.member_added"),
+        ConfChangeType::RemoveNode => crate::probe!("etcd.membership.member_removed"),
+        ConfChangeType::AddLearnerNode => {}
+    }
+    let cut_off = raft.state == StateRole::Leader
+        && raft
+            .prs()
+            .iter()
+            .any(|(id, pr)| *id != raft.id && !pr.recent_active && pr.matched < index);
+    if cut_off {
+        crate::probe!("etcd.membership.applied_while_voter_cut_off");
     }
 }

@@ -304,6 +304,7 @@ impl Mvcc {
             return Err(StoreError::FutureRevision);
         }
         if revision > 0 && revision < self.compact {
+            crate::probe!("etcd.range.compacted");
             return Err(StoreError::Compacted);
         }
         Ok(if revision <= 0 {
@@ -332,6 +333,12 @@ impl Mvcc {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
         kv_rules::check_range(req)?;
         let at = self.check_revision(req.revision)?;
+        if req.revision > 0 && req.revision == self.compact {
+            crate::probe!("etcd.range.at_compact_revision");
+        }
+        if req.range_end.len() > 1 && self.keys.contains_key(&req.range_end) {
+            crate::probe!("etcd.range.key_at_range_end");
+        }
         Ok(self.range_at(req, at))
     }
 
@@ -433,7 +440,13 @@ impl Mvcc {
 
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, StoreError> {
         kv_rules::check_txn(req)?;
-        let succeeded = req.compare.iter().all(|c| self.compare(c));
+        let succeeded = req.compare.iter().all(|c| {
+            let holds = self.compare(c);
+            if !holds {
+                self.probe_failed_compare(c);
+            }
+            holds
+        });
         let ops = if succeeded {
             &req.success
         } else {
@@ -525,6 +538,24 @@ impl Mvcc {
         })
     }
 
+    /// Names which compare failed (for code probes only): a Kubernetes-shaped create (mod
+    /// revision 0) that found the key live, an update that found it gone or rewritten, or the
+    /// apiserver compactor's version compare on `compact_rev_key`, which another one won.
+    fn probe_failed_compare(&self, c: &Compare) {
+        let have = self.latest(&c.key).map_or(0, |v| v.rev);
+        match c.target_union {
+            Some(TargetUnion::ModRevision(0)) => crate::probe!("etcd.txn.create_found_key_live"),
+            Some(TargetUnion::ModRevision(_)) if have == 0 => {
+                crate::probe!("etcd.txn.update_found_key_gone")
+            }
+            Some(TargetUnion::ModRevision(_)) => {
+                crate::probe!("etcd.txn.update_found_newer_revision")
+            }
+            Some(TargetUnion::Version(_)) => crate::probe!("etcd.txn.version_compare_failed"),
+            _ => {}
+        }
+    }
+
     /// First phase of a compaction: validates `revision` and persists the scheduled mark.
     pub fn schedule_compaction(&mut self, revision: i64) -> Result<(), StoreError> {
         if revision <= self.compact {
@@ -605,10 +636,17 @@ impl Mvcc {
         }
         let edge_lost = from == self.compact && self.watch_floor() > from;
         if edge_lost && !variant_18089 {
+            crate::probe!("watch.etcd.refused_at_compact_revision");
             return Err(StoreError::Compacted);
+        }
+        if from == self.compact {
+            crate::probe!("watch.etcd.opened_at_compact_revision");
         }
         let mut out = Vec::new();
         for (&(rev, sub), k) in self.by_rev.range((from.max(1), 0)..) {
+            if range_end.len() > 1 && k.as_slice() == range_end {
+                crate::probe!("watch.etcd.event_at_range_end");
+            }
             if !in_range(key, range_end, k) {
                 continue;
             }

@@ -54,13 +54,28 @@ pub(crate) fn recover(config: &MemberConfig, disk: &SharedDisk) -> Recovered {
         }
     }
     let log = MemStorage::new();
+    if snap_index > 1 {
+        crate::probe!("etcd.restart.from_snapshot");
+    }
+    if resume.is_some() {
+        crate::probe!("etcd.restart.resumes_compaction");
+    }
     if let Some(mut s) = snap {
         s.data = Default::default();
         log.wl()
             .apply_snapshot(s)
             .expect("a fresh log takes any snapshot");
     }
-    let (entries, hard_state, _) = replay(&wal, snap_index);
+    let (entries, hard_state, valid) = replay(&wal, snap_index);
+    if valid < wal.len() {
+        crate::probe!("etcd.restart.wal_torn_tail_cut");
+    }
+    if entries
+        .last()
+        .is_some_and(|e| e.index > mvcc.consistent_index())
+    {
+        crate::probe!("etcd.restart.wal_replayed_past_backend");
+    }
     log.wl()
         .append(&entries)
         .expect("replayed entries are contiguous");
@@ -69,6 +84,9 @@ pub(crate) fn recover(config: &MemberConfig, disk: &SharedDisk) -> Recovered {
     {
         let mut core = log.wl();
         if let Some(mut hs) = hard_state {
+            if hs.commit < mvcc.consistent_index() {
+                crate::probe!("etcd.restart.backend_ahead_of_wal_commit");
+            }
             // The backend may have applied past the last commit index the WAL recorded.
             hs.commit = hs
                 .commit

@@ -306,6 +306,7 @@ impl MemberApi {
                 Ok(e) => e,
                 // What the client may resume from: a cancelled watch restarts there.
                 Err(compact) => {
+                    crate::probe!("watch.etcd.cancelled_as_compacted");
                     let cancel = compacted_cancel(self.header(current), watch_id, compact);
                     let _ = outbox.send(Ok(cancel)).await;
                     return;

@@ -58,6 +58,12 @@ impl LoadBalancer {
             .filter(|s| !next.contains(s))
             .cloned()
             .collect();
+        if next != self.others {
+            crate::probe!("k3s.lb.server_list_updated");
+        }
+        if !removed.is_empty() {
+            crate::probe!("k3s.lb.server_removed");
+        }
         for s in &removed {
             // A server that comes back later must prove itself again.
             self.verdicts.remove(s);
@@ -81,6 +87,9 @@ impl LoadBalancer {
         } else {
             probe.apiserver
         };
+        if probe.reachable && !probe.apiserver {
+            crate::probe!("k3s.lb.server_reachable_not_ready");
+        }
         let before = self.verdicts.insert(server.to_string(), passes);
         let mut close = Vec::new();
         // Clients routed to a server that turned bad must redial, not hang on dead connections;
@@ -140,6 +149,9 @@ impl LoadBalancer {
     fn reroute(&mut self, close: &mut Vec<String>) {
         let before = self.current.clone();
         self.current = self.next_route();
+        if before.is_some() && self.current.is_some() && before != self.current {
+            crate::probe!("k3s.lb.fail_over");
+        }
         let on_default = self.current.as_deref() == Some(self.default_server.as_str());
         if !on_default {
             self.fell_back = false;
@@ -149,12 +161,16 @@ impl LoadBalancer {
                 .iter()
                 .all(|s| self.verdicts.get(s) == Some(&false))
         {
+            if !self.fell_back {
+                crate::probe!("k3s.lb.fell_back_to_default");
+            }
             self.fell_back = true;
         }
         let was_default = before.as_deref() == Some(self.default_server.as_str());
         if was_default && !on_default && !close.contains(&self.default_server) {
             // Fail-back: long-lived clients (watches, the kubelet) would otherwise stay on the
             // default server forever, since only new connections follow the route.
+            crate::probe!("k3s.lb.fail_back_from_default");
             close.push(self.default_server.clone());
         }
         assert!(
@@ -186,6 +202,7 @@ impl LoadBalancer {
             return Some(default.to_string());
         }
         // Nothing passes: dialing will fail wherever we point, so avoid needless churn.
+        crate::probe!("k3s.lb.no_server_passes");
         current
             .or(self.others.first().map(String::as_str))
             .or((!default.is_empty()).then_some(default))

@@ -258,16 +258,20 @@ async fn kubelet(
             None => vec!["no server to reach an apiserver through".to_string()],
             Some(s) => match api_call(&config, &rpc, s, ApiRequest::Readyz).await {
                 Ok(ApiResponse::Readyz { code: 200, .. }) => break,
-                Ok(ApiResponse::Readyz { checks, .. }) => checks
-                    .into_iter()
-                    .filter(|c| c.starts_with("[-]"))
-                    .collect(),
+                Ok(ApiResponse::Readyz { checks, .. }) => {
+                    crate::probe!("k3s.kubelet.apiserver_not_ready");
+                    checks
+                        .into_iter()
+                        .filter(|c| c.starts_with("[-]"))
+                        .collect()
+                }
                 Ok(other) => vec![format!("unexpected answer {other:?}")],
                 Err(e) => vec![e],
             },
         };
         observer.record(StoreEvent::ApiserverWaiting { via, failing });
         if started.elapsed() > READYZ_GIVE_UP {
+            crate::probe!("k3s.kubelet.readyz_wait_gave_up");
             // k3s exits here and its service manager starts it again: wait afresh.
             return Box::pin(kubelet(config, lb, rpc, observer)).await;
         }

@@ -81,6 +81,10 @@ pub(super) async fn follow_servers(
         if fresh == current {
             continue;
         }
+        crate::probe!("k3s.servers.list_updated");
+        if f.supervisor.member.is_none() {
+            crate::probe!("k3s.servers.list_updated_without_member");
+        }
         if f.supervisor.member.is_none() {
             *f.supervisor.learned.lock().expect("lists lock poisoned") = Some(fresh.clone());
         }
@@ -195,6 +199,9 @@ pub(super) async fn join(
                         control_plane,
                         etcd,
                     };
+                    if *t != config.join {
+                        crate::probe!("k3s.join.through_other_than_join_target");
+                    }
                     let known = lists.known();
                     persist(disk, KNOWN_FILE, &known);
                     observer.record(StoreEvent::Joined {
@@ -204,9 +211,15 @@ pub(super) async fn join(
                     return lists;
                 }
                 Ok(other) => failing.push(format!("join via {t}: {other:?}")),
-                Err(e) => failing.push(format!("join via {t}: {e}")),
+                Err(e) => {
+                    if *t == config.join && targets.len() > 1 {
+                        crate::probe!("k3s.join.rejoin_with_join_target_down");
+                    }
+                    failing.push(format!("join via {t}: {e}"))
+                }
             }
         }
+        crate::probe!("k3s.join.retried");
         observer.record(StoreEvent::ApiserverWaiting {
             via: Some(config.join.clone()),
             failing,

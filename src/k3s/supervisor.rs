@@ -157,6 +157,7 @@ impl Supervisor {
                         );
                     };
                     if self.lists().is_none() {
+                        crate::probe!("k3s.supervisor.join_refused_not_caught_up");
                         return SupervisorResponse::Refused(
                             "this server has not caught up with the cluster yet".into(),
                         );
@@ -164,6 +165,7 @@ impl Supervisor {
                     let new = !member.voters().contains(&id);
                     let change = member.change_member(MemberChange::Add, id, MEMBER_CHANGE);
                     if let Err(e) = change.await {
+                        crate::probe!("k3s.supervisor.member_add_failed");
                         return SupervisorResponse::Refused(format!(
                             "adding etcd member for {node}: {e}"
                         ));
@@ -206,6 +208,7 @@ impl Supervisor {
                         SupervisorResponse::Removed
                     }
                     Err(e) => {
+                        crate::probe!("k3s.supervisor.member_remove_failed");
                         SupervisorResponse::Refused(format!("removing etcd member of {node}: {e}"))
                     }
                 }

@@ -143,6 +143,7 @@ impl Compactor {
                     )
                 }
                 Ok(DbResponse::Compact(CompactReply::Mismatch { stored, current })) => {
+                    crate::probe!("kine.compact.resync_adopted_stored_revision");
                     walk.compacted = stored;
                     walk.current = current;
                     (
@@ -154,6 +155,7 @@ impl Compactor {
                     )
                 }
                 Ok(DbResponse::Compact(CompactReply::AlreadyCompacted { stored, current })) => {
+                    crate::probe!("kine.compact.batch_already_compacted");
                     walk.compacted = stored;
                     walk.current = current;
                     (
@@ -166,6 +168,7 @@ impl Compactor {
                 }
                 Ok(other) => unreachable!("CompactBatch answered {other:?}"),
                 Err(e) => {
+                    probe_failed_batch(fault);
                     walk.failed = true;
                     (
                         BatchOutcome::Failed {
@@ -211,5 +214,16 @@ impl Compactor {
             // kine #414: the per-tick current revision starts at 0 and is stored unconditionally.
             CompactorVariant::Kine414 => (walk.compacted, walk.current),
         }
+    }
+}
+
+/// Names the kind of a compaction batch that failed (for code probes only).
+fn probe_failed_batch(fault: Option<crate::faults::CompactFault>) {
+    use crate::faults::CompactFault;
+    match fault {
+        Some(CompactFault::DatabaseLocked) => crate::probe!("kine.compact.batch_failed_locked"),
+        Some(CompactFault::Timeout) => crate::probe!("kine.compact.batch_failed_timeout"),
+        Some(CompactFault::ReplyLost) => crate::probe!("kine.compact.batch_failed_reply_lost"),
+        None => crate::probe!("kine.compact.batch_failed_unforced"),
     }
 }

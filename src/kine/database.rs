@@ -349,12 +349,14 @@ impl Database {
             .values()
             .any(|p| p.name == row.name && p.prev_revision == row.prev_revision);
         if clash || log.has_row(&row.name, row.prev_revision)? {
+            crate::probe!("kine.insert.reserve_unique_violation");
             return Err(DbError::UniqueViolation);
         }
         if self.insert == InsertVariant::Fixed
             && (self.pending.values().any(|p| p.name == row.name)
                 || log.has_newer(&row.name, row.prev_revision)?)
         {
+            crate::probe!("kine.insert.reserve_superseded");
             return Err(DbError::Superseded);
         }
         let id = self.next_id.max(log.current_revision()? + 1);
@@ -382,6 +384,7 @@ impl Database {
         // The lease may have been revoked while the insert was in flight.
         attachable(&log, row)?;
         let id = if log.has_id(id)? || id <= log.compact_revision()? {
+            crate::probe!("kine.insert.recommitted_under_fresh_id");
             let fresh = self.next_id.max(log.current_revision()? + 1);
             self.next_id = fresh + 1;
             fresh
@@ -397,6 +400,7 @@ impl Database {
     /// Gives up a reserved insert (its caller was cut off or timed out): its id stays unused.
     pub fn abort_reserved(&mut self, id: i64) {
         if let Some(p) = self.pending.remove(&id) {
+            crate::probe!("kine.insert.aborted");
             self.observer
                 .record(StoreEvent::DbInsertAborted { id, key: p.name });
         }
@@ -534,6 +538,7 @@ impl Database {
             DbRequest::Fill { id } => {
                 let compact = log.compact_revision()?;
                 if *id <= compact {
+                    crate::probe!("kine.poll.fill_refused_below_compact");
                     // Compaction removed whatever was there, and a pending insert commits above
                     // the compact revision: there is no gap to fill, and filling would put a
                     // second row at an id that may have held one.
@@ -655,6 +660,9 @@ fn compact_batch(
     let stored = log.compact_revision()?;
     if stored != expected {
         return Ok((CompactReply::Mismatch { stored, current }, None));
+    }
+    if min_retain > 0 && safe_compact_revision(target, current, min_retain) < target {
+        crate::probe!("kine.compact.target_clamped_by_min_retain");
     }
     let target = safe_compact_revision(target, current, min_retain);
     if target <= expected {

@@ -115,8 +115,14 @@ impl Driver {
             Driver::Remote { endpoint, addr } => {
                 match endpoint.call_timeout(*addr, DbCall(req), timeout).await {
                     Ok(result) => result.map_err(DriverError::Db),
-                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(DriverError::Timeout),
-                    Err(e) => Err(DriverError::Unreachable(e.to_string())),
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        crate::probe!("kine.driver.call_timed_out");
+                        Err(DriverError::Timeout)
+                    }
+                    Err(e) => {
+                        crate::probe!("kine.driver.database_unreachable");
+                        Err(DriverError::Unreachable(e.to_string()))
+                    }
                 }
             }
         }
@@ -168,6 +174,7 @@ async fn execute(
     let mut reservation = Reservation { db, id: Some(id) };
     tokio::time::sleep(dialect.draw_commit_delay()).await;
     if abort_after.is_some_and(|limit| started.elapsed() >= limit) {
+        crate::probe!("kine.insert.commit_outlived_deadline");
         return Err(DbError::DeadlineExceeded); // the reservation aborts as it drops
     }
     reservation.id = None;

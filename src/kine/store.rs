@@ -90,6 +90,7 @@ fn check_revision(revision: i64, current: i64, compact: i64) -> Result<(), Store
         return Err(StoreError::FutureRevision);
     }
     if revision > 0 && revision < compact {
+        crate::probe!("kine.range.compacted");
         return Err(StoreError::Compacted);
     }
     Ok(())
@@ -289,6 +290,9 @@ impl KineStore {
             other => unreachable!("List answered {other:?}"),
         };
         check_revision(req.revision, current, compact)?;
+        if req.revision > 0 && req.revision == compact {
+            crate::probe!("kine.range.at_compact_revision");
+        }
         let cut = fetch > 0 && rows.len() as i64 >= fetch;
         let count = if cut {
             counted.expect("a cut page is counted")
@@ -342,7 +346,10 @@ impl KineStore {
             Ok(other) => unreachable!("Insert answered {other:?}"),
             Err(super::driver::DriverError::Db(
                 super::database::DbError::UniqueViolation | super::database::DbError::Superseded,
-            )) => Ok(None),
+            )) => {
+                crate::probe!("kine.insert.guard_refused");
+                Ok(None)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -433,7 +440,11 @@ impl KineStore {
                     .find(|(k, _)| k.as_bytes() == c.key.as_slice())
                     .and_then(|(_, r)| r.as_ref())
                     .filter(|r| !r.deleted);
-                compare_holds(c, row)
+                let holds = compare_holds(c, row);
+                if !holds {
+                    probe_failed_compare(c, row.map(|r| r.id).unwrap_or(0));
+                }
+                holds
             });
             let ops = if succeeded {
                 &req.success
@@ -649,5 +660,19 @@ fn compare_holds(c: &Compare, row: Option<&Row>) -> bool {
         CompareResult::Greater => ord.is_gt(),
         CompareResult::Less => ord.is_lt(),
         CompareResult::NotEqual => ord.is_ne(),
+    }
+}
+
+/// Names which Kubernetes-shaped compare failed (for code probes only): a create (mod
+/// revision 0) that found the key live, an update or delete that found it gone or rewritten.
+fn probe_failed_compare(c: &Compare, have_mod_revision: i64) {
+    use compare::TargetUnion;
+    match c.target_union {
+        Some(TargetUnion::ModRevision(0)) => crate::probe!("kine.txn.create_found_key_live"),
+        Some(TargetUnion::ModRevision(_)) if have_mod_revision == 0 => {
+            crate::probe!("kine.txn.update_found_key_gone")
+        }
+        Some(TargetUnion::ModRevision(_)) => crate::probe!("kine.txn.update_found_newer_revision"),
+        _ => {}
     }
 }

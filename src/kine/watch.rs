@@ -120,7 +120,10 @@ pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>, variant: WatchVaria
             .await
         {
             Ok(DbResponse::Rows { rows, compact, .. }) => (rows, compact),
-            _ => continue,
+            _ => {
+                crate::probe!("kine.poll.failed");
+                continue;
+            }
         };
         more = rows.len() as i64 == POLL_BATCH;
         if rows.iter().any(|r| r.lease != 0) {
@@ -140,6 +143,7 @@ pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>, variant: WatchVaria
                     );
                 }
                 last = (row.id - 1).min(compact);
+                crate::probe!("kine.poll.ids_compacted_unread");
                 hub.publish(Some(Polled::Lost { last, compact }), last);
             }
             let next = last + 1;
@@ -148,9 +152,10 @@ pub async fn poll(store: Arc<KineStore>, hub: Arc<WatchHub>, variant: WatchVaria
                 match gap {
                     Some((id, since)) if id == next && since.elapsed() >= GAP_FILL_AFTER => {
                         // A failed fill means the row arrived after all; either way, poll again.
+                        crate::probe!("kine.poll.gap_filled");
                         let _ = store.call(DbRequest::Fill { id: next }).await;
                     }
-                    Some((id, _)) if id == next => {}
+                    Some((id, _)) if id == next => crate::probe!("kine.poll.gap_waited"),
                     _ => gap = Some((next, tokio::time::Instant::now())),
                 }
                 more = true;
@@ -193,7 +198,12 @@ fn in_range(name: &str, key: &str, end: &Option<End>) -> bool {
     match end {
         None => name == key,
         Some(End::Unbounded) => name >= key,
-        Some(End::Exclusive(e)) => name >= key && name < e.as_str(),
+        Some(End::Exclusive(e)) => {
+            if name == e.as_str() {
+                crate::probe!("watch.kine.event_at_range_end");
+            }
+            name >= key && name < e.as_str()
+        }
     }
 }
 
@@ -228,7 +238,11 @@ pub async fn run_watcher(
             Ok(other) => unreachable!("After answered {other:?}"),
             Err(e) => return WatchEnd::Failed(e),
         };
+        if start_revision == compact {
+            crate::probe!("watch.kine.opened_at_compact_revision");
+        }
         if start_revision < compact {
+            crate::probe!("watch.kine.start_compacted");
             return WatchEnd::Compacted {
                 compact_revision: compact,
             };
@@ -253,6 +267,7 @@ pub async fn run_watcher(
                 // the compact revision (see `Log::delete_compacted`), so it lost nothing.
                 Ok(Polled::Lost { last, compact }) => {
                     if sent < last && sent + 1 < compact {
+                        crate::probe!("watch.kine.cancelled_as_compacted");
                         return WatchEnd::Compacted { compact_revision: compact };
                     }
                     sent = sent.max(last);
@@ -270,7 +285,10 @@ pub async fn run_watcher(
                         return WatchEnd::Failed(StoreError::Database("watch stream closed".into()));
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => return WatchEnd::Lagged,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    crate::probe!("watch.kine.lagged");
+                    return WatchEnd::Lagged;
+                }
                 Err(broadcast::error::RecvError::Closed) => {
                     return WatchEnd::Failed(StoreError::Database("poller stopped".into()))
                 }

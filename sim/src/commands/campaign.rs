@@ -6,7 +6,7 @@
 
 use crate::report::Report;
 use crate::run::{Keep, RESULT_PREFIX};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -285,6 +285,10 @@ pub struct SeedRecord {
     /// Every check's verdict and what it judged (empty when the run died).
     pub checks: Vec<crate::report::CheckSummary>,
     pub repro: String,
+    /// The code probes this run hit, with their hits (probes it missed are left out). Tallied
+    /// into the summary's `probes`; not written per record (each seed's report.json has them).
+    #[serde(skip)]
+    pub probes: BTreeMap<String, u64>,
 }
 
 /// How a campaign runs its seeds.
@@ -342,9 +346,16 @@ pub fn campaign(
             };
             let mut failures = Vec::new();
             let mut checks = Vec::new();
+            let mut probes = BTreeMap::new();
             match outcome {
                 ChildOutcome::Done(r) => {
                     checks = r.checks.clone();
+                    probes = r
+                        .probes
+                        .iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(p, n)| (p.clone(), *n))
+                        .collect();
                     if let Some(p) = &r.panic {
                         failures.push(("panic".to_string(), p.clone()));
                     }
@@ -376,6 +387,7 @@ pub fn campaign(
                 failures,
                 checks,
                 repro: crate::report::repro_command(path, *seed, design),
+                probes,
             };
             each(&record);
             records.push(record);

@@ -50,6 +50,9 @@ pub struct FuzzArgs {
     /// `<out>/shrunk/`.
     #[arg(long)]
     pub shrink: bool,
+    /// Exit 1 naming every declared code probe that no seed hit.
+    #[arg(long)]
+    pub require_probes: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -73,6 +76,32 @@ pub struct CheckTally {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub not_applicable_reasons: BTreeMap<String, usize>,
     pub judged: BTreeMap<String, u64>,
+}
+
+/// One code probe across a campaign: its hits in all, and how many runs hit it.
+#[derive(Serialize, Deserialize, Default, Clone, Copy, Debug, PartialEq)]
+pub struct ProbeTally {
+    pub hits: u64,
+    pub seeds: usize,
+}
+
+/// Every declared code probe, not hit yet.
+pub fn declared_probes() -> BTreeMap<String, ProbeTally> {
+    store::probe::PROBES
+        .iter()
+        .map(|(name, _)| (name.to_string(), ProbeTally::default()))
+        .collect()
+}
+
+/// Every declared probe's hits and seeds over `records`.
+pub fn tally_probes(records: &[SeedRecord]) -> BTreeMap<String, ProbeTally> {
+    let mut out = declared_probes();
+    for (name, n) in records.iter().flat_map(|r| &r.probes) {
+        let t = out.entry(name.clone()).or_default();
+        t.hits += n;
+        t.seeds += 1;
+    }
+    out
 }
 
 /// What `summary.json` holds. The identity fields (binary, scenarios, seed range, design,
@@ -102,6 +131,9 @@ pub struct Summary {
     pub failing_seeds_by_check: BTreeMap<String, usize>,
     /// Per check, over the runs that finished.
     pub checks: BTreeMap<String, CheckTally>,
+    /// Per declared code probe, over the runs that finished: hits and the runs that hit it.
+    #[serde(default)]
+    pub probes: BTreeMap<String, ProbeTally>,
     pub interrupted: bool,
     pub wall_seconds: f64,
     pub failures: Vec<Failure>,
@@ -398,6 +430,7 @@ pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
         failed_seeds: 0,
         failing_seeds_by_check: BTreeMap::new(),
         checks: BTreeMap::new(),
+        probes: tally_probes(&records),
         interrupted: stop.load(Ordering::Relaxed),
         wall_seconds: started.elapsed().as_secs_f64(),
         failures: vec![],
@@ -408,7 +441,7 @@ pub fn fuzz(args: &FuzzArgs) -> Result<ExitCode, InputError> {
     if args.shrink && !stop.load(Ordering::Relaxed) {
         shrink_failures(args, &summary, &out, &stop)?;
     }
-    Ok(exit_code(&summary))
+    Ok(exit_with_probes(&summary, args.require_probes))
 }
 
 /// Shrinks the first failing seed of each (scenario, first failing check).
@@ -455,8 +488,66 @@ pub fn exit_code(summary: &Summary) -> ExitCode {
     }
 }
 
-/// Writes summary.json, junit.xml and the outcomes plot into `out`, and prints the one-line
-/// result. Shared by `fuzz` and `merge`.
+/// The declared probes no run of the campaign hit, in name order.
+pub fn unhit_probes(summary: &Summary) -> Vec<&str> {
+    summary
+        .probes
+        .iter()
+        .filter(|(_, t)| t.seeds == 0)
+        .map(|(name, _)| name.as_str())
+        .collect()
+}
+
+/// `exit_code`, and with `require_probes` also 1 when a declared probe went unhit (named).
+pub fn exit_with_probes(summary: &Summary, require_probes: bool) -> ExitCode {
+    let unhit = unhit_probes(summary);
+    if require_probes && !unhit.is_empty() {
+        eprintln!(
+            "faultline: --require-probes: {} of {} code probes hit by no seed: {}",
+            unhit.len(),
+            summary.probes.len(),
+            unhit.join(", ")
+        );
+        return ExitCode::from(1);
+    }
+    exit_code(summary)
+}
+
+/// The coverage table: every declared probe with its hits and the runs that hit it, the
+/// never-hit ones first, then the rarest.
+pub fn coverage_table(summary: &Summary) -> String {
+    let meanings: BTreeMap<&str, &str> = store::probe::PROBES.iter().copied().collect();
+    let mut rows: Vec<(&String, &ProbeTally)> = summary.probes.iter().collect();
+    rows.sort_by_key(|(name, t)| (t.seeds, t.hits, *name));
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(5).max(5);
+    let unhit = rows.iter().filter(|(_, t)| t.seeds == 0).count();
+    let mut s = format!(
+        "code probes: {} of {} hit over {} runs ({} never)\n  {:<width$} {:>10} {:>6}  meaning\n",
+        rows.len() - unhit,
+        rows.len(),
+        summary.seeds,
+        unhit,
+        "probe",
+        "hits",
+        "seeds",
+    );
+    for (name, t) in rows {
+        let mark = if t.seeds == 0 { "NEVER " } else { "" };
+        s += &format!(
+            "  {name:<width$} {:>10} {:>6}  {mark}{}\n",
+            t.hits,
+            t.seeds,
+            meanings
+                .get(name.as_str())
+                .copied()
+                .unwrap_or("(not declared in this binary)")
+        );
+    }
+    s
+}
+
+/// Writes summary.json, junit.xml and the outcomes plot into `out`, and prints the coverage
+/// table and the one-line result. Shared by `fuzz` and `merge`.
 pub fn write_reports(out: &Path, summary: &Summary) -> Result<(), InputError> {
     write(
         &out.join("summary.json"),
@@ -492,6 +583,9 @@ pub fn write_reports(out: &Path, summary: &Summary) -> Result<(), InputError> {
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
     let missing = summary.planned.saturating_sub(summary.seeds);
+    if !summary.probes.is_empty() {
+        eprint!("{}", coverage_table(summary));
+    }
     eprintln!(
         "{} seeds of {} ({} over seeds {}{}), {} passed, {} failed{}{}{} in {:.1}s; reports: {}/summary.json, junit.xml, outcomes.png",
         summary.seeds,
@@ -543,6 +637,7 @@ mod tests {
                 summary("linearizable", "pass", None, &[("reads", 42)]),
             ],
             repro: format!("faultline repro scenarios/x.toml --seed {seed}"),
+            probes: BTreeMap::new(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! `faultline list`: scenarios, checks, fault kinds and design variants, each with its meaning.
+//! `faultline list`: scenarios, checks, fault kinds, code probes and design variants, each with its
+//! meaning.
 
 use crate::{checkers, faults, scenario};
 use std::path::PathBuf;
@@ -25,6 +26,10 @@ pub fn cmd_list() -> ExitCode {
     println!("\nFault kinds:");
     for (name, meaning) in faults::KINDS {
         println!("  {name:<26} {meaning}");
+    }
+    println!("\nCode probes (counted per run in report.json; fuzz --require-probes):");
+    for (name, meaning) in store::probe::PROBES {
+        println!("  {name:<48} {meaning}");
     }
     println!("\nDesign variants (--design AREA=VARIANT):");
     for v in store::design::VARIANTS {

@@ -5,7 +5,7 @@
 //! `summary.json`, `junit.xml` and outcomes plot. Missing shards are reported, and the merged
 //! campaign then counts as incomplete (exit 1).
 
-use crate::commands::fuzz::{exit_code, write_reports, Summary};
+use crate::commands::fuzz::{declared_probes, exit_with_probes, write_reports, Summary};
 use crate::run::InputError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,9 @@ pub struct MergeArgs {
     /// Where the merged summary.json, junit.xml and outcomes plot go.
     #[arg(long)]
     pub out: PathBuf,
+    /// Exit 1 naming every declared code probe that no seed of any shard hit.
+    #[arg(long)]
+    pub require_probes: bool,
 }
 
 fn read_summary(dir: &Path) -> Result<Summary, InputError> {
@@ -89,7 +92,15 @@ pub fn combine(shards: Vec<(PathBuf, Summary)>) -> Result<(Summary, Vec<u64>), I
         .filter(|i| !by_index.contains_key(i))
         .collect();
     let runs = first.scenarios.len() as u64 * seeds_in(&first.seed_range);
+    // Shards hold disjoint runs: hits and hitting runs add up.
+    let mut probes = declared_probes();
+    for (name, t) in by_index.values().flat_map(|(_, s)| &s.probes) {
+        let sum = probes.entry(name.clone()).or_default();
+        sum.hits += t.hits;
+        sum.seeds += t.seeds;
+    }
     let merged = Summary {
+        probes,
         shard: None,
         merged_shards: by_index.keys().copied().collect(),
         planned: runs as usize,
@@ -139,5 +150,5 @@ pub fn merge(args: &MergeArgs) -> Result<ExitCode, InputError> {
         );
     }
     write_reports(&args.out, &merged)?;
-    Ok(exit_code(&merged))
+    Ok(exit_with_probes(&merged, args.require_probes))
 }

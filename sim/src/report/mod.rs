@@ -80,12 +80,23 @@ pub struct Report {
     pub panic: Option<String>,
     pub repro: String,
     pub results_dir: String,
+    /// Hits of every declared code probe in this run (`store::probe`), zeros included.
+    #[serde(default)]
+    pub probes: BTreeMap<String, u64>,
 }
 
 impl Report {
     pub fn failed_checks(&self) -> impl Iterator<Item = &CheckSummary> {
         self.checks.iter().filter(|c| c.status == "fail")
     }
+}
+
+/// The hits of every declared code probe since the last `store::probe::reset`.
+pub fn probe_hits() -> BTreeMap<String, u64> {
+    store::probe::hits()
+        .into_iter()
+        .map(|(name, n)| (name.to_string(), n))
+        .collect()
 }
 
 /// The exact command that replays this seed.
@@ -240,6 +251,11 @@ pub fn render(report: &Report) -> String {
     if let Some(p) = &report.panic {
         s += &format!("  panic        {p}\n");
     }
+    let hit = report.probes.values().filter(|n| **n > 0).count();
+    s += &format!(
+        "  probes       {hit} of {} hit (report.json: probes)\n",
+        report.probes.len()
+    );
     if !report.histograms.is_empty() {
         s += &crate::report::metrics::render_table(&report.histograms);
     }

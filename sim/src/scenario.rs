@@ -322,6 +322,18 @@ pub struct Faults {
     /// member removed and its disk discarded), `server-replace` (a leave, then a join under a
     /// new name with the same role).
     pub membership_kinds: Vec<String>,
+    /// Process pauses started per simulated minute: the node's tasks and timers stop (a
+    /// SIGSTOP, a GC pause, a VM stall) while the rest of the cluster goes on, and it resumes
+    /// as it was, state intact. Messages sent to it wait for it; its own timers fire late.
+    pub pauses_per_min: f64,
+    /// How long a pause lasts, in seconds (fractions allowed), drawn log-uniformly so short
+    /// pauses (below an election timeout) are as common per decade as long ones (past lease
+    /// intervals and request deadlines).
+    pub pause_duration_s: [f64; 2],
+    /// Which nodes may be paused: any of `server` (any server node, as `kill_roles` names
+    /// them), `database`, `client`, `join-target`, `control-plane` (nodes running an apiserver),
+    /// `etcd-member` (nodes running an etcd member), `etcd-only`, `agent`.
+    pub pause_roles: Vec<String>,
 }
 
 impl Default for Faults {
@@ -339,6 +351,9 @@ impl Default for Faults {
             compact_failure_kinds: vec![],
             membership_changes_per_min: 0.0,
             membership_kinds: vec![],
+            pauses_per_min: 0.0,
+            pause_duration_s: [0.2, 30.0],
+            pause_roles: vec![],
         }
     }
 }

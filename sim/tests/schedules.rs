@@ -112,6 +112,25 @@ fn several_seeds_of_the_tiny_scenarios_replay_and_a_variant_still_fails() {
 }
 
 #[test]
+fn a_schedule_with_pauses_round_trips_and_replays_the_seeds_own_trace() {
+    let dir = scratch("pauses");
+    let mut pauses = 0;
+    for seed in 1..=3 {
+        write_then_replay("tests/fixtures/tiny-pauses.toml", seed, None, &dir);
+        let text = std::fs::read_to_string(dir.join(format!("tiny-pauses-{seed}.toml"))).unwrap();
+        pauses += text.matches("[[pauses]]").count();
+        assert!(
+            text.contains("pauses_per_min = 8.0"),
+            "the mix records the rate:\n{text}"
+        );
+    }
+    assert!(
+        pauses >= 20,
+        "about 12 pauses per seed expected, got {pauses} in 3 seeds"
+    );
+}
+
+#[test]
 fn an_edited_schedule_replays_only_what_it_holds() {
     let dir = scratch("edited");
     let file = dir.join("s.toml");
@@ -157,6 +176,14 @@ fn a_malformed_schedule_exits_2_naming_file_line_and_field() {
             "[[compaction_failures]]\nserver = \"kine-1\"\nstart = 1\ntick = 2\nbatch = 1\n\
              kind = \"slow\"\n",
             ":6: compaction_failures[0].kind: unknown value `slow`",
+        ),
+        (
+            "[[pauses]]\nrole = \"server\"\nnode = \"kine-9\"\nat_s = 3.0\nduration_s = 1.0\n",
+            ":3: pauses[0].node: `kine-9` is not a node",
+        ),
+        (
+            "[[pauses]]\nrole = \"server\"\nnode = \"kine-1\"\nat_s = 3.0\nduration_s = -1.0\n",
+            ":5: pauses[0].duration_s: -1 is not a time",
         ),
         ("[[partitions]\n", ":1: not valid TOML"),
     ];

@@ -58,8 +58,12 @@ impl<'a> World<'a> {
             Step::World(kind) => kind,
         };
         match kind {
-            EventKind::NodeKilled => {
+            // A paused node answers nobody until it resumes (a kill ends the pause).
+            EventKind::NodeKilled | EventKind::NodePaused => {
                 self.down.insert(node);
+            }
+            EventKind::NodeResumed => {
+                self.down.remove(node);
             }
             EventKind::NodeRestarted | EventKind::ServerJoined { .. } => {
                 self.down.remove(node);
@@ -108,6 +112,8 @@ fn world_events<'a>(h: &'a History, memberless: &BTreeSet<&str>) -> Steps<'a> {
             e.kind,
             EventKind::NodeKilled
                 | EventKind::NodeRestarted
+                | EventKind::NodePaused
+                | EventKind::NodeResumed
                 | EventKind::ServerJoined { .. }
                 | EventKind::ServerLeft { .. }
                 | EventKind::PartitionStarted { .. }
@@ -226,11 +232,17 @@ pub fn check(h: &History, out: &mut Violations) -> u64 {
                 continue;
             };
             let joined = joins.iter().find(|(at, _)| *at >= t).map(|(at, _)| *at);
-            // Killed again before it could join: the next restart is judged instead.
+            // Killed again before it could join: the next restart is judged instead. Paused
+            // before it could join: its own stall, not a routing fault, so it is not judged.
             let next_kill = events
                 .iter()
                 .find(|(at, n, k)| {
-                    *at > t && *n == node && matches!(k, Step::World(EventKind::NodeKilled))
+                    *at > t
+                        && *n == node
+                        && matches!(
+                            k,
+                            Step::World(EventKind::NodeKilled | EventKind::NodePaused)
+                        )
                 })
                 .map(|(at, _, _)| *at)
                 .unwrap_or(p.end_ns);
@@ -348,6 +360,52 @@ mod tests {
         );
         assert!(m.contains("join via etcd-1: RPC timeout"), "{m}");
         assert_eq!(out[0].at_ns, 130_000_000_000);
+    }
+
+    #[test]
+    fn a_paused_server_is_unreachable_and_a_node_paused_before_rejoining_is_not_judged() {
+        // etcd-2, the other server cp-1 knows, is paused from 99 s to 250 s: until then no
+        // known server answers, so a rejoin at 260 s is in time; with etcd-2 up it is late.
+        let with = |events: &[(f64, &str, EventKind)], rejoin_at_s: f64| {
+            let mut h = history();
+            h.params.end_ns = 400_000_000_000;
+            h.params.node_roles = [
+                ("cp-1", "control-plane-only"),
+                ("etcd-1", "etcd-only"),
+                ("etcd-2", "etcd-only"),
+            ]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+            joined(&mut h, 5.0, "cp-1");
+            world(&mut h, 90.0, "etcd-1", EventKind::NodeKilled);
+            world(&mut h, 95.0, "cp-1", EventKind::NodeKilled);
+            world(&mut h, 100.0, "cp-1", EventKind::NodeRestarted);
+            for (at, node, kind) in events {
+                world(&mut h, *at, node, kind.clone());
+            }
+            world(&mut h, 300.0, "etcd-1", EventKind::NodeRestarted);
+            joined(&mut h, rejoin_at_s, "cp-1");
+            violations(h)
+        };
+        let paused = [
+            (99.0, "etcd-2", EventKind::NodePaused),
+            (250.0, "etcd-2", EventKind::NodeResumed),
+        ];
+        assert_eq!(with(&paused, 260.0), vec![], "reachable only from 250 s");
+        let late = with(&paused, 290.0);
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert!(
+            late[0].message.contains("became reachable at 250.000s"),
+            "{late:?}"
+        );
+        assert_eq!(with(&[], 260.0).len(), 1, "etcd-2 up: 260 s is late");
+        // cp-1 itself is paused at 110 s for a minute: its own stall, not a routing fault.
+        let own = [
+            (110.0, "cp-1", EventKind::NodePaused),
+            (170.0, "cp-1", EventKind::NodeResumed),
+        ];
+        assert_eq!(with(&own, 175.0), vec![]);
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub fn earlier_starts(s: &Scenario) -> Vec<Scenario> {
     ]
 }
 
-/// `s` with every timed fault (partitions, kills, membership changes) moved earlier by the same
+/// `s` with every timed fault (partitions, kills, pauses, membership changes) moved earlier by the same
 /// amount, `n` amounts up to the earliest fault's start, the largest first.
 pub fn earlier_in_time(s: &Scenario, n: usize) -> Vec<Scenario> {
     let Some(schedule) = &s.schedule else {
@@ -58,6 +58,7 @@ pub fn earlier_in_time(s: &Scenario, n: usize) -> Vec<Scenario> {
     };
     let starts = schedule.partitions.iter().map(|p| p.start_s);
     let starts = starts.chain(schedule.kills.iter().map(|k| k.at_s));
+    let starts = starts.chain(schedule.pauses.iter().map(|p| p.at_s));
     let first = starts
         .chain(schedule.membership.iter().map(|m| m.at_s))
         .fold(f64::INFINITY, f64::min);
@@ -71,6 +72,7 @@ pub fn earlier_in_time(s: &Scenario, n: usize) -> Vec<Scenario> {
             let mut c = schedule.clone();
             c.partitions.iter_mut().for_each(|p| p.start_s -= by);
             c.kills.iter_mut().for_each(|x| x.at_s -= by);
+            c.pauses.iter_mut().for_each(|p| p.at_s -= by);
             c.membership.iter_mut().for_each(|m| m.at_s -= by);
             with_schedule(s, c)
         })

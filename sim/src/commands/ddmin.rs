@@ -4,7 +4,7 @@
 //! Nothing here runs a simulation; `shrink.rs` supplies the test that does.
 
 use crate::scenario::schedule::{
-    node_names, CompactionFailure, Kill, MemberCrash, MembershipChange, Partition,
+    node_names, CompactionFailure, Kill, MemberCrash, MembershipChange, Partition, Pause,
 };
 use crate::scenario::{Scenario, Schedule};
 
@@ -13,6 +13,7 @@ use crate::scenario::{Scenario, Schedule};
 pub enum Item {
     Partition(Partition),
     Kill(Kill),
+    Pause(Pause),
     Compaction(CompactionFailure),
     Crash(MemberCrash),
     Membership(MembershipChange),
@@ -21,6 +22,7 @@ pub enum Item {
 pub fn items(s: &Schedule) -> Vec<Item> {
     let mut out: Vec<Item> = s.partitions.iter().cloned().map(Item::Partition).collect();
     out.extend(s.kills.iter().cloned().map(Item::Kill));
+    out.extend(s.pauses.iter().cloned().map(Item::Pause));
     out.extend(s.compaction_failures.iter().cloned().map(Item::Compaction));
     out.extend(s.member_crashes.iter().cloned().map(Item::Crash));
     out.extend(s.membership.iter().cloned().map(Item::Membership));
@@ -62,6 +64,7 @@ pub fn schedule_of(base: &Schedule, items: &[Item]) -> Schedule {
         match i.clone() {
             Item::Partition(p) => s.partitions.push(p),
             Item::Kill(k) => s.kills.push(k),
+            Item::Pause(p) => s.pauses.push(p),
             Item::Compaction(c) => s.compaction_failures.push(c),
             Item::Crash(c) => s.member_crashes.push(c),
             Item::Membership(m) => s.membership.push(m),
@@ -80,12 +83,16 @@ pub fn prune(scenario: &mut Scenario) {
     let period = scenario.duration_s as f64;
     s.partitions.retain(|p| p.start_s < period);
     s.kills.retain(|k| k.at_s < period);
+    s.pauses.retain(|p| p.at_s < period);
     s.membership.retain(|m| m.at_s < period);
     for p in &mut s.partitions {
         p.duration_s = p.duration_s.min(period - p.start_s);
     }
     for k in &mut s.kills {
         k.downtime_s = k.downtime_s.min(period - k.at_s);
+    }
+    for p in &mut s.pauses {
+        p.duration_s = p.duration_s.min(period - p.at_s);
     }
     // A join may name a joiner that an earlier removal left unknown: repeat until stable.
     loop {
@@ -111,6 +118,7 @@ pub fn prune(scenario: &mut Scenario) {
         k.torn_writes.retain(|n, _| nodes.contains(n));
     }
     s.kills.retain(|k| !k.nodes.is_empty());
+    s.pauses.retain(|p| known(&p.node));
     s.compaction_failures.retain(|c| known(&c.server));
     s.member_crashes.retain(|c| known(&c.member));
     scenario.schedule = Some(s);

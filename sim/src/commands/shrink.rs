@@ -281,6 +281,7 @@ pub fn shrink_seed(args: &ShrinkArgs, stop: &AtomicBool) -> Result<Option<Shrunk
         let mut early = original.clone();
         early.partitions.retain(|p| p.start_s < at);
         early.kills.retain(|k| k.at_s < at);
+        early.pauses.retain(|p| p.at_s < at);
         early.membership.retain(|m| m.at_s < at);
         quick.push(with_schedule(&best, early));
     }

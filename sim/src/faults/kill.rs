@@ -2,6 +2,10 @@
 //! down is not killed again; the registry knows which nodes are down. Membership changes hold
 //! nodes down outside the fault schedule: a server created for a later join stays down until it
 //! joins, and one that left stays down for good; no kill or restart touches a held node.
+//!
+//! Pauses (`pause.rs`) are kept here too, since they depend on the same state: only a node that
+//! is up is paused, and a kill (or a membership hold) of a paused node first resumes it, in the
+//! same instant, so madsim drops its parked tasks unrun and its next start is not paused.
 
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
@@ -18,6 +22,8 @@ struct State {
     down: BTreeSet<NodeId>,
     /// Down because of membership (not joined yet, or left): never killed or restarted here.
     held: BTreeSet<NodeId>,
+    /// Up but paused: its tasks are parked until [`Lifecycle::resume`] (or a kill).
+    paused: BTreeSet<NodeId>,
 }
 
 impl Lifecycle {
@@ -31,8 +37,37 @@ impl Lifecycle {
         if !s.down.insert(node) {
             return false;
         }
+        if s.paused.remove(&node) {
+            Handle::current().resume(node);
+        }
         Handle::current().kill(node);
         true
+    }
+
+    /// Pauses `node` if it is up and not paused already; returns whether it was paused.
+    pub fn pause(&self, node: NodeId) -> bool {
+        let mut s = self.lock();
+        if s.down.contains(&node) || !s.paused.insert(node) {
+            return false;
+        }
+        Handle::current().pause(node);
+        true
+    }
+
+    /// Resumes `node` if it is paused (a kill since its pause already ended it); returns
+    /// whether it was resumed.
+    pub fn resume(&self, node: NodeId) -> bool {
+        let mut s = self.lock();
+        if !s.paused.remove(&node) {
+            return false;
+        }
+        Handle::current().resume(node);
+        true
+    }
+
+    /// Every node currently paused.
+    pub fn paused(&self) -> Vec<NodeId> {
+        self.lock().paused.iter().copied().collect()
     }
 
     /// Restarts `node` if it is down (and not held); returns whether it was restarted.
@@ -56,6 +91,9 @@ impl Lifecycle {
     pub fn hold(&self, node: NodeId) {
         let mut s = self.lock();
         if s.down.insert(node) {
+            if s.paused.remove(&node) {
+                Handle::current().resume(node);
+            }
             Handle::current().kill(node);
         }
         s.held.insert(node);

@@ -9,6 +9,7 @@ pub mod compaction;
 pub mod kill;
 pub mod membership;
 pub mod network;
+pub mod pause;
 pub mod replay;
 pub mod schedule;
 
@@ -44,6 +45,10 @@ pub const KINDS: &[(&str, &str)] = &[
         "a server leaves and a new one (same role, new name, fresh disk) joins in its place",
     ),
     (
+        "pause",
+        "a node's tasks and timers stop (SIGSTOP, GC pause) while the cluster goes on; it resumes as it was",
+    ),
+    (
         "compact-database-locked",
         "a compaction batch fails with `database is locked` after its DELETE ran",
     ),
@@ -62,6 +67,7 @@ pub const SCHEDULE_SALT: u64 = 0x5ced_0001;
 pub const SWARM_SALT: u64 = 0x5ced_0002;
 pub const COMPACTION_SALT: u64 = 0x5ced_0003;
 pub const MEMBERSHIP_SALT: u64 = 0x5ced_0004;
+pub const PAUSE_SWARM_SALT: u64 = 0x5ced_0005;
 
 /// The fault rates in force for one seed: the scenario's, or a swarm draw from them.
 #[derive(Clone, Debug, Serialize)]
@@ -69,6 +75,7 @@ pub struct FaultMix {
     pub partitions_per_min: f64,
     pub kills_per_min: f64,
     pub compact_failure_probability: f64,
+    pub pauses_per_min: f64,
 }
 
 /// Swarm testing: each family is switched on or off and its rate scaled by the seed, so a
@@ -78,10 +85,19 @@ pub fn draw_mix(faults: &Faults, seed: u64) -> FaultMix {
         partitions_per_min: faults.partitions_per_min,
         kills_per_min: faults.kills_per_min,
         compact_failure_probability: faults.compact_failure_probability,
+        pauses_per_min: faults.pauses_per_min,
     };
     if !faults.swarm {
         return base;
     }
+    // Pauses are switched and scaled by a generator of their own, so the other families' draws
+    // are what they were before pauses existed.
+    let mut pause_rng = StdRng::seed_from_u64(seed ^ PAUSE_SWARM_SALT);
+    let pauses_per_min = if pause_rng.gen_bool(0.5) {
+        base.pauses_per_min * pause_rng.gen_range(0.25..2.0)
+    } else {
+        0.0
+    };
     let mut rng = StdRng::seed_from_u64(seed ^ SWARM_SALT);
     let mut on = [rng.gen_bool(0.5), rng.gen_bool(0.5), rng.gen_bool(0.5)];
     if on.iter().all(|o| !o) {
@@ -104,5 +120,6 @@ pub fn draw_mix(faults: &Faults, seed: u64) -> FaultMix {
         } else {
             0.0
         },
+        pauses_per_min,
     }
 }

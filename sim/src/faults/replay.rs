@@ -9,7 +9,7 @@ use super::membership::{Change, Joiner, Plan};
 use super::schedule::{Fault, Scheduled};
 use super::FaultMix;
 use crate::scenario::schedule::{
-    CompactionFailure, Kill, MemberCrash, MembershipChange, Mix, Partition, Schedule,
+    CompactionFailure, Kill, MemberCrash, MembershipChange, Mix, Partition, Pause, Schedule,
 };
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -135,6 +135,7 @@ pub fn to_schedule(f: Fired<'_>) -> Schedule {
             partitions_per_min: f.mix.partitions_per_min,
             kills_per_min: f.mix.kills_per_min,
             compact_failure_probability: f.mix.compact_failure_probability,
+            pauses_per_min: f.mix.pauses_per_min,
         }),
         compaction_failures: f.compaction_failures,
         ..Default::default()
@@ -151,6 +152,12 @@ pub fn to_schedule(f: Fired<'_>) -> Schedule {
             }),
             Fault::Kill { node } => out.kills.push(kill(s, k, vec![node.clone()], f.restarts)),
             Fault::KillGroup { nodes } => out.kills.push(kill(s, k, nodes.clone(), f.restarts)),
+            Fault::Pause { node } => out.pauses.push(Pause {
+                role: s.kind.clone(),
+                node: node.clone(),
+                at_s: secs(s.start),
+                duration_s: secs(s.duration),
+            }),
         }
     }
     out.member_crashes = f
@@ -206,8 +213,9 @@ fn kill(s: &Scheduled, k: usize, nodes: Vec<String>, restarts: &Restarts) -> Kil
     }
 }
 
-/// The schedule's partitions and kills in the order the world starts them (by start time,
-/// partitions first at equal times, as drawn), kept within the fault `period` and cut at its end.
+/// The schedule's partitions, kills and pauses in the order the world starts them (by start
+/// time; partitions, then kills, then pauses at equal times, as drawn), kept within the fault
+/// `period` and cut at its end.
 pub fn plan(schedule: &Schedule, period: Duration) -> Vec<Scheduled> {
     let mut out: Vec<Scheduled> = Vec::new();
     for p in &schedule.partitions {
@@ -236,6 +244,17 @@ pub fn plan(schedule: &Schedule, period: Duration) -> Vec<Scheduled> {
             kind: k.role.clone(),
             kill: Some(i),
             fault,
+        });
+    }
+    for p in &schedule.pauses {
+        out.push(Scheduled {
+            start: duration(p.at_s),
+            duration: duration(p.duration_s),
+            kind: p.role.clone(),
+            kill: None,
+            fault: Fault::Pause {
+                node: p.node.clone(),
+            },
         });
     }
     out.retain(|s| s.start < period);
@@ -284,6 +303,7 @@ pub fn mix(schedule: &Schedule) -> FaultMix {
         partitions_per_min: m.partitions_per_min,
         kills_per_min: m.kills_per_min,
         compact_failure_probability: m.compact_failure_probability,
+        pauses_per_min: m.pauses_per_min,
     }
 }
 

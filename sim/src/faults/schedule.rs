@@ -27,6 +27,8 @@ pub struct NodeRef {
     pub join_target: bool,
     /// A pinned client: the one server it uses.
     pub pinned_to: Option<String>,
+    /// etcd topology: the node's k3s role (server, etcd-only, control-plane-only, agent).
+    pub k3s_role: Option<store::k3s::node::NodeRole>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -43,21 +45,26 @@ pub enum Fault {
     KillGroup {
         nodes: Vec<String>,
     },
+    /// `node`'s tasks and timers stop for the duration; it then resumes as it was.
+    Pause {
+        node: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scheduled {
     pub start: Duration,
-    /// Partition length or kill downtime, already cut at the end of the fault period.
+    /// Partition length, kill downtime or pause length, already cut at the end of the fault
+    /// period.
     pub duration: Duration,
-    /// The partition kind or kill role it was drawn as.
+    /// The partition kind, kill role or pause role it was drawn as.
     pub kind: String,
     /// Replayed from a schedule: the kill's index in the schedule's kills.
     pub kill: Option<usize>,
     pub fault: Fault,
 }
 
-fn poisson_arrivals(rng: &mut StdRng, per_min: f64, period: Duration) -> Vec<Duration> {
+pub(super) fn poisson_arrivals(rng: &mut StdRng, per_min: f64, period: Duration) -> Vec<Duration> {
     let mut out = Vec::new();
     if per_min <= 0.0 {
         return out;
@@ -75,11 +82,23 @@ fn poisson_arrivals(rng: &mut StdRng, per_min: f64, period: Duration) -> Vec<Dur
     }
 }
 
-fn draw_secs(rng: &mut StdRng, range: [u64; 2]) -> Duration {
+pub(super) fn draw_secs(rng: &mut StdRng, range: [u64; 2]) -> Duration {
     Duration::from_millis(rng.gen_range(range[0] * 1000..=range[1] * 1000))
 }
 
-fn pick(rng: &mut StdRng, nodes: &[&NodeRef]) -> Option<NodeRef> {
+/// Seconds drawn log-uniformly from `range` (its minimum above 0), to the millisecond: every
+/// decade of the range is as likely as any other.
+pub(super) fn draw_secs_f64(rng: &mut StdRng, range: [f64; 2]) -> Duration {
+    let [lo, hi] = range;
+    let secs = if hi > lo {
+        (rng.gen_range(lo.ln()..hi.ln())).exp()
+    } else {
+        lo
+    };
+    Duration::from_millis((secs * 1000.0).round() as u64)
+}
+
+pub(super) fn pick(rng: &mut StdRng, nodes: &[&NodeRef]) -> Option<NodeRef> {
     if nodes.is_empty() {
         None
     } else {
@@ -94,6 +113,7 @@ pub fn draw(
     faults: &Faults,
     partitions_per_min: f64,
     kills_per_min: f64,
+    pauses_per_min: f64,
     nodes: &[NodeRef],
     period: Duration,
 ) -> Vec<Scheduled> {
@@ -259,6 +279,15 @@ pub fn draw(
             });
         }
     }
+    // Pauses are drawn last, so a scenario without them draws the partitions and kills it
+    // always drew.
+    out.extend(super::pause::draw(
+        &mut rng,
+        faults,
+        pauses_per_min,
+        nodes,
+        period,
+    ));
     out.sort_by_key(|s| s.start);
     out
 }
@@ -274,6 +303,7 @@ mod tests {
             control_plane: false,
             join_target: false,
             pinned_to: None,
+            k3s_role: None,
         };
         vec![
             mk("db", Role::Database),
@@ -296,9 +326,9 @@ mod tests {
     #[test]
     fn same_seed_same_schedule_other_seed_other_schedule() {
         let period = Duration::from_secs(600);
-        let a = draw(7, &faults(), 2.0, 1.0, &nodes(), period);
-        let b = draw(7, &faults(), 2.0, 1.0, &nodes(), period);
-        let c = draw(8, &faults(), 2.0, 1.0, &nodes(), period);
+        let a = draw(7, &faults(), 2.0, 1.0, 0.0, &nodes(), period);
+        let b = draw(7, &faults(), 2.0, 1.0, 0.0, &nodes(), period);
+        let c = draw(8, &faults(), 2.0, 1.0, 0.0, &nodes(), period);
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(
@@ -317,7 +347,7 @@ mod tests {
             partition_kinds: vec!["minority".into()],
             ..Faults::default()
         };
-        let plan = draw(3, &faults, 2.0, 0.0, &nodes, Duration::from_secs(300));
+        let plan = draw(3, &faults, 2.0, 0.0, 0.0, &nodes, Duration::from_secs(300));
         assert!(!plan.is_empty());
         for s in plan {
             let Fault::Partition { from, to, .. } = s.fault else {
@@ -336,7 +366,7 @@ mod tests {
     fn faults_end_within_the_fault_period() {
         let period = Duration::from_secs(120);
         for seed in 0..20 {
-            for s in draw(seed, &faults(), 2.0, 1.0, &nodes(), period) {
+            for s in draw(seed, &faults(), 2.0, 1.0, 0.0, &nodes(), period) {
                 assert!(s.start + s.duration <= period, "{s:?} outlives the period");
             }
         }

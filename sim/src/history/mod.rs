@@ -384,6 +384,10 @@ pub enum EventKind {
     NodeStarted,
     NodeKilled,
     NodeRestarted,
+    /// The node's tasks and timers stopped (a process pause); messages to it wait.
+    NodePaused,
+    /// The paused node went on as it was (a kill of a paused node ends its pause instead).
+    NodeResumed,
     /// Messages from every node in `from` to every node in `to` are dropped (and back, unless
     /// `one_way`).
     PartitionStarted {

@@ -1,5 +1,5 @@
 //! Timeline plots of one run (plotters), PNG and SVG, read at a glance: one lane per node with
-//! its down and partitioned spans, the current and compact revisions over time, compaction ticks
+//! its down, paused and partitioned spans, the current and compact revisions over time, compaction ticks
 //! by outcome, injected faults, and the first violation of each failing check. A run that
 //! replays a schedule (a shrunk run) gets lanes only for the nodes its faults touched, and every
 //! fault is labelled with its node, so what is left of the cause shows at a glance.
@@ -20,6 +20,7 @@ const UP: RGBColor = RGBColor(120, 190, 120);
 const DOWN: RGBColor = RGBColor(210, 40, 40);
 const CUT: RGBColor = RGBColor(245, 150, 30);
 const ABSENT: RGBColor = RGBColor(225, 225, 225);
+const PAUSED: RGBColor = RGBColor(70, 140, 220);
 const TICK_OK: RGBColor = RGBColor(30, 150, 60);
 const TICK_SKIPPED: RGBColor = RGBColor(150, 150, 150);
 const FAULT: RGBColor = RGBColor(140, 60, 170);
@@ -47,6 +48,8 @@ struct Timeline {
     nodes: Vec<String>,
     down: Vec<(String, f64, f64)>,
     cut: Vec<(String, f64, f64)>,
+    /// Paused (tasks and timers stopped): until resumed, or killed.
+    paused: Vec<(String, f64, f64)>,
     /// Not in the cluster: a server before it joined, or after it left.
     absent: Vec<(String, f64, f64)>,
     current: Vec<(f64, i64)>,
@@ -74,6 +77,8 @@ fn extract(h: &History, focus: bool) -> Timeline {
     };
     let (mut down, mut cut, mut absent) = (Vec::new(), Vec::new(), Vec::new());
     let mut killed: BTreeMap<String, f64> = BTreeMap::new();
+    let mut paused_since: BTreeMap<String, f64> = BTreeMap::new();
+    let mut paused = Vec::new();
     let mut open_cuts: Vec<(Vec<String>, f64)> = Vec::new();
     let (mut current, mut compact) = (vec![(0.0, 0)], vec![(0.0, 0)]);
     let mut open_ticks: BTreeMap<String, usize> = BTreeMap::new();
@@ -85,12 +90,26 @@ fn extract(h: &History, focus: bool) -> Timeline {
             EventKind::NodeStarted => node(&e.node, &mut nodes),
             EventKind::NodeKilled => {
                 touched.insert(e.node.clone());
+                // A kill ends a pause: the node is resumed and killed at once.
+                if let Some(from) = paused_since.remove(&e.node) {
+                    paused.push((e.node.clone(), from, t));
+                }
                 killed.insert(e.node.clone(), t);
                 faults.push((t, format!("kill {}", e.node)));
             }
             EventKind::NodeRestarted => {
                 if let Some(from) = killed.remove(&e.node) {
                     down.push((e.node.clone(), from, t));
+                }
+            }
+            EventKind::NodePaused => {
+                touched.insert(e.node.clone());
+                paused_since.insert(e.node.clone(), t);
+                faults.push((t, format!("pause {}", e.node)));
+            }
+            EventKind::NodeResumed => {
+                if let Some(from) = paused_since.remove(&e.node) {
+                    paused.push((e.node.clone(), from, t));
                 }
             }
             // A server is out of the cluster before it joins and after it leaves.
@@ -175,6 +194,9 @@ fn extract(h: &History, focus: bool) -> Timeline {
     for (n, from) in killed {
         down.push((n, from, end));
     }
+    for (n, from) in paused_since {
+        paused.push((n, from, end));
+    }
     for o in &h.ops {
         node(&o.client, &mut nodes);
     }
@@ -194,6 +216,7 @@ fn extract(h: &History, focus: bool) -> Timeline {
         nodes,
         down,
         cut,
+        paused,
         absent,
         current,
         compact,
@@ -284,6 +307,13 @@ where
         .map_err(err)?
         .label("down (killed)")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], DOWN.filled()));
+    if !tl.paused.is_empty() {
+        lanes
+            .draw_series(spans(&tl.paused, PAUSED, 0.26))
+            .map_err(err)?
+            .label("paused (tasks and timers stopped)")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], PAUSED.filled()));
+    }
     if !tl.absent.is_empty() {
         // Drawn last: whatever the schedule aimed at a server outside the cluster missed.
         lanes
@@ -678,6 +708,7 @@ mod tests {
             });
         }
         let tl = extract(&h, false);
+        assert!(tl.paused.is_empty());
         assert_eq!(tl.nodes, vec!["server-2", "server-4"]);
         assert_eq!(tl.down, vec![("server-2".to_string(), 20.0, 30.0)]);
         assert_eq!(
@@ -686,6 +717,51 @@ mod tests {
                 ("server-2".to_string(), 30.0, 100.0),
                 ("server-4".to_string(), 0.0, 30.0)
             ]
+        );
+    }
+
+    #[test]
+    fn a_pause_is_a_span_ended_by_its_resume_or_a_kill_and_drawn() {
+        let mut h = history();
+        h.params.end_ns = 100 * S;
+        h.params.faults_stop_ns = 80 * S;
+        for (t, n, k) in [
+            (0, "kine-1", EventKind::NodeStarted),
+            (0, "kine-2", EventKind::NodeStarted),
+            (0, "kine-3", EventKind::NodeStarted),
+            (10, "kine-1", EventKind::NodePaused),
+            (14, "kine-1", EventKind::NodeResumed),
+            (20, "kine-2", EventKind::NodePaused),
+            (22, "kine-2", EventKind::NodeKilled),
+            (30, "kine-2", EventKind::NodeRestarted),
+            (40, "kine-3", EventKind::NodePaused),
+        ] {
+            h.events.push(WorldEvent {
+                at_ns: t * S,
+                node: n.into(),
+                kind: k,
+            });
+        }
+        let tl = extract(&h, true);
+        assert_eq!(
+            tl.paused,
+            vec![
+                ("kine-1".to_string(), 10.0, 14.0),
+                ("kine-2".to_string(), 20.0, 22.0),
+                ("kine-3".to_string(), 40.0, 100.0),
+            ]
+        );
+        assert_eq!(tl.down, vec![("kine-2".to_string(), 22.0, 30.0)]);
+        assert_eq!(tl.faults[0].1, "pause kine-1");
+        assert_eq!(tl.nodes, ["kine-1", "kine-2", "kine-3"]);
+        let dir = std::env::temp_dir().join(format!("faultline-pause-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (png, svg) = (dir.join("t.png"), dir.join("t.svg"));
+        timeline(&h, "paused run", &[], true, &png, &svg).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(
+            text.contains("paused (tasks and timers stopped)"),
+            "legend missing"
         );
     }
 }

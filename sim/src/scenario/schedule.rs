@@ -24,6 +24,8 @@ pub struct Schedule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kills: Vec<Kill>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pauses: Vec<Pause>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compaction_failures: Vec<CompactionFailure>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub member_crashes: Vec<MemberCrash>,
@@ -37,6 +39,12 @@ pub struct Mix {
     pub partitions_per_min: f64,
     pub kills_per_min: f64,
     pub compact_failure_probability: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pauses_per_min: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Messages from every node of `from` to every node of `to` are dropped (both ways unless
@@ -67,6 +75,18 @@ pub struct Kill {
     /// choosing where the write is cut); a node not named loses its unsynced writes whole.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub torn_writes: BTreeMap<String, String>,
+}
+
+/// `node`'s tasks and timers stop at `at_s` for `duration_s` simulated seconds, then it goes on
+/// as it was. A node down at `at_s` is not paused; a kill during the pause ends it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    /// The pause role it was drawn as (`faults.pause_roles`), for people.
+    pub role: String,
+    pub node: String,
+    pub at_s: f64,
+    pub duration_s: f64,
 }
 
 /// The `batch`-th batch (from 1) of the `tick`-th tick (from 1) of `server`'s compactor in its
@@ -117,11 +137,12 @@ pub const COMPACTION_KINDS: &[&str] = &["database-locked", "timeout", "reply-los
 pub const CRASH_POINTS: &[&str] = &["compact-before-finished"];
 
 impl Schedule {
-    /// How many faults it holds (partitions, kills, compaction failures, member crashes and
-    /// membership changes), as shrinking counts them.
+    /// How many faults it holds (partitions, kills, pauses, compaction failures, member crashes
+    /// and membership changes), as shrinking counts them.
     pub fn len(&self) -> usize {
         self.partitions.len()
             + self.kills.len()
+            + self.pauses.len()
             + self.compaction_failures.len()
             + self.member_crashes.len()
             + self.membership.len()
@@ -240,6 +261,12 @@ pub fn validate(schedule: &Schedule, s: &Scenario, at: &str) -> Result<(), Probl
             }
             tear_ok(f("torn_writes"), tear)?;
         }
+    }
+    for (i, p) in schedule.pauses.iter().enumerate() {
+        let f = |name: &str| format!("{at}pauses[{i}].{name}");
+        time_ok(f("at_s"), p.at_s)?;
+        time_ok(f("duration_s"), p.duration_s)?;
+        known(f("node"), &p.node)?;
     }
     for (i, c) in schedule.compaction_failures.iter().enumerate() {
         let f = |name: &str| format!("{at}compaction_failures[{i}].{name}");

@@ -60,6 +60,48 @@ fn a_wrong_type_and_an_unknown_design_are_reported() {
 }
 
 #[test]
+fn pause_settings_are_checked_and_name_their_field_and_line() {
+    let with = |faults: &str| GOOD.replace("kill_downtime_s = [1, 2]\n", faults);
+    let ok = with("pauses_per_min = 2.0\npause_duration_s = [0.5, 40.0]\npause_roles = [\"server\", \"client\"]\n");
+    let s = parse("ok.toml", &ok).unwrap();
+    assert_eq!(s.faults.pause_duration_s, [0.5, 40.0]);
+    for (faults, expected) in [
+        (
+            "pauses_per_min = -1.0\n",
+            "bad.toml:20: faults.pauses_per_min: must be finite and not negative",
+        ),
+        (
+            "pause_duration_s = [0.0, 5.0]\n",
+            "bad.toml:20: faults.pause_duration_s: [0, 5] is not a range of seconds",
+        ),
+        (
+            "pause_duration_s = [9.0, 5.0]\n",
+            "bad.toml:20: faults.pause_duration_s: [9, 5] is not a range",
+        ),
+        (
+            "pause_roles = [\"leader\"]\n",
+            "bad.toml:20: faults.pause_roles: unknown value `leader`; allowed: server, database",
+        ),
+        (
+            "pause_roles = [\"agent\"]\n",
+            "bad.toml:20: faults.pause_roles: `agent` names nodes of an etcd topology only",
+        ),
+        (
+            // Not written: the line of its table.
+            "pauses_per_min = 1.0\n",
+            "bad.toml:18: faults.pause_roles: name at least one role",
+        ),
+        (
+            "pause_duratio_s = [1.0, 2.0]\n",
+            "bad.toml:20: faults.pause_duratio_s: unknown field",
+        ),
+    ] {
+        let e = parse("bad.toml", &with(faults)).unwrap_err().to_string();
+        assert!(e.starts_with(expected), "expected `{expected}`, got: {e}");
+    }
+}
+
+#[test]
 fn a_missing_field_is_named_with_its_table() {
     let text = GOOD.replace("clients = 1\n", "");
     let e = parse("bad.toml", &text).unwrap_err().to_string();

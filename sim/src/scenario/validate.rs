@@ -334,6 +334,43 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
             ),
         )?;
     }
+    check(
+        f.pauses_per_min >= 0.0 && f.pauses_per_min.is_finite(),
+        "faults.pauses_per_min",
+        "must be finite and not negative",
+    )?;
+    let [lo, hi] = f.pause_duration_s;
+    check(
+        lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi,
+        "faults.pause_duration_s",
+        format!(
+            "[{lo}, {hi}] is not a range of seconds: finite, above 0 (durations are drawn log-uniformly), minimum not above maximum"
+        ),
+    )?;
+    subset(
+        "faults.pause_roles",
+        &f.pause_roles,
+        crate::faults::pause::ROLES,
+    )?;
+    if t.kind != TopologyKind::Etcd {
+        for r in &f.pause_roles {
+            check(
+                !crate::faults::pause::ETCD_ROLES.contains(&r.as_str()),
+                "faults.pause_roles",
+                format!("`{r}` names nodes of an etcd topology only (kind = \"etcd\")"),
+            )?;
+        }
+    }
+    if f.pauses_per_min > 0.0 {
+        check(
+            !f.pause_roles.is_empty(),
+            "faults.pause_roles",
+            format!(
+                "name at least one role for pauses_per_min to draw: {}",
+                crate::faults::pause::ROLES.join(", ")
+            ),
+        )?;
+    }
     subset(
         "faults.compact_failure_kinds",
         &f.compact_failure_kinds,

@@ -65,7 +65,15 @@ impl Cluster {
             control_plane,
             join_target,
             pinned_to: None,
+            k3s_role: None,
         });
+    }
+
+    /// etcd topology: records node `name`'s k3s role, which pauses target.
+    pub fn set_k3s_role(&mut self, name: &str, role: store::k3s::node::NodeRole) {
+        for r in self.refs.iter_mut().filter(|r| r.name == name) {
+            r.k3s_role = Some(role);
+        }
     }
 
     /// Records that client `name` only ever uses `server`.
@@ -73,6 +81,15 @@ impl Cluster {
         for r in self.refs.iter_mut().filter(|r| r.name == name) {
             r.pinned_to = Some(server.to_string());
         }
+    }
+
+    /// The name node `id` was registered under.
+    pub fn name_of(&self, id: NodeId) -> &str {
+        self.ids
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map(|(k, _)| k.as_str())
+            .unwrap_or_default()
     }
 
     pub fn ids_of(&self, names: &[String]) -> Vec<NodeId> {

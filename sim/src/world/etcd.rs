@@ -267,6 +267,7 @@ pub(crate) fn build_etcd_servers(
         if joiner.is_some() {
             // Created now so ids and names follow the roster; held down until it joins.
             cluster.register_absent(name, node.id(), Role::Server, role.control_plane(), false);
+            cluster.set_k3s_role(name, *role);
             continue;
         }
         cluster.register_node(
@@ -277,6 +278,7 @@ pub(crate) fn build_etcd_servers(
             *name == join,
             recorder,
         );
+        cluster.set_k3s_role(name, *role);
         if role.etcd() {
             cluster.servers.push((name.clone(), book[name].etcd));
         }

@@ -138,6 +138,7 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
             &scenario.faults,
             mix.partitions_per_min,
             mix.kills_per_min,
+            mix.pauses_per_min,
             &cluster.refs,
             fault_period,
         )
@@ -200,22 +201,34 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
                         }
                     }
                 }
+                Fault::Pause { node } => {
+                    // A node down (or held down by membership) is not paused; one killed while
+                    // paused is no longer paused when this pause ends.
+                    let id = cluster.ids[&node];
+                    if lifecycle.pause(id) {
+                        recorder.event(&node, EventKind::NodePaused);
+                        tokio::time::sleep(scheduled.duration).await;
+                        if lifecycle.resume(id) {
+                            recorder.event(&node, EventKind::NodeResumed);
+                        }
+                    }
+                }
             }
         });
     }
 
-    // The fault period ends: whatever is still cut or down is healed, so liveness can be judged.
+    // The fault period ends: whatever is still cut, paused or down is healed, so liveness can be
+    // judged.
     tokio::time::sleep_until(faults_stop + Duration::from_millis(1)).await;
     links.heal_all();
+    for id in lifecycle.paused() {
+        if lifecycle.resume(id) {
+            recorder.event(cluster.name_of(id), EventKind::NodeResumed);
+        }
+    }
     for id in lifecycle.down() {
         if lifecycle.restart(id) {
-            let name = cluster
-                .ids
-                .iter()
-                .find(|(_, v)| **v == id)
-                .map(|(k, _)| k.clone())
-                .unwrap_or_default();
-            recorder.event(&name, EventKind::NodeRestarted);
+            recorder.event(cluster.name_of(id), EventKind::NodeRestarted);
         }
     }
     recorder.event("world", EventKind::FaultsStopped);
@@ -561,6 +574,7 @@ fn count_faults(history: &History) -> BTreeMap<String, u64> {
             EventKind::PartitionStarted { one_way: false, .. } => "partition".to_string(),
             EventKind::PartitionStarted { one_way: true, .. } => "partition-one-way".to_string(),
             EventKind::NodeKilled => "kill".to_string(),
+            EventKind::NodePaused => "pause".to_string(),
             EventKind::ServerJoined { replacing, .. } => match replacing {
                 Some(_) => "server-replace".to_string(),
                 None => "server-join".to_string(),

@@ -210,7 +210,7 @@ impl KineStore {
         }
         // The one place the list variants differ from the fixed design.
         let (key, count_start) = match self.list {
-            ListVariant::Fixed => (key.clone(), key),
+            ListVariant::Fixed | ListVariant::KeysOnlyValues => (key.clone(), key),
             ListVariant::Kine298 => {
                 let prefix = prefix_of(&end).unwrap_or_else(|| key.clone());
                 (
@@ -221,6 +221,10 @@ impl KineStore {
                     },
                     prefix,
                 )
+            }
+            ListVariant::StartKeyIgnored => {
+                let first = prefix_of(&end).unwrap_or_else(|| key.clone());
+                (first.clone(), first)
             }
             ListVariant::StartKeyInclusive => match key.strip_suffix('\0') {
                 Some(inclusive) => (inclusive.to_string(), inclusive.to_string()),
@@ -259,7 +263,10 @@ impl KineStore {
         }
         Ok(RangeResponse {
             header: self.header(current),
-            kvs: rows.iter().map(|r| to_kv(r, req.keys_only)).collect(),
+            kvs: rows
+                .iter()
+                .map(|r| to_kv(r, req.keys_only && self.list != ListVariant::KeysOnlyValues))
+                .collect(),
             more,
             count,
         })

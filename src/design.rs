@@ -30,6 +30,10 @@ pub enum ListVariant {
     Kine298,
     /// Before kine 135886d: a start key ending in NUL is inclusive, any other is exclusive.
     StartKeyInclusive,
+    /// Every page starts over at the range's first key, whatever start key it asked for.
+    StartKeyIgnored,
+    /// A keys-only read returns the values too.
+    KeysOnlyValues,
 }
 
 /// How kine's watch poller treats a missing id.
@@ -177,6 +181,20 @@ pub const VARIANTS: &[VariantInfo] = &[
         name: "start-key-inclusive",
         meaning: "a start key ending in NUL is treated as inclusive, so the last key of a page repeats (kine 135886d)",
         caught_by: "list-continuation",
+        scenario: "kine-ha-partitions",
+    },
+    VariantInfo {
+        area: "list",
+        name: "start-key-ignored",
+        meaning: "every page starts over at the range's first key: each continued page repeats the first",
+        caught_by: "list-continuation",
+        scenario: "chunked-list-compaction",
+    },
+    VariantInfo {
+        area: "list",
+        name: "keys-only-values",
+        meaning: "a keys-only list returns the values too",
+        caught_by: "linearizable",
         scenario: "kine-ha-partitions",
     },
     VariantInfo {
@@ -380,6 +398,8 @@ impl Design {
             ("list", "fixed") => self.list = ListVariant::Fixed,
             ("list", "kine-298") => self.list = ListVariant::Kine298,
             ("list", "start-key-inclusive") => self.list = ListVariant::StartKeyInclusive,
+            ("list", "start-key-ignored") => self.list = ListVariant::StartKeyIgnored,
+            ("list", "keys-only-values") => self.list = ListVariant::KeysOnlyValues,
             ("watch", "fixed") => self.watch = WatchVariant::Fixed,
             ("watch", "gap-skip") => self.watch = WatchVariant::GapSkip,
             ("watch", "etcd-18089") => self.watch = WatchVariant::Etcd18089,
@@ -416,6 +436,8 @@ impl Design {
             ListVariant::Fixed => None,
             ListVariant::Kine298 => Some("kine-298"),
             ListVariant::StartKeyInclusive => Some("start-key-inclusive"),
+            ListVariant::StartKeyIgnored => Some("start-key-ignored"),
+            ListVariant::KeysOnlyValues => Some("keys-only-values"),
         };
         if let Some(v) = list {
             out.push(format!("list={v}"));

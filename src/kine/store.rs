@@ -248,7 +248,7 @@ impl KineStore {
         }
         // The one place the list variants differ from the fixed design.
         let (key, count_start) = match self.list {
-            ListVariant::Fixed => (key.clone(), key),
+            ListVariant::Fixed | ListVariant::KeysOnlyValues => (key.clone(), key),
             ListVariant::Kine298 => {
                 let prefix = prefix_of(&end).unwrap_or_else(|| key.clone());
                 (
@@ -259,6 +259,10 @@ impl KineStore {
                     },
                     prefix,
                 )
+            }
+            ListVariant::StartKeyIgnored => {
+                let first = prefix_of(&end).unwrap_or_else(|| key.clone());
+                (first.clone(), first)
             }
             ListVariant::StartKeyInclusive => match key.strip_suffix('\0') {
                 Some(inclusive) => (inclusive.to_string(), inclusive.to_string()),
@@ -300,7 +304,18 @@ impl KineStore {
             rows.len() as i64
         };
         let kvs = rows.iter().map(|r| to_kv(r, false)).collect();
-        let (kvs, more) = kv_rules::finish_range(req, kvs);
+        // keys-only-values: a keys-only answer keeps its values.
+        let kept;
+        let finish = if req.keys_only && self.list == ListVariant::KeysOnlyValues {
+            kept = RangeRequest {
+                keys_only: false,
+                ..req.clone()
+            };
+            &kept
+        } else {
+            req
+        };
+        let (kvs, more) = kv_rules::finish_range(finish, kvs);
         Ok(RangeResponse {
             header: self.header(current),
             kvs,

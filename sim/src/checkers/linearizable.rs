@@ -14,6 +14,7 @@ mod later;
 mod lines;
 mod model;
 mod reads;
+mod shape;
 mod spec;
 mod state;
 mod writes;
@@ -46,6 +47,7 @@ impl Checker for Linearizable {
             claims: vec![],
         };
         let reads = reads::judge_reads(&model, &ops, &mut later, &mut out);
+        writes::judge_responses(&model, &ops, &mut out);
         writes::judge_refused(
             &model,
             &ops,

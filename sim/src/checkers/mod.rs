@@ -455,6 +455,7 @@ pub(crate) mod testutil {
             result: OpResult::Write {
                 succeeded: true,
                 current: None,
+                responses: vec![],
             },
         }
     }

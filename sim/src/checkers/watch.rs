@@ -7,7 +7,7 @@
 //! with a compact revision exactly when the start revision was compacted.
 
 use super::{secs, CheckReport, Checker, DbTimeline, Violations};
-use crate::history::{History, WatchSession};
+use crate::history::{History, OpResult, Outcome, Request, WatchEventRecord, WatchSession};
 use std::collections::BTreeMap;
 use store::observe::StoreEvent;
 
@@ -58,10 +58,12 @@ fn in_range(w: &WatchSession, key: &str) -> bool {
     key >= w.start_key.as_str() && key < w.end_key.as_str()
 }
 
-fn check_session(
-    w: &WatchSession,
+fn check_session<'h>(
+    w: &'h WatchSession,
     rows: &BTreeMap<i64, Committed<'_>>,
     db: &DbTimeline,
+    etcd: bool,
+    seen: &mut Sightings<'h>,
     out: &mut Violations,
 ) {
     let name = format!("watch#{} of {} on {}", w.id, w.client, w.server);
@@ -92,7 +94,7 @@ fn check_session(
     }
     let mut last: Option<(i64, u64)> = None;
     let mut delivered: BTreeMap<i64, u64> = BTreeMap::new();
-    for e in &w.events {
+    for (n, e) in w.events.iter().enumerate() {
         if let Some((rev, response)) = last {
             if e.mod_revision <= rev {
                 out.fire(e.at_ns, || format!("{name} delivered revision {} after {rev}: events must be ordered and unique", e.mod_revision));
@@ -127,42 +129,7 @@ fn check_session(
             });
             continue;
         };
-        let mut wrong = Vec::new();
-        if row.key != e.key {
-            wrong.push(format!("key {} (committed {})", e.key, row.key));
-        }
-        if row.deleted != e.deleted {
-            wrong.push(format!(
-                "{} (committed as a {})",
-                if e.deleted { "DELETE" } else { "PUT" },
-                if row.deleted { "delete" } else { "put" }
-            ));
-        }
-        if !e.deleted {
-            let expected = if row.created {
-                e.mod_revision
-            } else {
-                row.create_revision
-            };
-            if e.create_revision != expected {
-                wrong.push(format!(
-                    "create revision {} (expected {expected}: {})",
-                    e.create_revision,
-                    if row.created {
-                        "a creation"
-                    } else {
-                        "a modification"
-                    }
-                ));
-            }
-        }
-        let expected_prev = (!row.created && row.prev_revision > 0).then_some(row.prev_revision);
-        if e.prev_mod_revision != expected_prev {
-            wrong.push(format!(
-                "prev_kv at {:?} (expected {:?})",
-                e.prev_mod_revision, expected_prev
-            ));
-        }
+        let wrong = event_fields(e, row, rows, etcd, seen, (w.id, n));
         if !wrong.is_empty() {
             out.fire(e.at_ns, || {
                 format!(
@@ -205,6 +172,235 @@ fn check_session(
     }
 }
 
+/// Where a version of a key was seen first.
+#[derive(Clone, Copy)]
+enum Seen {
+    /// The acknowledged write that made it (op id): its value only.
+    Write(u64),
+    /// An event of a watch session (session id, event index), or a prev_kv on one.
+    Event(u64, usize),
+    PrevKv(u64, usize),
+    /// The final audit read (op id).
+    Audit(u64),
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Seen::Write(op) => write!(f, "the write that made it (op#{op})"),
+            Seen::Event(w, n) => write!(f, "event {n} of watch#{w}"),
+            Seen::PrevKv(w, n) => write!(f, "the prev_kv of event {n} of watch#{w}"),
+            Seen::Audit(op) => write!(f, "the final audit read (op#{op})"),
+        }
+    }
+}
+
+/// What one version of a key showed where it was first seen: its value, and its create
+/// revision and version where first shown (a write's acknowledgement says neither).
+struct Sighting<'h> {
+    value: (&'h str, Seen),
+    create_version: Option<((i64, i64), Seen)>,
+}
+
+/// Every sight of a version, by (key, mod revision): a version never changes, so every event,
+/// prev_kv and read that shows it must agree with the first.
+type Sightings<'h> = BTreeMap<(&'h str, i64), Sighting<'h>>;
+
+/// The versions known before any watch event is read: what acknowledged writes put, and what
+/// the final audit read found.
+fn sightings(h: &History) -> Sightings<'_> {
+    let mut seen = Sightings::new();
+    for o in &h.ops {
+        if let (
+            Request::Create { key, value } | Request::Update { key, value, .. },
+            Outcome::Ok {
+                header_revision,
+                result: OpResult::Write {
+                    succeeded: true, ..
+                },
+            },
+        ) = (&o.request, &o.outcome)
+        {
+            seen.insert(
+                (key.as_str(), *header_revision),
+                Sighting {
+                    value: (value, Seen::Write(o.id)),
+                    create_version: None,
+                },
+            );
+        }
+    }
+    if let Some(Outcome::Ok {
+        result: OpResult::Read { kvs, .. },
+        ..
+    }) = h.final_read().map(|o| &o.outcome)
+    {
+        let id = h.params.final_read.unwrap_or_default();
+        for kv in kvs {
+            seen.entry((kv.key.as_str(), kv.mod_revision))
+                .or_insert(Sighting {
+                    value: (&kv.value, Seen::Audit(id)),
+                    create_version: Some(((kv.create_revision, kv.version), Seen::Audit(id))),
+                });
+        }
+    }
+    seen
+}
+
+/// What differs between a sight of a version and the first one; records it when it is the first.
+fn against<'h>(
+    seen: &mut Sightings<'h>,
+    (key, rev): (&'h str, i64),
+    (value, create, version): (&'h str, i64, i64),
+    by: Seen,
+) -> Option<String> {
+    let first = seen.entry((key, rev)).or_insert(Sighting {
+        value: (value, by),
+        create_version: None,
+    });
+    let fields = *first.create_version.get_or_insert(((create, version), by));
+    let mut wrong = vec![];
+    if first.value.0 != value {
+        wrong.push(format!(
+            "{} shows value {}",
+            first.value.1,
+            short(first.value.0)
+        ));
+    }
+    if fields.0 != (create, version) {
+        let ((c, v), by) = fields;
+        wrong.push(format!("{by} shows create revision {c} and version {v}"));
+    }
+    (!wrong.is_empty()).then(|| wrong.join(", and "))
+}
+
+fn short(v: &str) -> String {
+    if v.len() <= 24 {
+        return format!("{v:?}");
+    }
+    let cut = (0..=24).rev().find(|i| v.is_char_boundary(*i)).unwrap_or(0);
+    format!("{:?}... ({} bytes)", &v[..cut], v.len())
+}
+
+/// What is wrong with the fields of event `at` of a session against its committed row: key,
+/// kind, create revision, version, value, and prev_kv exactly the key's previous version.
+fn event_fields<'h>(
+    e: &'h WatchEventRecord,
+    row: &Committed<'_>,
+    rows: &BTreeMap<i64, Committed<'_>>,
+    etcd: bool,
+    seen: &mut Sightings<'h>,
+    at: (u64, usize),
+) -> Vec<String> {
+    let mut wrong = Vec::new();
+    if row.key != e.key {
+        wrong.push(format!("key {} (committed {})", e.key, row.key));
+    }
+    if row.deleted != e.deleted {
+        wrong.push(format!(
+            "{} (committed as a {})",
+            if e.deleted { "DELETE" } else { "PUT" },
+            if row.deleted { "delete" } else { "put" }
+        ));
+    }
+    let prev = e.prev_kv.as_ref();
+    if e.deleted {
+        if e.create_revision != 0 || e.version != 0 || !e.value.is_empty() {
+            wrong.push(format!(
+                "a DELETE whose key-value carries create revision {}, version {} and value {} (a tombstone carries only its key and revision)",
+                e.create_revision,
+                e.version,
+                short(&e.value)
+            ));
+        }
+    } else {
+        let expected = if row.created {
+            e.mod_revision
+        } else {
+            row.create_revision
+        };
+        if e.create_revision != expected {
+            wrong.push(format!(
+                "create revision {} (expected {expected}: {})",
+                e.create_revision,
+                if row.created {
+                    "a creation"
+                } else {
+                    "a modification"
+                }
+            ));
+        }
+        // etcd counts a key's writes since its creation; kine reports 1 for every live key.
+        let version = match (etcd, row.created, prev) {
+            (false, _, _) | (true, true, _) => Some(1),
+            (true, false, Some(p)) => Some(p.version + 1),
+            (true, false, None) => None,
+        };
+        if version.is_some_and(|v| v != e.version) {
+            wrong.push(format!(
+                "version {} (expected {}: {})",
+                e.version,
+                version.unwrap_or_default(),
+                match (etcd, row.created) {
+                    (false, _) => "kine reports 1 for every live key",
+                    (true, true) => "a creation",
+                    (true, false) => "one more than its prev_kv's",
+                }
+            ));
+        }
+        let key = (e.key.as_str(), e.mod_revision);
+        let fields = (e.value.as_str(), e.create_revision, e.version);
+        if let Some(d) = against(seen, key, fields, Seen::Event(at.0, at.1)) {
+            wrong.push(format!(
+                "value {}, create revision {} and version {}, though {d}",
+                short(&e.value),
+                e.create_revision,
+                e.version
+            ));
+        }
+    }
+    let expected_prev = (!row.created && row.prev_revision > 0).then_some(row.prev_revision);
+    if prev.map(|p| p.mod_revision) != expected_prev {
+        wrong.push(format!(
+            "prev_kv at {:?} (expected {:?})",
+            prev.map(|p| p.mod_revision),
+            expected_prev
+        ));
+    } else if let Some(p) = prev {
+        // The committed row of the previous version says what its create revision was.
+        let prev_create = rows.get(&p.mod_revision).map(|r| {
+            if r.created {
+                p.mod_revision
+            } else {
+                r.create_revision
+            }
+        });
+        let version_ok = if etcd { p.version >= 1 } else { p.version == 1 };
+        if p.key != e.key || prev_create.is_some_and(|c| c != p.create_revision) || !version_ok {
+            wrong.push(format!(
+                "a prev_kv of {} with create revision {} and version {} (expected {}, create revision {}, version {})",
+                p.key,
+                p.create_revision,
+                p.version,
+                e.key,
+                prev_create.map_or("as committed".into(), |c| c.to_string()),
+                if etcd { "at least 1" } else { "1" }
+            ));
+        }
+        let key = (e.key.as_str(), p.mod_revision);
+        let fields = (p.value.as_str(), p.create_revision, p.version);
+        if let Some(d) = against(seen, key, fields, Seen::PrevKv(at.0, at.1)) {
+            wrong.push(format!(
+                "a prev_kv with value {}, create revision {} and version {}, though {d}",
+                short(&p.value),
+                p.create_revision,
+                p.version
+            ));
+        }
+    }
+    wrong
+}
+
 impl Checker for WatchChecker {
     fn name(&self) -> &'static str {
         "watch"
@@ -217,9 +413,11 @@ impl Checker for WatchChecker {
     fn check(&self, h: &History) -> CheckReport {
         let rows = committed_rows(h);
         let db = DbTimeline::of(h);
+        let etcd = h.params.topology == "etcd";
+        let mut seen = sightings(h);
         let mut out = Violations::new();
         for w in &h.watches {
-            check_session(w, &rows, &db, &mut out);
+            check_session(w, &rows, &db, etcd, &mut seen, &mut out);
         }
         let events: usize = h.watches.iter().map(|w| w.events.len()).sum();
         let progress: usize = h.watches.iter().map(|w| w.progress.len()).sum();
@@ -240,7 +438,7 @@ impl Checker for WatchChecker {
 mod tests {
     use super::*;
     use crate::checkers::testutil::*;
-    use crate::history::{WatchEventRecord, WatchSessionEnd};
+    use crate::history::{Kv, WatchEventRecord, WatchSessionEnd};
 
     /// Rows 2..=6: creates of /r/a (2) and /r/b (3), an update of /r/a (4), /x (5), a delete of /r/b (6).
     fn log() -> History {
@@ -284,7 +482,20 @@ mod tests {
             deleted,
             mod_revision: rev,
             create_revision: create,
-            prev_mod_revision: prev,
+            version: (!deleted) as i64,
+            value: if deleted {
+                String::new()
+            } else {
+                format!("{key}@{rev}")
+            },
+            // Every previous version in the log is its key's creation.
+            prev_kv: prev.map(|p| Kv {
+                key: key.into(),
+                create_revision: p,
+                mod_revision: p,
+                version: 1,
+                value: format!("{key}@{p}"),
+            }),
         }
     }
 
@@ -410,5 +621,69 @@ mod tests {
         w.invoked_ns = 19 * S;
         h.watches[0] = w;
         assert!(check(&h).passed(), "{:?}", check(&h).violations);
+    }
+
+    #[test]
+    fn a_put_carries_its_version_and_a_delete_only_its_key_and_revision() {
+        let mut h = log();
+        let mut events = good_events();
+        events[2].version = 2;
+        h.watches.push(session(events, vec![]));
+        assert_fires(
+            &check(&h),
+            "event at revision 4 has version 2 (expected 1: kine reports 1 for every live key)",
+        );
+        let mut h = log();
+        let mut events = good_events();
+        events[3].value = "/r/b@3".into();
+        h.watches.push(session(events, vec![]));
+        assert_fires(
+            &check(&h),
+            "a DELETE whose key-value carries create revision 0, version 0 and value \"/r/b@3\"",
+        );
+        // etcd counts writes since the creation: the update at 4 is the key's version 2.
+        let mut h = log();
+        h.params.topology = "etcd".into();
+        h.watches.push(session(good_events(), vec![]));
+        assert_fires(
+            &check(&h),
+            "version 1 (expected 2: one more than its prev_kv's)",
+        );
+        h.watches[0].events[2].version = 2;
+        assert!(check(&h).passed(), "{:?}", check(&h).violations);
+    }
+
+    #[test]
+    fn a_prev_kv_is_exactly_the_previous_version() {
+        let mut h = log();
+        let mut events = good_events();
+        events[2].prev_kv.as_mut().unwrap().value = "stale".into();
+        h.watches.push(session(events, vec![]));
+        assert_fires(
+            &check(&h),
+            "a prev_kv with value \"stale\", create revision 2 and version 1, though event 0 of watch#0 shows value \"/r/a@2\"",
+        );
+        let mut h = log();
+        let mut events = good_events();
+        events[3].prev_kv.as_mut().unwrap().create_revision = 2;
+        h.watches.push(session(events, vec![]));
+        assert_fires(&check(&h), "a prev_kv of /r/b with create revision 2 and version 1 (expected /r/b, create revision 3");
+    }
+
+    #[test]
+    fn an_event_shows_the_value_its_write_put() {
+        let mut h = log();
+        let put = |value: &str| Request::Create {
+            key: "/r/a".into(),
+            value: value.into(),
+        };
+        op(&mut h, "c1", 1.0, 1.5, put("/r/a@2"), write_ok(2));
+        h.watches.push(session(good_events(), vec![]));
+        assert!(check(&h).passed(), "{:?}", check(&h).violations);
+        h.ops[0].request = put("other");
+        assert_fires(
+            &check(&h),
+            "event at revision 2 has value \"/r/a@2\", create revision 2 and version 1, though the write that made it (op#0) shows value \"other\"",
+        );
     }
 }

@@ -328,18 +328,21 @@ async fn page(
 /// token continues the list at the latest revision, as the apiserver offers.
 async fn follow(c: &Client, list: u64, namespace: Option<&str>, mut token: Option<String>) {
     let [lo, hi] = c.cfg.settings.page_pause_s;
+    let mut expired = false;
     loop {
         match page(c, list, namespace, token.clone()).await {
             Some(PageAnswer::Page {
                 continue_token: Some(next),
                 ..
-            }) => token = Some(next),
+            }) => (token, expired) = (Some(next), false),
             Some(PageAnswer::Page { .. }) => return,
+            // Continued at once, but only once in a row: the 410's token lists at the latest
+            // revision, and a store that expires that too would be asked again without pause.
             Some(PageAnswer::Status {
                 code: 410,
                 continue_token: Some(next),
                 ..
-            }) => {
+            }) if !std::mem::replace(&mut expired, true) => {
                 token = Some(next);
                 continue;
             }

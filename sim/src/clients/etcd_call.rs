@@ -4,7 +4,7 @@
 //! history is sent and judged the same way: a read's failure is definite, a write's timeout or
 //! lost answer is unknown. It records nothing itself; callers invoke and complete.
 
-use crate::history::{Kv, OpResult, Outcome, Request};
+use crate::history::{Kv, OpResult, Outcome, Request, TxnAnswer};
 use store::proto::etcdserverpb::{
     kv_client::KvClient, response_op, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
@@ -62,7 +62,8 @@ pub async fn send(kv: &mut KvClient<Channel>, request: &Request) -> Outcome {
     }
 }
 
-fn kv_of(kv: &KeyValue) -> Kv {
+/// A key-value as the history records it.
+pub fn kv_of(kv: &KeyValue) -> Kv {
     Kv {
         key: String::from_utf8_lossy(&kv.key).into_owned(),
         create_revision: kv.create_revision,
@@ -106,6 +107,25 @@ fn read_outcome(r: Result<tonic::Response<RangeResponse>, tonic::Status>) -> Out
     }
 }
 
+/// What the checks judge of one response in a Txn's answer.
+fn txn_response(r: &Option<response_op::Response>) -> TxnAnswer {
+    match r {
+        Some(response_op::Response::ResponsePut(p)) => TxnAnswer::Put {
+            prev_kv: p.prev_kv.is_some(),
+        },
+        Some(response_op::Response::ResponseDeleteRange(d)) => TxnAnswer::Delete {
+            deleted: d.deleted,
+            prev_kvs: d.prev_kvs.len(),
+        },
+        Some(response_op::Response::ResponseRange(rr)) => TxnAnswer::Range {
+            kvs: rr.kvs.len(),
+            more: rr.more,
+            count: rr.count,
+        },
+        _ => TxnAnswer::Other,
+    }
+}
+
 fn write_outcome(r: Result<tonic::Response<TxnResponse>, tonic::Status>) -> Outcome {
     match r {
         Ok(resp) => {
@@ -114,11 +134,13 @@ fn write_outcome(r: Result<tonic::Response<TxnResponse>, tonic::Status>) -> Outc
                 Some(response_op::Response::ResponseRange(rr)) => rr.kvs.first().map(kv_of),
                 _ => None,
             });
+            let responses = resp.responses.iter().map(|r| txn_response(&r.response));
             Outcome::Ok {
                 header_revision: resp.header.map(|h| h.revision).unwrap_or(0),
                 result: OpResult::Write {
                     succeeded: resp.succeeded,
                     current,
+                    responses: responses.collect(),
                 },
             }
         }

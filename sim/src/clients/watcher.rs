@@ -185,7 +185,9 @@ async fn session(
                     deleted: e.r#type == EventType::Delete as i32,
                     mod_revision: kv.mod_revision,
                     create_revision: kv.create_revision,
-                    prev_mod_revision: e.prev_kv.as_ref().map(|p| p.mod_revision),
+                    version: kv.version,
+                    value: String::from_utf8_lossy(&kv.value).into_owned(),
+                    prev_kv: e.prev_kv.as_ref().map(crate::clients::etcd_call::kv_of),
                 }
             })
             .collect();

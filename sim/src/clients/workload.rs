@@ -319,11 +319,14 @@ impl Client {
         (format!("/registry/{r}/"), format!("/registry/{r}0"))
     }
 
-    /// Lists one resource in pages; later pages continue at the first page's revision.
+    /// Lists one resource in pages; later pages continue at the first page's revision. A page
+    /// that does not move past its start key ends the list, as do more pages than there are
+    /// keys: a store that repeats a page would otherwise be asked for it again and again, and
+    /// a broken design's seed would cost many times a clean one's.
     async fn paginated_list(&mut self, options: ListOptions) {
         let (mut start, end) = self.pick_resource();
         let mut revision = 0;
-        loop {
+        for _ in 0..=self.keys.len() {
             let req = Request::List {
                 start: start.clone(),
                 end: end.clone(),
@@ -340,7 +343,7 @@ impl Client {
                         OpResult::Read {
                             kvs, more: true, ..
                         },
-                }) if !kvs.is_empty() => {
+                }) if kvs.last().is_some_and(|kv| kv.key >= start) => {
                     if revision == 0 {
                         revision = header_revision;
                     }
@@ -414,6 +417,7 @@ impl Client {
                 OpResult::Write {
                     succeeded: false,
                     current,
+                    ..
                 },
             ) => {
                 let key = request.write_key().expect("a write").to_string();

@@ -197,8 +197,13 @@ pub struct WatchEventRecord {
     pub deleted: bool,
     pub mod_revision: i64,
     pub create_revision: i64,
-    /// The previous key-value's mod revision, when the watch asked for prev_kv and got one.
-    pub prev_mod_revision: Option<i64>,
+    /// The key-value's version and value (a DELETE's carry neither).
+    #[serde(default)]
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// The previous key-value, when the watch asked for prev_kv and got one.
+    pub prev_kv: Option<Kv>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,7 +371,25 @@ pub enum OpResult {
     Write {
         succeeded: bool,
         current: Option<Kv>,
+        /// What the branch the Txn took answered, one entry per response, in order (empty in
+        /// histories recorded before it was kept).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        responses: Vec<TxnAnswer>,
     },
+}
+
+/// One response of the branch a Txn took: the parts of it that `current` does not hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum TxnAnswer {
+    /// A put's answer; `prev_kv` says whether it carried one.
+    Put { prev_kv: bool },
+    /// A delete's answer: how many keys it deleted and how many previous key-values it carried.
+    Delete { deleted: i64, prev_kvs: usize },
+    /// A range's answer (its first key-value is `current`).
+    Range { kvs: usize, more: bool, count: i64 },
+    /// A nested Txn's answer, or a response with no body.
+    Other,
 }
 
 /// Something the world or the store reported.

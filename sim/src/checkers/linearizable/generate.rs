@@ -5,7 +5,9 @@
 //! count-only and keys-only lists, writes of unknown outcome and revisions used by other writers.
 //! Seeded: the same length and seed give the same history.
 
-use crate::history::{History, HistoryParams, Kv, OpResult, Operation, Outcome, Request};
+use crate::history::{
+    History, HistoryParams, Kv, OpResult, Operation, Outcome, Request, TxnAnswer,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -447,6 +449,11 @@ fn write(c: &mut Client, s: &mut Store, rng: &mut StdRng) -> (Request, Outcome) 
                 header,
                 OpResult::Write {
                     succeeded: false,
+                    responses: vec![TxnAnswer::Range {
+                        kvs: current.is_some() as usize,
+                        more: false,
+                        count: current.is_some() as i64,
+                    }],
                     current,
                 },
             ),
@@ -467,6 +474,14 @@ fn write(c: &mut Client, s: &mut Store, rng: &mut StdRng) -> (Request, Outcome) 
             OpResult::Write {
                 succeeded: true,
                 current: None,
+                responses: vec![if deleting {
+                    TxnAnswer::Delete {
+                        deleted: 1,
+                        prev_kvs: 0,
+                    }
+                } else {
+                    TxnAnswer::Put { prev_kv: false }
+                }],
             },
         ),
     )

@@ -398,6 +398,7 @@ impl<'h> Model<'h> {
                         OpResult::Write {
                             succeeded: false,
                             current: Some(kv),
+                            ..
                         },
                     ..
                 } => Some((i, kv, false)),

@@ -9,6 +9,7 @@ use super::explain::{
 use super::index::{prefetch, prefetch_all, prefetch_kv};
 use super::later::{Claim, Later};
 use super::model::{Model, Ops};
+use super::shape::shape;
 use super::spec::{answer, covered, scope, served_at, span, Answer, Scope, Spec};
 use super::state::Vis;
 use crate::checkers::Violations;
@@ -16,7 +17,8 @@ use crate::history::{Kv, Operation, Request};
 use std::cmp::Ordering;
 use std::ops::Range;
 
-/// Judges every answered read whose range meets the workload's prefixes; returns how many.
+/// Judges every answered read whose range meets the workload's prefixes, and the shape of every
+/// other; returns how many of the first.
 pub(super) fn judge_reads<'h>(
     m: &Model<'h>,
     ops: &Ops,
@@ -39,6 +41,12 @@ pub(super) fn judge_reads<'h>(
         };
         let scope = scope(m, &s);
         if scope == Scope::Outside {
+            // No workload key is in its range: only its shape can be judged.
+            if let Some(problem) = shape(&s, &a, served_at(&s, &a), m.etcd, false) {
+                out.fire(o.complete_ns, || {
+                    format!("{} {}", op_line(o), problem.describe())
+                });
+            }
             continue;
         }
         judged += 1;
@@ -78,31 +86,6 @@ fn served_line(o: &Operation, s: &Spec, rev: i64) -> String {
     )
 }
 
-/// What is wrong with the shape of an answer, whatever the store holds.
-fn shape_problem(s: &Spec, a: &Answer) -> Option<String> {
-    if s.count_only && !a.kvs.is_empty() {
-        return Some(format!(
-            "asked for a count only but returned {} key-values",
-            a.kvs.len()
-        ));
-    }
-    if s.limit > 0 && a.kvs.len() as i64 > s.limit {
-        return Some(format!(
-            "returned {} key-values, more than its limit",
-            a.kvs.len()
-        ));
-    }
-    // In key order (checked as they are judged), so the ends tell whether all are in range.
-    let ends = [a.kvs.first(), a.kvs.last()];
-    if let Some(kv) = ends.into_iter().flatten().find(|kv| !s.contains(&kv.key)) {
-        return Some(format!(
-            "returned {}, outside its range",
-            printable(&kv.key)
-        ));
-    }
-    None
-}
-
 fn judge_read<'h>(
     m: &Model<'h>,
     later: &mut Later<'h>,
@@ -126,8 +109,8 @@ fn judge_read<'h>(
             )
         });
     }
-    if let Some(problem) = shape_problem(s, a) {
-        out.fire(at, || format!("{} {problem}", op_line(o)));
+    if let Some(problem) = shape(s, a, rev, m.etcd, scope == Scope::Inside) {
+        out.fire(at, || format!("{} {}", op_line(o), problem.describe()));
         return;
     }
     // A count-only answer vouches for no key by name.

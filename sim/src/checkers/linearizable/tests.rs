@@ -79,6 +79,7 @@ fn wrote(rev: i64) -> Outcome {
         result: OpResult::Write {
             succeeded: true,
             current: None,
+            responses: vec![],
         },
     }
 }
@@ -89,6 +90,7 @@ fn refused(rev: i64, current: Option<Kv>) -> Outcome {
         result: OpResult::Write {
             succeeded: false,
             current,
+            responses: vec![],
         },
     }
 }
@@ -952,17 +954,189 @@ fn a_read_beyond_the_workload_prefixes_is_judged_on_the_workloads_keys_only() {
         key: "/registry/leases/kube-node-lease/node-1".into(),
         ..kv(0, 3, 3, 1, "lease")
     };
-    // Count includes others' keys: not judged.
-    let answer = Outcome::Ok {
+    // Others' keys are not modelled, but an uncut answer still counts exactly what it holds.
+    let answer = |count| Outcome::Ok {
         header_revision: 9,
         result: OpResult::Read {
-            kvs: vec![foreign, kv(1, 5, 7, 2, "b")],
+            kvs: vec![foreign.clone(), kv(1, 5, 7, 2, "b")],
             more: false,
-            count: 17,
+            count,
         },
     };
-    push(&mut h, "audit", (9.0, 9.1), audit, answer);
+    push(&mut h, "audit", (9.0, 9.1), audit, answer(2));
     passes(&h);
+    h.ops[2].outcome = answer(17);
+    fires(
+        &check(&h),
+        "returned count 17 with 2 key-values and more=false",
+    );
+}
+
+/// An answer with one thing wrong in its shape, whatever the writes were.
+fn misshapen(request: Request, kvs: Vec<Kv>, more: bool, count: i64) -> CheckReport {
+    let mut h = two_writes();
+    let answer = Outcome::Ok {
+        header_revision: 7,
+        result: OpResult::Read { kvs, more, count },
+    };
+    push(&mut h, "c3", (3.0, 3.1), request, answer);
+    check(&h)
+}
+
+#[test]
+fn a_keys_only_answer_carries_no_values() {
+    let right = misshapen(keys_only(), vec![kv(1, 5, 7, 2, "")], false, 1);
+    assert!(right.passed(), "{:?}", right.violations);
+    fires(
+        &misshapen(keys_only(), vec![kv(1, 5, 7, 2, "b")], false, 1),
+        "asked for keys only but returned /registry/pods/ns-0/obj-0001 with value b",
+    );
+}
+
+#[test]
+fn a_count_only_answer_carries_no_key_values_and_cuts_nothing() {
+    let count_only = || Request::List {
+        start: PODS.into(),
+        end: "/registry/pods0".into(),
+        limit: 0,
+        revision: 0,
+        serializable: false,
+        count_only: true,
+        keys_only: false,
+    };
+    let right = misshapen(count_only(), vec![], false, 1);
+    assert!(right.passed(), "{:?}", right.violations);
+    fires(
+        &misshapen(count_only(), vec![], true, 1),
+        "asked for a count only but returned more=true",
+    );
+    fires(
+        &misshapen(count_only(), vec![kv(1, 5, 7, 2, "b")], false, 1),
+        "asked for a count only but returned 1 key-values",
+    );
+}
+
+#[test]
+fn a_key_values_revisions_and_version_agree_with_each_other_and_the_revision_served() {
+    // A version from the future of the header: mod revision 8 served at 7 (the model names
+    // the writes for the workload's keys; the shape rule says it for others' keys).
+    fires(
+        &misshapen(get(1), vec![kv(1, 5, 8, 2, "b")], false, 1),
+        "returned /registry/pods/ns-0/obj-0001 at mod revision 8",
+    );
+    let lease = Kv {
+        key: "/registry/leases/a".into(),
+        ..kv(0, 5, 8, 1, "")
+    };
+    let leases = Request::list_all("/registry/leases/", "/registry/leases0");
+    fires(
+        &misshapen(leases, vec![lease], false, 1),
+        "with create revision 5 and mod revision 8, served at revision 7",
+    );
+    fires(
+        &misshapen(get(1), vec![kv(1, 0, 7, 2, "b")], false, 1),
+        "every key-value needs 0 < create revision <= mod revision",
+    );
+    // etcd: two writes since creation at 5 cannot make version 4 by revision 7.
+    fires(
+        &misshapen(get(1), vec![kv(1, 5, 7, 4, "b")], false, 1),
+        "with version 4 (create revision 5, mod revision 7): a live key's version counts",
+    );
+    // kine reports 1 for every live key, and judges nothing else of it.
+    let on_kine = |version| {
+        let mut h = two_writes();
+        h.params.topology = "ha".into();
+        let answer = read(7, vec![kv(1, 5, 7, version, "b")]);
+        push(&mut h, "c3", (3.0, 3.1), get(1), answer);
+        check(&h)
+    };
+    assert!(on_kine(1).passed(), "{:?}", on_kine(1).violations);
+    fires(&on_kine(2), "kine reports version 1 for every live key");
+}
+
+#[test]
+fn a_read_outside_the_workload_is_judged_for_its_shape() {
+    let foreign = |k: &str, m: i64| Kv {
+        key: k.into(),
+        ..kv(0, m, m, 1, "lease")
+    };
+    let outside = || Request::list_all("/registry/leases/", "/registry/leases0");
+    let (a, b) = ("/registry/leases/a", "/registry/leases/b");
+    let right = misshapen(outside(), vec![foreign(a, 3), foreign(b, 4)], false, 2);
+    assert!(right.passed(), "{:?}", right.violations);
+    fires(
+        &misshapen(outside(), vec![foreign(b, 4), foreign(a, 3)], false, 2),
+        "returned /registry/leases/a after /registry/leases/b",
+    );
+}
+
+#[test]
+fn a_txn_answers_with_exactly_the_branch_it_took() {
+    use crate::history::TxnAnswer;
+    let answered = |rev, succeeded, current: Option<Kv>, responses| Outcome::Ok {
+        header_revision: rev,
+        result: OpResult::Write {
+            succeeded,
+            current,
+            responses,
+        },
+    };
+    let put = || vec![TxnAnswer::Put { prev_kv: false }];
+    let range = |n: usize| {
+        vec![TxnAnswer::Range {
+            kvs: n,
+            more: false,
+            count: n as i64,
+        }]
+    };
+    let mut h = base();
+    push(
+        &mut h,
+        "c1",
+        (1.0, 1.1),
+        create(1, "a"),
+        answered(5, true, None, put()),
+    );
+    push(
+        &mut h,
+        "c2",
+        (2.0, 2.1),
+        create(1, "b"),
+        answered(5, false, Some(kv(1, 5, 5, 1, "a")), range(1)),
+    );
+    let deleted = |n| {
+        vec![TxnAnswer::Delete {
+            deleted: n,
+            prev_kvs: 0,
+        }]
+    };
+    push(
+        &mut h,
+        "c1",
+        (3.0, 3.1),
+        delete(1, 5),
+        answered(6, true, None, deleted(1)),
+    );
+    passes(&h);
+
+    let mut wrong_branch = h.clone();
+    wrong_branch.ops[0].outcome = answered(5, true, None, range(0));
+    fires(&check(&wrong_branch), "took effect and answered [Range");
+    let mut nothing_deleted = h.clone();
+    nothing_deleted.ops[2].outcome = answered(6, true, None, deleted(0));
+    fires(
+        &check(&nothing_deleted),
+        "answers exactly [Delete { deleted: 1",
+    );
+    let mut uncounted = h.clone();
+    uncounted.ops[1].outcome = answered(5, false, Some(kv(1, 5, 5, 1, "a")), range(0));
+    fires(
+        &check(&uncounted),
+        "failed its compare and answered [Range { kvs: 0",
+    );
+    let mut future = h;
+    future.ops[1].outcome = answered(5, false, Some(kv(1, 5, 6, 1, "a")), range(1));
+    fires(&check(&future), "failed its compare and returned /registry/pods/ns-0/obj-0001 with create revision 5 and mod revision 6, served at revision 5");
 }
 
 #[test]

@@ -1,15 +1,16 @@
 //! Guarded writes against the model: a write that took effect found the state its compare asked
 //! for just below its own revision; a write whose compare failed reports as `current` exactly
 //! the key's state at its header revision, and that state really fails the compare; no two
-//! writes share a revision.
+//! writes share a revision; a Txn answers with exactly the responses of the branch it took.
 
 use super::explain::{kv_line, op_line, printable, state_line, write_line};
 use super::later::Later;
 use super::model::{Change, Model, Ops};
 use super::reads::{judge_absent, judge_live};
+use super::shape::kv_shape;
 use super::spec::Spec;
 use crate::checkers::Violations;
-use crate::history::{OpResult, Outcome};
+use crate::history::{OpResult, Outcome, TxnAnswer};
 
 /// When a write is known to have happened: its acknowledgement, or the answer that showed it.
 fn known_at(m: &Model, e: &super::model::Event) -> u64 {
@@ -111,6 +112,7 @@ pub(super) fn judge_refused<'h>(
                 OpResult::Write {
                     succeeded: false,
                     current,
+                    ..
                 },
         } = &o.outcome
         else {
@@ -174,4 +176,68 @@ fn live_since(m: &Model, key: usize, from: i64, to: i64, began: Option<u64>) -> 
         || line[after..upto.max(after)]
             .iter()
             .any(|e| e.change.is_put())
+}
+
+/// A guarded Txn answers with exactly the branch it took: when its compare held, one put (no
+/// previous key-value, none was asked for) or one delete of exactly its one key; when it did
+/// not, one range of that key (at most one key-value, counted, nothing cut), whose key-value is
+/// `current` and has the shape a read's would at the header revision.
+pub(super) fn judge_responses(m: &Model, ops: &Ops, out: &mut Violations) {
+    for &i in &ops.answered_writes {
+        let o = &m.ops[i];
+        let Outcome::Ok {
+            header_revision: rev,
+            result:
+                OpResult::Write {
+                    succeeded,
+                    current,
+                    responses,
+                },
+        } = &o.outcome
+        else {
+            continue;
+        };
+        let deleting = matches!(Change::of(&o.request), Some(Change::Delete { .. }));
+        let expected = match (*succeeded, deleting) {
+            (true, false) => TxnAnswer::Put { prev_kv: false },
+            (true, true) => TxnAnswer::Delete {
+                deleted: 1,
+                prev_kvs: 0,
+            },
+            (false, _) => {
+                let n = current.is_some() as usize;
+                TxnAnswer::Range {
+                    kvs: n,
+                    more: false,
+                    count: n as i64,
+                }
+            }
+        };
+        let shape = current
+            .as_ref()
+            .and_then(|kv| kv_shape(kv, (*rev, true), m.etcd, false));
+        if let Some(problem) = shape {
+            out.fire(o.complete_ns, || {
+                format!(
+                    "{} failed its compare and {}",
+                    op_line(o),
+                    problem.describe()
+                )
+            });
+        } else if !responses.is_empty() && responses[..] != [expected.clone()] {
+            // (Empty: recorded before responses were kept.)
+            out.fire(o.complete_ns, || {
+                format!(
+                    "{} {} and answered {responses:?}: the branch it took answers exactly {:?}",
+                    op_line(o),
+                    if *succeeded {
+                        "took effect"
+                    } else {
+                        "failed its compare"
+                    },
+                    [expected]
+                )
+            });
+        }
+    }
 }

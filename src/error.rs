@@ -39,15 +39,6 @@ pub enum StoreError {
     /// The etcd member does not serve clients (not ready yet, or stopped): nothing was done.
     #[error("{0}")]
     NotServing(&'static str),
-    /// etcd's ErrLeaseNotFound: a revoke, or a put naming a lease, of a lease that does not exist.
-    #[error("etcdserver: requested lease not found")]
-    LeaseNotFound,
-    /// etcd's ErrLeaseExist: a grant naming an ID already in use.
-    #[error("etcdserver: lease already exists")]
-    LeaseExists,
-    /// etcd's ErrLeaseTTLTooLarge.
-    #[error("etcdserver: too large lease TTL")]
-    LeaseTtlTooLarge,
     /// A lease call that only the raft leader answers reached another member; nothing was done
     /// and the client should try another endpoint (etcd would forward it to the leader).
     #[error("etcdserver: not leader")]
@@ -84,9 +75,6 @@ impl From<StoreError> for tonic::Status {
             StoreError::LeaseTtlTooLarge => tonic::Status::out_of_range(msg),
             StoreError::Database(_) => tonic::Status::unknown(msg),
             StoreError::Unsupported(_) => tonic::Status::invalid_argument(msg),
-            StoreError::LeaseNotFound => tonic::Status::not_found(msg),
-            StoreError::LeaseExists => tonic::Status::failed_precondition(msg),
-            StoreError::LeaseTtlTooLarge => tonic::Status::out_of_range(msg),
         }
     }
 }

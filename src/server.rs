@@ -142,20 +142,6 @@ impl Lease for EtcdApi {
         self.store.leases_in_use();
         Ok(Response::new(self.store.lease_leases().await?))
     }
-    // Placeholders until the kine store's leases land (lease-kine): refused, never faked.
-    async fn lease_time_to_live(
-        &self,
-        _r: Request<crate::proto::etcdserverpb::LeaseTimeToLiveRequest>,
-    ) -> Answer<crate::proto::etcdserverpb::LeaseTimeToLiveResponse> {
-        Err(Status::unimplemented("LeaseTimeToLive is not implemented"))
-    }
-
-    async fn lease_leases(
-        &self,
-        _r: Request<crate::proto::etcdserverpb::LeaseLeasesRequest>,
-    ) -> Answer<crate::proto::etcdserverpb::LeaseLeasesResponse> {
-        Err(Status::unimplemented("LeaseLeases is not implemented"))
-    }
 }
 
 #[tonic::async_trait]
@@ -173,22 +159,6 @@ impl Maintenance for EtcdApi {
             ..Default::default()
         }))
     }
-}
-
-/// Keep-alive answers where a lease ID is its TTL (etcd members' leases, not replicated yet):
-/// every request is answered at once with its own ID.
-#[cfg(madsim)]
-pub(crate) fn keep_alive_answers(
-    header: Option<ResponseHeader>,
-    requests: Streaming<LeaseKeepAliveRequest>,
-) -> BoxStream<LeaseKeepAliveResponse> {
-    Box::pin(requests.map(move |req| {
-        req.map(|req| LeaseKeepAliveResponse {
-            header,
-            id: req.id,
-            ttl: req.id,
-        })
-    }))
 }
 
 /// A row as a watch event. A delete's key-value carries only the key and revision, as etcd's

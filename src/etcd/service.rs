@@ -224,20 +224,6 @@ impl Lease for MemberApi {
             leases: ids.into_iter().map(|id| LeaseStatus { id }).collect(),
         }))
     }
-
-    async fn lease_time_to_live(
-        &self,
-        _r: Request<crate::proto::etcdserverpb::LeaseTimeToLiveRequest>,
-    ) -> Answer<crate::proto::etcdserverpb::LeaseTimeToLiveResponse> {
-        Err(tonic::Status::unimplemented("etcd member: LeaseTimeToLive"))
-    }
-
-    async fn lease_leases(
-        &self,
-        _r: Request<crate::proto::etcdserverpb::LeaseLeasesRequest>,
-    ) -> Answer<crate::proto::etcdserverpb::LeaseLeasesResponse> {
-        Err(tonic::Status::unimplemented("etcd member: LeaseLeases"))
-    }
 }
 
 #[tonic::async_trait]

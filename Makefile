@@ -18,7 +18,7 @@ REAL_FLAGS := --release --target-dir target/real -p faultline-real --features re
 REAL_BIN   := target/real/release
 LISTEN     ?= 127.0.0.1:2379
 DB         ?= results/serve/store.db
-# The conformance suite's seeds: `make conformance` (about 2 minutes here) and in `make test`.
+# The conformance suite's seeds: `make conformance` (about 5 minutes here: lease expiries wait out their TTL) and in `make test`.
 CONFORMANCE_SEEDS      ?= 1..200
 TEST_CONFORMANCE_SEEDS ?= 1..20
 

@@ -849,6 +849,57 @@ mod tests {
     }
 
     #[test]
+    fn a_mysql_like_revoke_takes_ids_past_a_pending_insert_and_refuses_a_gone_lease() {
+        let dialect = Dialect::MysqlLike {
+            slow_commit_pct: 0,
+            slow_commit_ms: (0, 0),
+        };
+        let mut db = Database::open_with(Arc::new(Collect::default()), dialect).unwrap();
+        db.execute(&DbRequest::Startup).unwrap(); // 1
+        db.execute(&DbRequest::LeaseGrant { id: 7, ttl_s: 60 })
+            .unwrap();
+        let leased = NewRow {
+            name: "/held".into(),
+            created: true,
+            lease: 7,
+            ..Default::default()
+        };
+        let id = db.reserve(&leased).unwrap();
+        db.commit_reserved(id, &leased).unwrap(); // 2
+        let pending = NewRow {
+            name: "/slow".into(),
+            created: true,
+            ..Default::default()
+        };
+        let slow = db.reserve(&pending).unwrap(); // 3, in flight
+        let DbResponse::Lease {
+            current, answer, ..
+        } = db.execute(&DbRequest::LeaseRevoke { id: 7 }).unwrap()
+        else {
+            panic!("a revoke answers as a lease request")
+        };
+        assert_eq!(
+            answer,
+            LeaseAnswer::Revoked {
+                deleted: vec!["/held".into()]
+            }
+        );
+        assert_eq!(
+            current,
+            slow + 1,
+            "the tombstone did not take the reserved id"
+        );
+        assert_eq!(db.commit_reserved(slow, &pending).unwrap(), slow);
+        let late = NewRow {
+            name: "/late".into(),
+            created: true,
+            lease: 7,
+            ..Default::default()
+        };
+        assert_eq!(db.reserve(&late), Err(DbError::LeaseNotFound));
+    }
+
+    #[test]
     fn nothing_is_filled_or_committed_at_or_below_the_compact_revision() {
         let obs = Arc::new(Collect::default());
         let dialect = Dialect::MysqlLike {

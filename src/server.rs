@@ -262,12 +262,26 @@ impl Outbox {
         header: Option<ResponseHeader>,
         revision: i64,
     ) -> Result<bool, StreamClosed> {
+        self.send_progress_of(STREAM_WATCH_ID, header, revision)
+            .await
+    }
+
+    /// The same for one watch's periodic notification, under its own id.
+    async fn send_progress_of(
+        &self,
+        watch_id: i64,
+        header: Option<ResponseHeader>,
+        revision: i64,
+    ) -> Result<bool, StreamClosed> {
         let permit = self.responses.reserve().await.map_err(|_| StreamClosed)?;
         if self.sent_revision() > revision {
             crate::probe!("watch.progress.overtaken_by_event");
             return Ok(false);
         }
-        permit.send(Ok(progress_notification(header)));
+        permit.send(Ok(WatchResponse {
+            watch_id,
+            ..progress_notification(header)
+        }));
         Ok(true)
     }
 }
@@ -497,12 +511,10 @@ async fn notify_progress<B: WatchBackend>(
         return;
     }
     if answer.await.is_ok_and(|upto| upto >= target) {
-        let resp = WatchResponse {
-            header: backend.header(target),
-            watch_id,
-            ..Default::default()
-        };
-        let _ = outbox.send(Ok(resp)).await;
+        // Skipped, like a watcher behind, if an event above the target went out meanwhile.
+        let _ = outbox
+            .send_progress_of(watch_id, backend.header(target), target)
+            .await;
     }
 }
 

@@ -167,6 +167,13 @@ async fn a_periodic_progress_notification_goes_only_to_a_watcher_that_has_caught
         "a watcher still behind, or one whose start is ahead, is skipped this round"
     );
     outbox.send(Ok(event_at(31))).await.unwrap();
+    drain(&mut rx);
+    notify_progress(backend.clone(), 4, (watcher_at(30), 0), outbox.clone()).await;
+    assert_eq!(
+        drain(&mut rx),
+        vec![],
+        "never below an event already sent on the stream"
+    );
     assert_eq!(
         outbox.take_sent_events().into_iter().collect::<Vec<_>>(),
         vec![1],

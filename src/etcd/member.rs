@@ -44,8 +44,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// Ticks without a heartbeat before a follower stands for election (etcd's election timeout is
 /// 10 heartbeats, 1 s with its default flags; it also sets the minimum lease TTL).
 const ELECTION_TICKS: usize = 10;
-/// The raft loop looks for expired leases every this many ticks.
-const EXPIRY_TICKS: u64 = (lease::EXPIRY_CHECK.as_millis() / TICK.as_millis()) as u64;
 /// A publish that did not apply within this long is proposed again (etcd retries its publish).
 const PUBLISH_RETRY: Duration = Duration::from_secs(1);
 /// ...or at once when this many are pending (`--backend-batch-limit`), whichever comes first.
@@ -467,7 +465,7 @@ pub async fn start_member(
     let next_request = request_id_base(config.id);
     let mut member = Member {
         me: handle.clone(),
-        ticks: 0,
+        expiring: false,
         config,
         node,
         storage: rec.storage,
@@ -501,8 +499,9 @@ enum Waiter {
 struct Member {
     /// This member as its API sees it: the lease revokes it proposes go through it.
     me: MemberHandle,
-    /// Ticks since this start, for checks that run every few ticks.
-    ticks: u64,
+    /// This start's lease expiry loop is running (started the first time this member is the
+    /// primary with leases to watch, so runs without leases have no extra timer).
+    expiring: bool,
     config: MemberConfig,
     node: RawNode<MemberStorage>,
     storage: MemberStorage,
@@ -530,6 +529,40 @@ enum Stopped {
     Crashed,
     /// raft-rs panicked: the member halted.
     Halted,
+}
+
+/// Every [`lease::EXPIRY_CHECK`], while this member's lessor is the primary: proposes the
+/// revokes of expired leases, as etcd's lessor loop and server do, beside the raft loop. With
+/// `check`, it first confirms with a ReadIndex round that this member still leads in the term it
+/// found them in: a leader that was stuck (paused, starved) finds every deadline past when it
+/// resumes, and by the time its revokes reach raft it may be a follower whose proposals go to
+/// the new leader, which kept those leases alive (etcd #15247; `lease=etcd-15247` skips it).
+async fn revoke_expired_leases(me: MemberHandle, check: bool) {
+    loop {
+        tokio::time::sleep(lease::EXPIRY_CHECK).await;
+        let now = tokio::time::Instant::now();
+        let (expired, term) = {
+            let mut a = me.applied.lock().expect("applied lock");
+            (a.lessor.expired(now, lease::REVOKES_PER_CHECK), a.term)
+        };
+        if expired.is_empty() {
+            continue;
+        }
+        if check {
+            if me.read_barrier(lease::REVOKE_RETRY).await.is_err() {
+                continue;
+            }
+            let a = me.applied.lock().expect("applied lock");
+            if a.leader != me.id || a.term != term {
+                continue;
+            }
+        }
+        for id in expired {
+            let revoke = Proposal::LeaseRevoke(LeaseRevokeRequest { id });
+            // A revoke that fails is offered again by a later check if the lease is still there.
+            let _ = me.propose(revoke, lease::REVOKE_RETRY).await;
+        }
+    }
 }
 
 /// Runs `f`, turning a panic into its message. raft-rs panics (its `fatal!`) where its state
@@ -583,10 +616,6 @@ impl Member {
                     if was_leader && self.node.raft.state != StateRole::Leader {
                         crate::probe!("etcd.raft.check_quorum_step_down");
                     }
-                    self.ticks += 1;
-                    if self.ticks.is_multiple_of(EXPIRY_TICKS) {
-                        self.revoke_expired_leases();
-                    }
                     self.maybe_publish();
                     self.waiters.retain(|_, w| match w {
                         Waiter::Apply(s) => !s.is_closed(),
@@ -625,14 +654,18 @@ impl Member {
     fn needs_tick(&self) -> bool {
         let raft = &self.node.raft;
         let quiet_leader = raft.state == StateRole::Leader && raft.prs().is_singleton();
-        let a = self.storage.applied.lock().expect("applied lock");
         !(quiet_leader
             && self.serving.is_ready()
-            // Leases expire on the leader's clock: it must keep looking.
-            && a.lessor.is_empty()
             && self.waiters.is_empty()
             && self.reads.is_empty()
-            && a.mvcc.pending_writes() == 0)
+            && self
+                .storage
+                .applied
+                .lock()
+                .expect("applied lock")
+                .mvcc
+                .pending_writes()
+                == 0)
     }
 
     fn request_id(&mut self) -> u64 {
@@ -863,47 +896,11 @@ impl Member {
         } else if !leading && a.lessor.is_primary() {
             a.lessor.demote();
         }
-    }
-
-    /// At the leader, every [`lease::EXPIRY_CHECK`]: proposes the revokes of expired leases, in
-    /// a task of their own as etcd's server does. Before proposing it confirms, with a ReadIndex
-    /// round, that this member still leads in the same term: a leader that was stuck (paused,
-    /// starved) finds every deadline past when it resumes, and by the time its revokes are
-    /// proposed it may be a follower whose proposals are forwarded to the new leader, which
-    /// kept those leases alive (etcd #15247). `lease=etcd-15247` proposes without the check.
-    fn revoke_expired_leases(&mut self) {
-        let now = tokio::time::Instant::now();
-        let expired = self
-            .storage
-            .applied
-            .lock()
-            .expect("applied lock")
-            .lessor
-            .expired(now, lease::REVOKES_PER_CHECK);
-        if expired.is_empty() {
-            return;
+        if a.lessor.is_primary() && !a.lessor.is_empty() && !self.expiring {
+            self.expiring = true;
+            let check = self.config.lease != LeaseVariant::Etcd15247;
+            tokio::spawn(revoke_expired_leases(self.me.clone(), check));
         }
-        let me = self.me.clone();
-        let term = self.node.raft.term;
-        let check = self.config.lease != LeaseVariant::Etcd15247;
-        tokio::spawn(async move {
-            let timeout = lease::REVOKE_RETRY;
-            if check {
-                if me.read_barrier(timeout).await.is_err() {
-                    return;
-                }
-                let a = me.applied.lock().expect("applied lock");
-                if a.leader != me.id || a.term != term {
-                    return;
-                }
-            }
-            for id in expired {
-                let revoke = Proposal::LeaseRevoke(LeaseRevokeRequest { id });
-                // A revoke that fails or finds the lease gone is retried by a later check, if
-                // the lease is still there then.
-                let _ = me.propose(revoke, timeout).await;
-            }
-        });
     }
 
     /// The WAL now durably ends with `batch`: later entries overwrite from their index on.

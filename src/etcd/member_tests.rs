@@ -219,8 +219,13 @@ impl Trio {
 
     /// Three members whose configs `adjust` changes first.
     pub(super) fn start_with(adjust: impl Fn(&mut MemberConfig)) -> Self {
+        Self::start_on(1, adjust)
+    }
+
+    /// Three members on 10.0.`subnet`.0/24 (several trios may share a runtime).
+    pub(super) fn start_on(subnet: u8, adjust: impl Fn(&mut MemberConfig)) -> Self {
         let peers: BTreeMap<u64, SocketAddr> = (1..=3)
-            .map(|i| (i, format!("10.0.1.{i}:2380").parse().unwrap()))
+            .map(|i| (i, format!("10.0.{subnet}.{i}:2380").parse().unwrap()))
             .collect();
         let nodes = (1..=3u64)
             .map(|id| {
@@ -238,7 +243,7 @@ impl Trio {
                 let node = Handle::current()
                     .create_node()
                     .name(config.name.clone())
-                    .ip(format!("10.0.1.{id}").parse().unwrap())
+                    .ip(format!("10.0.{subnet}.{id}").parse().unwrap())
                     .init(move || {
                         let (config, d, s, o) = (config.clone(), d.clone(), s.clone(), o.clone());
                         async move {

@@ -5,11 +5,10 @@
 //! is rebuilt on restart from the WAL, the snapshot and the backend.
 
 pub mod disk;
-#[cfg(madsim)]
 pub mod lease;
 // The member's raft transport, its gRPC services and the k3s glue use madsim's raw endpoints:
-// they exist only in the simulator. `mvcc` (the conformance suite calls it directly), the disk,
-// the WAL and the raft storage build everywhere.
+// they exist only in the simulator. `mvcc` (the conformance suite calls it directly), the
+// lessor, the disk, the WAL and the raft storage build everywhere.
 #[cfg(madsim)]
 pub mod member;
 pub mod mvcc;

@@ -26,7 +26,6 @@ pub const PROBES: &[(&str, &str)] = &[
     ("kine.insert.commit_outlived_deadline", "a mysql-like insert's commit delay outlived the caller's deadline"),
     ("kine.insert.recommitted_under_fresh_id", "a reserved insert's id was filled or compacted meanwhile; committed under a fresh id"),
     ("kine.driver.call_timed_out", "a call to the database node timed out (outcome unknown)"),
-    ("kine.driver.database_unreachable", "the database node could not be reached"),
     // kine: reads and transactions
     ("kine.range.compacted", "a read asked for a revision below the compact revision"),
     ("kine.range.at_compact_revision", "a read at exactly the compact revision was served"),

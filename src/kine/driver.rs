@@ -119,10 +119,7 @@ impl Driver {
                         crate::probe!("kine.driver.call_timed_out");
                         Err(DriverError::Timeout)
                     }
-                    Err(e) => {
-                        crate::probe!("kine.driver.database_unreachable");
-                        Err(DriverError::Unreachable(e.to_string()))
-                    }
+                    Err(e) => Err(DriverError::Unreachable(e.to_string())),
                 }
             }
         }

@@ -122,3 +122,29 @@ pub fn fewer_nodes(s: &Scenario) -> Vec<Scenario> {
     });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::schedule::{Pause, Schedule};
+
+    #[test]
+    fn moving_faults_earlier_moves_pauses_too() {
+        let mut s = crate::scenario::load("../scenarios/kine-ha-partitions.toml").unwrap();
+        s.schedule = Some(Schedule {
+            pauses: vec![Pause {
+                role: "database".into(),
+                node: "db".into(),
+                at_s: 105.0,
+                duration_s: 3.0,
+            }],
+            ..Default::default()
+        });
+        let moved = earlier_in_time(&s, 2);
+        let at: Vec<f64> = moved
+            .iter()
+            .map(|c| c.schedule.as_ref().unwrap().pauses[0].at_s)
+            .collect();
+        assert_eq!(at, vec![5.0, 55.0], "the largest move first, to 5 s");
+    }
+}

@@ -275,4 +275,57 @@ mod tests {
             "cut at the period's end"
         );
     }
+
+    #[test]
+    fn pauses_are_faults_ddmin_drops_and_prune_keeps_within_the_run() {
+        let pause = |node: &str, at_s: f64| Pause {
+            role: "server".into(),
+            node: node.into(),
+            at_s,
+            duration_s: 30.0,
+        };
+        let base = Schedule {
+            pauses: vec![
+                pause("kine-1", 10.0),
+                pause("kine-3", 20.0),
+                pause("kine-2", 90.0),
+            ],
+            ..Default::default()
+        };
+        let all = items(&base);
+        assert_eq!(all.len(), 3, "each pause is one item");
+        assert_eq!(base.len(), 3);
+        let kept = ddmin(all, 2, |group| {
+            group
+                .iter()
+                .position(|c| c.contains(&Item::Pause(pause("kine-3", 20.0))))
+        });
+        assert_eq!(kept, vec![Item::Pause(pause("kine-3", 20.0))]);
+        assert_eq!(
+            schedule_of(&base, &kept).pauses,
+            vec![pause("kine-3", 20.0)]
+        );
+
+        let mut s = crate::scenario::load("../scenarios/kine-ha-partitions.toml").unwrap();
+        s.duration_s = 100;
+        s.topology.servers = 2;
+        s.schedule = Some(Schedule {
+            pauses: vec![
+                pause("kine-1", 10.0),
+                pause("kine-3", 20.0),
+                pause("kine-2", 90.0),
+                pause("kine-1", 100.0),
+            ],
+            ..Default::default()
+        });
+        prune(&mut s);
+        let left = s.schedule.unwrap().pauses;
+        let mut cut = pause("kine-2", 90.0);
+        cut.duration_s = 10.0;
+        assert_eq!(
+            left,
+            vec![pause("kine-1", 10.0), cut],
+            "kine-3 is gone, the last starts after the period, kine-2's is cut at its end"
+        );
+    }
 }

@@ -294,4 +294,50 @@ mod tests {
             );
         });
     }
+
+    /// Whole runs: every pause ends (resumed, or ended by a kill) before the quiet period, and
+    /// no node is paused while it is down.
+    #[test]
+    fn in_a_run_every_pause_ends_before_the_quiet_period_and_hits_only_nodes_that_are_up() {
+        use crate::history::EventKind;
+        let scenario = crate::scenario::load("tests/fixtures/tiny-pauses.toml").unwrap();
+        let mut ended_by_kill = 0;
+        for seed in 1..=3 {
+            let out = crate::world::run_seed(&scenario, seed, &Default::default());
+            let (mut paused, mut down) = (
+                std::collections::BTreeSet::new(),
+                std::collections::BTreeSet::new(),
+            );
+            let mut count = 0;
+            for e in &out.history.events {
+                let n = e.node.as_str();
+                match e.kind {
+                    EventKind::NodePaused => {
+                        assert!(!down.contains(n), "seed {seed}: {n} paused while down");
+                        assert!(paused.insert(n), "seed {seed}: {n} paused twice");
+                        count += 1;
+                    }
+                    EventKind::NodeResumed => assert!(paused.remove(n), "{n} resumed unpaused"),
+                    EventKind::NodeKilled => {
+                        ended_by_kill += usize::from(paused.remove(n));
+                        down.insert(n);
+                    }
+                    EventKind::NodeRestarted => {
+                        down.remove(n);
+                    }
+                    EventKind::FaultsStopped => {
+                        assert!(paused.is_empty(), "seed {seed}: still paused: {paused:?}")
+                    }
+                    _ => {}
+                }
+            }
+            assert!(
+                count >= 5,
+                "seed {seed}: about 12 pauses expected, got {count}"
+            );
+            assert_eq!(out.faults_injected.get("pause"), Some(&count));
+            assert!(out.schedule.pauses.len() >= count as usize);
+        }
+        eprintln!("pauses ended by a kill: {ended_by_kill}");
+    }
 }

@@ -195,7 +195,7 @@ pub const VARIANTS: &[VariantInfo] = &[
         name: "keys-only-values",
         meaning: "a keys-only list returns the values too",
         caught_by: "linearizable",
-        scenario: "kine-ha-partitions",
+        scenario: "chunked-list-compaction",
     },
     VariantInfo {
         area: "watch",

@@ -21,11 +21,22 @@ fn push(
     request: LeaseRequest,
     outcome: LeaseOutcome,
 ) {
+    push_life(h, client, 1, at, request, outcome)
+}
+
+fn push_life(
+    h: &mut History,
+    client: &str,
+    life: u64,
+    at: (f64, f64),
+    request: LeaseRequest,
+    outcome: LeaseOutcome,
+) {
     let id = 1000 + h.leases.len() as u64;
     h.leases.push(LeaseOperation {
         id,
         client: client.into(),
-        life: 1,
+        life,
         server: "kine-1".into(),
         invoke_ns: ns(at.0),
         complete_ns: ns(at.1),
@@ -348,4 +359,38 @@ fn a_run_without_leases_is_not_applicable() {
         check(&h).verdict(),
         Verdict::NotApplicable("no lease was granted".into())
     );
+}
+
+#[test]
+fn requests_belong_to_their_own_lease_even_when_a_store_repeats_an_id() {
+    // lease-client-1's second lease gets ID 7 again (a stub answering ID = TTL does that):
+    // only the repeated ID fires, not the first lease's read of its own keys judged against
+    // the second lease's.
+    let mut h = kept_until_ten();
+    let k2 = "/registry/events/faultline-lease/lease-client-1-2/k0";
+    let granted = ok(5, LeaseResult::Granted { lease: 7, ttl_s: 5 });
+    push_life(
+        &mut h,
+        "lease-client-1",
+        2,
+        (6.0, 6.01),
+        LeaseRequest::Grant { ttl_s: 5 },
+        granted,
+    );
+    let attach = LeaseRequest::Attach {
+        lease: 7,
+        key: k2.into(),
+    };
+    push_life(
+        &mut h,
+        "lease-client-1",
+        2,
+        (6.1, 6.11),
+        attach,
+        ok(30, LeaseResult::Attached),
+    );
+    read(&mut h, 7.0, 7, &[(K0, 10), (K1, 11)], 31);
+    let r = check(&h);
+    assert_eq!(r.total, 1, "{:?}", r.violations);
+    assert_fires(&r, "was given lease ID 7");
 }

@@ -216,10 +216,48 @@ pub struct Workload {
     /// error. `minority` partitions cut a server off together with the clients pinned to it.
     #[serde(default)]
     pub pinned_clients: u32,
+    /// Lease client nodes (`clients/leases.rs`), each granting leases, attaching keys under
+    /// `/registry/events/` and `/registry/leases/`, keeping some alive, letting some lapse and
+    /// revoking others. 0: no leases in the run (the `lease` check is n/a).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_clients: u32,
+    /// The TTLs, in seconds, lease clients draw from (one per lease, uniformly).
+    #[serde(
+        default = "default_lease_ttls_s",
+        skip_serializing_if = "is_default_lease_ttls"
+    )]
+    pub lease_ttls_s: Vec<i64>,
+    /// Keys attached to each lease.
+    #[serde(
+        default = "default_lease_keys",
+        skip_serializing_if = "is_default_lease_keys"
+    )]
+    pub lease_keys: u32,
 }
 
 fn default_value_bytes() -> usize {
     64
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Event-like leases of a few seconds and leader-election-like ones of ten and more.
+fn default_lease_ttls_s() -> Vec<i64> {
+    vec![2, 3, 5, 10, 15]
+}
+
+fn is_default_lease_ttls(v: &[i64]) -> bool {
+    v == default_lease_ttls_s().as_slice()
+}
+
+fn default_lease_keys() -> u32 {
+    2
+}
+
+fn is_default_lease_keys(n: &u32) -> bool {
+    *n == default_lease_keys()
 }
 
 /// Relative weights of the operations a client draws, one at a time. Writes are the

@@ -6,6 +6,7 @@
 
 mod compactor_continuity;
 mod etcd_only_rejoin;
+mod lease;
 pub(crate) mod linearizable;
 mod list_continuation;
 mod member_durability;
@@ -20,6 +21,7 @@ use store::observe::StoreEvent;
 
 pub use compactor_continuity::CompactorContinuity;
 pub use etcd_only_rejoin::EtcdOnlyRejoin;
+pub use lease::LeaseCheck;
 pub use linearizable::Linearizable;
 pub use list_continuation::ListContinuation;
 pub use revision_monotonic::RevisionMonotonic;
@@ -227,6 +229,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(WatchChecker),
         Box::new(WatchList),
         Box::new(EtcdOnlyRejoin),
+        Box::new(LeaseCheck),
     ]
 }
 
@@ -398,6 +401,7 @@ pub(crate) mod testutil {
             watches: vec![],
             lists: vec![],
             api_watches: vec![],
+            leases: vec![],
         }
     }
 

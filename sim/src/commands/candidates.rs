@@ -109,6 +109,12 @@ pub fn fewer_nodes(s: &Scenario) -> Vec<Scenario> {
         }
     });
     step(&|c| {
+        c.workload.lease_clients > 0 && {
+            c.workload.lease_clients -= 1;
+            true
+        }
+    });
+    step(&|c| {
         c.topology.kind == TopologyKind::Ha && c.topology.servers > 1 && {
             c.topology.servers -= 1;
             true

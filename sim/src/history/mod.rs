@@ -5,8 +5,11 @@
 //! Checkers read only this; they never reach back into the cluster. It owns no behaviour beyond
 //! small queries shared by several checkers.
 
+pub mod lease;
 pub mod recorder;
 pub mod trace;
+
+pub use lease::{LeaseOperation, LeaseOutcome, LeaseRequest, LeaseResult, LeasedKv};
 
 use serde::{Deserialize, Serialize};
 use store::observe::StoreEvent;
@@ -88,6 +91,9 @@ pub struct History {
     /// WATCH and WatchList streams through the apiserver facade (a resumed one is a new session).
     #[serde(default)]
     pub api_watches: Vec<ApiWatch>,
+    /// The lease clients' requests, ordered by invoke time (absent from runs without them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<LeaseOperation>,
 }
 
 /// One chunked LIST through the apiserver: its pages in order, continued token by token.

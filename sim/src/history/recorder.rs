@@ -7,8 +7,9 @@
 use crate::history::trace::Trace;
 use crate::history::{
     printable, ApiWatch, ApiWatchEnd, ApiWatchEvent, ChunkedList, EventKind, History,
-    HistoryParams, ListPage, Operation, Outcome, PageAnswer, Request, SimNanos, WatchEventRecord,
-    WatchSession, WatchSessionEnd, WorldEvent,
+    HistoryParams, LeaseOperation, LeaseOutcome, LeaseRequest, LeaseResult, ListPage, Operation,
+    Outcome, PageAnswer, Request, SimNanos, WatchEventRecord, WatchSession, WatchSessionEnd,
+    WorldEvent,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +29,9 @@ struct State {
     next_response: u64,
     lists: Vec<ChunkedList>,
     api_watches: Vec<ApiWatch>,
+    leases: Vec<LeaseOperation>,
+    /// Invoked lease operations not yet completed, by id.
+    pending_leases: BTreeMap<u64, usize>,
     /// Revisions already reported committed, with the key and whether it was a delete: every
     /// etcd member applies (and reports) each one.
     committed: BTreeMap<i64, (String, bool)>,
@@ -116,6 +120,48 @@ impl Recorder {
         op.complete_ns = at_ns;
         op.outcome = outcome;
         s.trace.push(at_ns, &op.client, Completion(op));
+    }
+
+    /// Records the start of a lease client's request; returns its id for `complete_lease`.
+    pub fn invoke_lease(
+        &self,
+        client: &str,
+        server: &str,
+        life: u64,
+        request: LeaseRequest,
+    ) -> u64 {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let id = s.next_op;
+        s.next_op += 1;
+        let index = s.leases.len();
+        s.leases.push(LeaseOperation {
+            id,
+            client: client.to_string(),
+            life,
+            server: server.to_string(),
+            invoke_ns: at_ns,
+            complete_ns: at_ns,
+            request,
+            outcome: LeaseOutcome::Unknown {
+                error: "never completed".into(),
+            },
+        });
+        s.pending_leases.insert(id, index);
+        id
+    }
+
+    pub fn complete_lease(&self, id: u64, outcome: LeaseOutcome) {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let Some(index) = s.pending_leases.remove(&id) else {
+            return;
+        };
+        let s = &mut *s;
+        let op = &mut s.leases[index];
+        op.complete_ns = at_ns;
+        op.outcome = outcome;
+        s.trace.push(at_ns, &op.client, LeaseCompletion(op));
     }
 
     /// Records a watch stream's creation, requested at `invoked_ns`; returns its session id.
@@ -343,6 +389,11 @@ impl Recorder {
             s.ops[index].complete_ns = end;
         }
         s.pending.clear();
+        let pending: Vec<usize> = s.pending_leases.values().copied().collect();
+        for index in pending {
+            s.leases[index].complete_ns = end;
+        }
+        s.pending_leases.clear();
         let history = History {
             params,
             ops: std::mem::take(&mut s.ops),
@@ -350,6 +401,7 @@ impl Recorder {
             watches: std::mem::take(&mut s.watches),
             lists: std::mem::take(&mut s.lists),
             api_watches: std::mem::take(&mut s.api_watches),
+            leases: std::mem::take(&mut s.leases),
         };
         (history, std::mem::take(&mut s.trace))
     }
@@ -470,6 +522,56 @@ impl fmt::Display for Completion<'_> {
             } => write!(f, "ok rev={header_revision} succeeded={succeeded}"),
             Outcome::Failed { error } => write!(f, "failed: {error}"),
             Outcome::Unknown { error } => write!(f, "unknown: {error}"),
+        }
+    }
+}
+
+/// A completed lease request's trace line: `op#<id> lease <request> -> <outcome>`.
+struct LeaseCompletion<'a>(&'a LeaseOperation);
+
+impl fmt::Display for LeaseCompletion<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = self.0;
+        write!(f, "op#{} lease ", op.id)?;
+        match &op.request {
+            LeaseRequest::Grant { ttl_s } => write!(f, "grant ttl={ttl_s}")?,
+            LeaseRequest::KeepAlive { lease, stream } => {
+                write!(f, "keep-alive {lease} stream={stream}")?
+            }
+            LeaseRequest::Revoke { lease } => write!(f, "revoke {lease}")?,
+            LeaseRequest::TimeToLive { lease } => write!(f, "time-to-live {lease}")?,
+            LeaseRequest::Leases => f.write_str("leases")?,
+            LeaseRequest::Attach { lease, key } => write!(f, "attach {key} to {lease}")?,
+            LeaseRequest::Read { lease, start, .. } => {
+                write!(f, "read {} of {lease}", printable(start))?
+            }
+        }
+        f.write_str(" -> ")?;
+        match &op.outcome {
+            LeaseOutcome::Ok {
+                header_revision,
+                result,
+            } => {
+                write!(f, "ok rev={header_revision}")?;
+                match result {
+                    LeaseResult::Granted { lease, ttl_s } => write!(f, " id={lease} ttl={ttl_s}"),
+                    LeaseResult::KeptAlive { ttl_s } => write!(f, " ttl={ttl_s}"),
+                    LeaseResult::Revoked | LeaseResult::Attached => Ok(()),
+                    LeaseResult::TimeToLive {
+                        ttl_s,
+                        granted_ttl_s,
+                        keys,
+                    } => write!(
+                        f,
+                        " ttl={ttl_s} granted={granted_ttl_s} keys={}",
+                        keys.len()
+                    ),
+                    LeaseResult::Leases { ids } => write!(f, " leases={}", ids.len()),
+                    LeaseResult::Read { kvs } => write!(f, " kvs={}", kvs.len()),
+                }
+            }
+            LeaseOutcome::Failed { error } => write!(f, "failed: {error}"),
+            LeaseOutcome::Unknown { error } => write!(f, "unknown: {error}"),
         }
     }
 }

@@ -171,6 +171,7 @@ pub fn node_names(s: &Scenario, schedule: &Schedule) -> Vec<String> {
     add("client", t.clients);
     add("watcher", s.workload.watchers);
     add("controller", s.controllers.count);
+    add("lease-client", s.workload.lease_clients);
     if t.kind == TopologyKind::Ha {
         out.push("db".into());
     }

@@ -188,3 +188,50 @@ fn serializable_reads_need_pinned_clients_and_pins_need_clients() {
         "{e}"
     );
 }
+
+#[test]
+fn lease_settings_are_validated_with_their_line() {
+    let leases = GOOD.replace(
+        "request_timeout_ms = 1000",
+        "request_timeout_ms = 1000\nlease_clients = 2\nlease_ttls_s = [2, 0]",
+    );
+    let e = parse("bad.toml", &leases).unwrap_err().to_string();
+    assert!(
+        e.starts_with("bad.toml:18: workload.lease_ttls_s: TTL 0 is not between 1 and 3600"),
+        "{e}"
+    );
+    let e = parse(
+        "bad.toml",
+        &leases.replace("[2, 0]", "[2, 5]\nlease_keys = 11"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("bad.toml:19: workload.lease_keys: 11 keys per lease"),
+        "{e}"
+    );
+    let e = parse(
+        "bad.toml",
+        &leases
+            .replace("[2, 0]", "[2, 5]")
+            .replace("[\"pods\"]", "[\"events\"]"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("bad.toml:11: workload.resources: `events` holds the lease clients' keys"),
+        "{e}"
+    );
+    let s = parse("good.toml", &leases.replace("[2, 0]", "[2, 5]")).unwrap();
+    assert_eq!(
+        (
+            s.workload.lease_clients,
+            s.workload.lease_ttls_s,
+            s.workload.lease_keys
+        ),
+        (2, vec![2, 5], 2)
+    );
+    // Without lease clients the settings are not judged, and the defaults hold.
+    let s = parse("good.toml", GOOD).unwrap();
+    assert_eq!((s.workload.lease_clients, s.workload.lease_keys), (0, 2));
+}

@@ -47,6 +47,36 @@ fn subset(field: &str, values: &[String], allowed: &[&str]) -> Result<(), Proble
     Ok(())
 }
 
+/// The lease clients' settings, checked only when the run has lease clients.
+fn lease_settings(w: &super::Workload) -> Result<(), Problem> {
+    check(
+        !w.lease_ttls_s.is_empty(),
+        "workload.lease_ttls_s",
+        "name at least one TTL for the lease clients to draw from",
+    )?;
+    for ttl in &w.lease_ttls_s {
+        check(
+            (1..=3600).contains(ttl),
+            "workload.lease_ttls_s",
+            format!("TTL {ttl} is not between 1 and 3600 seconds"),
+        )?;
+    }
+    check(
+        (1..=10).contains(&w.lease_keys),
+        "workload.lease_keys",
+        format!("{} keys per lease; allowed: 1 to 10", w.lease_keys),
+    )?;
+    // The lease clients' keys live under these resources: the workload's own must not.
+    for r in &w.resources {
+        check(
+            r != "events" && r != "leases",
+            "workload.resources",
+            format!("`{r}` holds the lease clients' keys (workload.lease_clients > 0); the workload needs resources of its own"),
+        )?;
+    }
+    Ok(())
+}
+
 /// Range and consistency checks serde cannot express. Returns the dotted field and the problem.
 pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
     check(!s.name.trim().is_empty(), "name", "must not be empty")?;
@@ -267,6 +297,9 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
             &format!("workload.mix.{kind}"),
             "serializable reads are sent by pinned clients only (a client that moves to another server may see an older state there); set workload.pinned_clients",
         )?;
+    }
+    if w.lease_clients > 0 {
+        lease_settings(w)?;
     }
     let f = &s.faults;
     check(

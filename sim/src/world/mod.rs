@@ -11,6 +11,7 @@ pub mod membership;
 
 use crate::clients::controller::{run_controller, ApiServerAddr, ControllerConfig};
 use crate::clients::etcd_call::send;
+use crate::clients::leases::{run_lease_client, LeaseClientConfig};
 use crate::clients::watcher::{run_watcher, WatcherConfig};
 use crate::clients::workload::{run_client, ClientConfig};
 use crate::faults::compaction::CompactionFaults;
@@ -513,6 +514,35 @@ fn build_cluster(
             .name(&name)
             .ip(ip(4, i))
             .init(move || run_controller(config.clone(), recorder_c.clone()))
+            .build();
+        cluster.register(&name, node.id(), Role::Client, recorder);
+    }
+    // Created after every other node, so a run without lease clients is the run it always was.
+    for i in 1..=scenario.workload.lease_clients {
+        let name = format!("lease-client-{i}");
+        let config = LeaseClientConfig {
+            name: name.clone(),
+            servers: cluster.servers.clone(),
+            ttls_s: scenario.workload.lease_ttls_s.clone(),
+            keys: scenario.workload.lease_keys,
+            timeout: Duration::from_millis(scenario.workload.request_timeout_ms),
+            stop_at,
+        };
+        let recorder_c = recorder.clone();
+        let incarnation = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let node = handle
+            .create_node()
+            .name(&name)
+            .ip(ip(8, i))
+            .init(move || {
+                // A restarted lease client is a new session; its old leases are left to lapse.
+                let n = incarnation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut config = config.clone();
+                if n > 0 {
+                    config.name = format!("{}#{}", config.name, n + 1);
+                }
+                run_lease_client(config, recorder_c.clone())
+            })
             .build();
         cluster.register(&name, node.id(), Role::Client, recorder);
     }

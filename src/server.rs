@@ -142,24 +142,6 @@ impl Lease for EtcdApi {
         self.store.leases_in_use();
         Ok(Response::new(self.store.lease_leases().await?))
     }
-
-    // Placeholder until the lease work lands (issue 22): added with the proto's messages so
-    // the simulator's lease clients compile against etcd's full Lease API.
-    async fn lease_time_to_live(
-        &self,
-        _r: Request<crate::proto::etcdserverpb::LeaseTimeToLiveRequest>,
-    ) -> Answer<crate::proto::etcdserverpb::LeaseTimeToLiveResponse> {
-        Err(Status::unimplemented(
-            "LeaseTimeToLive is not implemented yet",
-        ))
-    }
-
-    async fn lease_leases(
-        &self,
-        _r: Request<crate::proto::etcdserverpb::LeaseLeasesRequest>,
-    ) -> Answer<crate::proto::etcdserverpb::LeaseLeasesResponse> {
-        Err(Status::unimplemented("LeaseLeases is not implemented yet"))
-    }
 }
 
 #[tonic::async_trait]

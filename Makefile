@@ -44,8 +44,9 @@ test:
 
 ## The real build's tests: faultline-store served for real and the suite's own unit tests; then,
 ## with etcd 3.4 installed, etcdctl against faultline-store and TEST_CONFORMANCE_SEEDS of the
-## conformance suite. Without etcd those two are NOT run: this says so and fails, unless
-## SKIP_ETCD=1 says to accept that.
+## conformance suite, and TLS with etcdctl; with Node.js and the npm etcd3 package too, that
+## client's features against etcd and faultline-store. What cannot run says so loudly and fails,
+## unless SKIP_ETCD=1 (or SKIP_CLIENTS=1 for the npm client) says to accept that.
 test-real:
 	$(REAL_CARGO) test $(REAL_FLAGS) --bins --test serve
 	@if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then \
@@ -60,6 +61,19 @@ test-real:
 		echo "** or accept that they did not run: make test SKIP_ETCD=1"; \
 		echo "************************************************************************"; \
 		test "$(SKIP_ETCD)" = 1; \
+	fi
+	@if command -v etcd >/dev/null 2>&1 && command -v node >/dev/null 2>&1 && \
+	    test -f real/clients/etcd3/node_modules/etcd3/package.json; then \
+		echo "$(REAL_CARGO) test $(REAL_FLAGS) --test etcd3_client"; \
+		$(REAL_CARGO) test $(REAL_FLAGS) --test etcd3_client; \
+	else \
+		echo; \
+		echo "************************************************************************"; \
+		echo "** the npm etcd3 client test was NOT RUN: it needs etcd 3.4, Node.js and"; \
+		echo "** the package: npm ci --prefix real/clients/etcd3   (bash .ci/run does)"; \
+		echo "** or accept that it did not run: make test SKIP_CLIENTS=1"; \
+		echo "************************************************************************"; \
+		test "$(SKIP_CLIENTS)" = 1; \
 	fi
 
 ## faultline's etcd MVCC and faultline-store against real etcd 3.4, operation by operation:

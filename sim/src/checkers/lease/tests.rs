@@ -149,7 +149,9 @@ fn watch_delete(h: &mut History, at: f64, key: &str, rev: i64) {
             deleted: true,
             mod_revision: rev,
             create_revision: 10,
-            prev_mod_revision: Some(10),
+            version: 0,
+            value: String::new(),
+            prev_kv: None,
         }],
         ..Default::default()
     });

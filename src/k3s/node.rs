@@ -170,7 +170,8 @@ pub async fn run_k3s_node(
     kubelet(config, lb, rpc, observer).await;
 }
 
-/// Probes every known server each period and records each change of route.
+/// Probes every known server each period and records each change of a server's health and of
+/// the route.
 async fn health_checks(
     config: K3sNodeConfig,
     lb: Arc<Mutex<LoadBalancer>>,
@@ -178,6 +179,7 @@ async fn health_checks(
     observer: SharedObserver,
 ) {
     let mut last: Option<Option<String>> = None;
+    let mut seen: BTreeMap<String, Probe> = BTreeMap::new();
     let mut tick = tokio::time::interval(config.health_every);
     loop {
         tick.tick().await;
@@ -203,6 +205,7 @@ async fn health_checks(
             }
         }))
         .await;
+        record_health(&observer, &mut seen, &servers, &probes);
         let route = {
             let mut lb = lb.lock().expect("lb lock poisoned");
             for (s, p) in servers.iter().zip(&probes) {
@@ -229,6 +232,40 @@ async fn health_checks(
             });
             last = Some(route);
         }
+    }
+}
+
+/// Records each server whose check found something else than its previous one, and each server
+/// no longer checked: what the routing check judges the route against.
+fn record_health(
+    observer: &SharedObserver,
+    seen: &mut BTreeMap<String, Probe>,
+    servers: &[String],
+    probes: &[Probe],
+) {
+    for (s, p) in servers.iter().zip(probes) {
+        if seen.insert(s.clone(), *p) != Some(*p) {
+            observer.record(StoreEvent::LbHealth {
+                server: s.clone(),
+                reachable: p.reachable,
+                apiserver: p.apiserver,
+                known: true,
+            });
+        }
+    }
+    let dropped: Vec<String> = seen
+        .keys()
+        .filter(|s| !servers.contains(s))
+        .cloned()
+        .collect();
+    for s in dropped {
+        seen.remove(&s);
+        observer.record(StoreEvent::LbHealth {
+            server: s,
+            reachable: false,
+            apiserver: false,
+            known: false,
+        });
     }
 }
 

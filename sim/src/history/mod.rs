@@ -39,6 +39,11 @@ pub struct HistoryParams {
     /// Ready again (derived from the health-check period, lease interval and grace period).
     #[serde(default)]
     pub rejoin_bound_ns: SimNanos,
+    /// etcd topology: how long a node's load balancer may keep routing to a server that fails its
+    /// health check while another it knows passes (a health-check period, a failed check's
+    /// timeout, and slack for message delivery); 0: routing is not judged during faults.
+    #[serde(default)]
+    pub lb_health_bound_ns: SimNanos,
     /// etcd topology: a Node is NotReady after this long without a lease renewal.
     #[serde(default)]
     pub node_lease_grace_ns: SimNanos,
@@ -384,6 +389,10 @@ pub enum EventKind {
     NodeStarted,
     NodeKilled,
     NodeRestarted,
+    /// The node's tasks and timers stopped (a process pause); messages to it wait.
+    NodePaused,
+    /// The paused node went on as it was (a kill of a paused node ends its pause instead).
+    NodeResumed,
     /// Messages from every node in `from` to every node in `to` are dropped (and back, unless
     /// `one_way`).
     PartitionStarted {

@@ -93,6 +93,8 @@ fn extract(h: &History, focus: bool) -> Timeline {
                     down.push((e.node.clone(), from, t));
                 }
             }
+            // Not drawn yet: the pauses fault family draws its spans.
+            EventKind::NodePaused | EventKind::NodeResumed => {}
             // A server is out of the cluster before it joins and after it leaves.
             EventKind::ServerJoined { via, .. } => {
                 touched.insert(e.node.clone());

@@ -371,3 +371,67 @@ async fn renew_lease(config: &K3sNodeConfig, rpc: &Endpoint, via: &str) -> Resul
         other => Err(format!("unexpected answer {other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::Observer;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<StoreEvent>>);
+
+    impl Observer for Collect {
+        fn record(&self, e: StoreEvent) {
+            self.0.lock().unwrap().push(e);
+        }
+    }
+
+    fn health(server: &str, reachable: bool, apiserver: bool, known: bool) -> StoreEvent {
+        StoreEvent::LbHealth {
+            server: server.into(),
+            reachable,
+            apiserver,
+            known,
+        }
+    }
+
+    #[test]
+    fn health_is_recorded_on_change_and_when_a_server_is_no_longer_checked() {
+        let collect = Arc::new(Collect::default());
+        let observer: SharedObserver = collect.clone();
+        let mut seen = BTreeMap::new();
+        let (up, etcd_only) = (
+            Probe {
+                reachable: true,
+                apiserver: true,
+            },
+            Probe {
+                reachable: true,
+                apiserver: false,
+            },
+        );
+        let servers = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        record_health(
+            &observer,
+            &mut seen,
+            &servers(&["s0", "s1"]),
+            &[etcd_only, up],
+        );
+        // The same outcomes again: nothing new to tell.
+        record_health(
+            &observer,
+            &mut seen,
+            &servers(&["s0", "s1"]),
+            &[etcd_only, up],
+        );
+        record_health(&observer, &mut seen, &servers(&["s0"]), &[up]);
+        let events = std::mem::take(&mut *collect.0.lock().unwrap());
+        let want = [
+            health("s0", true, false, true),
+            health("s1", true, true, true),
+            health("s0", true, true, true),
+            health("s1", false, false, false),
+        ];
+        assert_eq!(events, want);
+    }
+}

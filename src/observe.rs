@@ -171,6 +171,16 @@ pub enum StoreEvent {
         apiserver: bool,
         reason: String,
     },
+    /// The node's load balancer checked `server`'s health and found something other than its
+    /// previous check did (recorded on change only): whether the server answered within the
+    /// check's timeout and whether its apiserver was ready. `known: false` when the load
+    /// balancer stopped checking it (the server lists dropped it).
+    LbHealth {
+        server: String,
+        reachable: bool,
+        apiserver: bool,
+        known: bool,
+    },
     /// The kubelet tried to renew its Node lease through the load balancer.
     NodeLeaseRenew {
         via: Option<String>,

@@ -170,7 +170,8 @@ pub async fn run_k3s_node(
     kubelet(config, lb, rpc, observer).await;
 }
 
-/// Probes every known server each period and records each change of route.
+/// Probes every known server each period and records each change of a server's health and of
+/// the route.
 async fn health_checks(
     config: K3sNodeConfig,
     lb: Arc<Mutex<LoadBalancer>>,
@@ -178,6 +179,7 @@ async fn health_checks(
     observer: SharedObserver,
 ) {
     let mut last: Option<Option<String>> = None;
+    let mut seen: BTreeMap<String, Probe> = BTreeMap::new();
     let mut tick = tokio::time::interval(config.health_every);
     loop {
         tick.tick().await;
@@ -203,6 +205,7 @@ async fn health_checks(
             }
         }))
         .await;
+        record_health(&observer, &mut seen, &servers, &probes);
         let route = {
             let mut lb = lb.lock().expect("lb lock poisoned");
             for (s, p) in servers.iter().zip(&probes) {
@@ -229,6 +232,40 @@ async fn health_checks(
             });
             last = Some(route);
         }
+    }
+}
+
+/// Records each server whose check found something else than its previous one, and each server
+/// no longer checked: what the routing check judges the route against.
+fn record_health(
+    observer: &SharedObserver,
+    seen: &mut BTreeMap<String, Probe>,
+    servers: &[String],
+    probes: &[Probe],
+) {
+    for (s, p) in servers.iter().zip(probes) {
+        if seen.insert(s.clone(), *p) != Some(*p) {
+            observer.record(StoreEvent::LbHealth {
+                server: s.clone(),
+                reachable: p.reachable,
+                apiserver: p.apiserver,
+                known: true,
+            });
+        }
+    }
+    let dropped: Vec<String> = seen
+        .keys()
+        .filter(|s| !servers.contains(s))
+        .cloned()
+        .collect();
+    for s in dropped {
+        seen.remove(&s);
+        observer.record(StoreEvent::LbHealth {
+            server: s,
+            reachable: false,
+            apiserver: false,
+            known: false,
+        });
     }
 }
 
@@ -336,5 +373,69 @@ async fn renew_lease(config: &K3sNodeConfig, rpc: &Endpoint, via: &str) -> Resul
         ApiResponse::Object(_) => Ok(()),
         ApiResponse::Status(s) => Err(format!("{} {}: {}", s.code, s.reason, s.message)),
         other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::Observer;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<StoreEvent>>);
+
+    impl Observer for Collect {
+        fn record(&self, e: StoreEvent) {
+            self.0.lock().unwrap().push(e);
+        }
+    }
+
+    fn health(server: &str, reachable: bool, apiserver: bool, known: bool) -> StoreEvent {
+        StoreEvent::LbHealth {
+            server: server.into(),
+            reachable,
+            apiserver,
+            known,
+        }
+    }
+
+    #[test]
+    fn health_is_recorded_on_change_and_when_a_server_is_no_longer_checked() {
+        let collect = Arc::new(Collect::default());
+        let observer: SharedObserver = collect.clone();
+        let mut seen = BTreeMap::new();
+        let (up, etcd_only) = (
+            Probe {
+                reachable: true,
+                apiserver: true,
+            },
+            Probe {
+                reachable: true,
+                apiserver: false,
+            },
+        );
+        let servers = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        record_health(
+            &observer,
+            &mut seen,
+            &servers(&["s0", "s1"]),
+            &[etcd_only, up],
+        );
+        // The same outcomes again: nothing new to tell.
+        record_health(
+            &observer,
+            &mut seen,
+            &servers(&["s0", "s1"]),
+            &[etcd_only, up],
+        );
+        record_health(&observer, &mut seen, &servers(&["s0"]), &[up]);
+        let events = std::mem::take(&mut *collect.0.lock().unwrap());
+        let want = [
+            health("s0", true, false, true),
+            health("s1", true, true, true),
+            health("s0", true, true, true),
+            health("s1", false, false, false),
+        ];
+        assert_eq!(events, want);
     }
 }

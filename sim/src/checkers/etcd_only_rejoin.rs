@@ -1,4 +1,6 @@
-//! etcd-only-rejoin: after faults stop, every k3s node of an etcd topology finds its way back.
+//! etcd-only-rejoin: after faults stop, every k3s node of an etcd topology finds its way back;
+//! and all the time, faults or not, its load balancer leaves a failing server for a passing one
+//! (the routing half, routing.rs).
 //!
 //! Within the rejoin bound every node's load balancer routes to a server that runs an apiserver
 //! and stays there, every node is Ready at the end, and every etcd member has caught up. It reads
@@ -31,7 +33,7 @@ impl Checker for EtcdOnlyRejoin {
     }
 
     fn meaning(&self) -> &'static str {
-        "within the rejoin bound after faults stop, every node routes to a server with an apiserver and stays there, is Ready at the end, and every etcd member is caught up; a restarted node rejoins through any server it knew once one is reachable; a load balancer drops the servers the lists dropped"
+        "within the rejoin bound after faults stop, every node routes to a server with an apiserver and stays there, is Ready at the end, and every etcd member is caught up; a restarted node rejoins through any server it knew once one is reachable; a load balancer drops the servers the lists dropped; and at all times, faults or not, no load balancer keeps routing to a server failing its health check (apiserver not ready, or unreachable) while another it knows passes, for longer than the health-check bound"
     }
 
     fn check(&self, h: &History) -> CheckReport {
@@ -67,6 +69,7 @@ impl Checker for EtcdOnlyRejoin {
         judge.members(h);
         judge.load_balancers(h);
         let restarts = super::rejoin_liveness::check(h, &mut judge.out);
+        let stuck = super::routing::check(h, &mut judge.out);
         CheckReport::judged(
             self.name(),
             judge.out,
@@ -74,6 +77,9 @@ impl Checker for EtcdOnlyRejoin {
                 ("nodes", p.node_roles.len() as u64),
                 ("members", p.members_final.len() as u64),
                 ("restarts", restarts),
+                ("failing routes with a passing alternative", stuck),
+                // The bound every routing violation quotes, stated on a pass too.
+                ("ms routing bound", p.lb_health_bound_ns / 1_000_000),
             ],
             "no k3s node in this run",
         )

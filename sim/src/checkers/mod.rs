@@ -12,6 +12,7 @@ mod list_continuation;
 mod member_durability;
 mod rejoin_liveness;
 mod revision_monotonic;
+mod routing;
 mod watch;
 mod watchlist;
 

@@ -42,6 +42,11 @@ pub struct HistoryParams {
     /// Ready again (derived from the health-check period, lease interval and grace period).
     #[serde(default)]
     pub rejoin_bound_ns: SimNanos,
+    /// etcd topology: how long a node's load balancer may keep routing to a server that fails its
+    /// health check while another it knows passes (a health-check period, a failed check's
+    /// timeout, and slack for message delivery); 0: routing is not judged during faults.
+    #[serde(default)]
+    pub lb_health_bound_ns: SimNanos,
     /// etcd topology: a Node is NotReady after this long without a lease renewal.
     #[serde(default)]
     pub node_lease_grace_ns: SimNanos,

@@ -34,6 +34,8 @@ const PEER_PORT: u16 = 2380;
 pub(crate) const SUPERVISOR_PORT: u16 = 9345;
 /// Load balancer health checks (k3s: every second).
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// The nodes' health checks (src/k3s/node.rs) time out after one period.
+const HEALTH_TIMEOUT: Duration = HEALTH_EVERY;
 /// Kubelet Node lease renewals (every 10 s) and the NotReady grace (40 s).
 const LEASE_EVERY: Duration = Duration::from_secs(10);
 pub(crate) const LEASE_GRACE: Duration = Duration::from_secs(40);
@@ -120,6 +122,14 @@ fn plan_membership(scenario: &Scenario, seed: u64) -> Plan {
 /// interval for the next renewal and a request deadline for it, with slack for one retry.
 pub(crate) fn rejoin_bound(request_timeout: Duration) -> Duration {
     Duration::from_secs(5) + 2 * HEALTH_EVERY + 2 * (LEASE_EVERY + request_timeout)
+}
+
+/// How long a node's load balancer may stay on a failing server while another it knows passes:
+/// the check that sees the change starts within a period, or right after a round that waited out a
+/// timeout, and takes at most one timeout (the node's checks time out after one period); plus
+/// half a period for delivery and the route's recording.
+pub(crate) fn lb_health_bound() -> Duration {
+    HEALTH_EVERY.max(HEALTH_TIMEOUT) + HEALTH_TIMEOUT + HEALTH_EVERY / 2
 }
 
 /// The apiservers of the etcd topology (servers and control-plane-only nodes), for controllers.

@@ -281,6 +281,7 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
         HistoryParams {
             node_roles: m.final_roles(),
             rejoin_bound_ns: crate::world::etcd::rejoin_bound(timeout).as_nanos() as u64,
+            lb_health_bound_ns: crate::world::etcd::lb_health_bound().as_nanos() as u64,
             node_lease_grace_ns: crate::world::etcd::LEASE_GRACE.as_nanos() as u64,
             ..params
         }

@@ -315,6 +315,10 @@ async fn revision_filters_cut_the_result_while_count_stays_the_range_count() {
 #[madsim::test]
 async fn ignore_value_and_ignore_lease_keep_the_keys_own_in_puts_and_txns() {
     let s = store().await;
+    // A put may name only a lease that exists.
+    s.lease_grant(&crate::proto::etcdserverpb::LeaseGrantRequest { ttl: 600, id: 7 })
+        .await
+        .unwrap();
     let mut first = put("/k", "v1");
     first.lease = 7;
     s.put(&first).await.unwrap();

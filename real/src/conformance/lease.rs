@@ -531,7 +531,7 @@ impl ModelLeases {
             t.header = header(mvcc);
             Answer::Txn(t)
         } else {
-            let mut p = mvcc.put(&put);
+            let mut p = mvcc.put(&put).expect("a put attaching a key cannot fail");
             p.header = header(mvcc);
             Answer::Put(p)
         }

@@ -78,18 +78,7 @@ impl<'a> World<'a> {
             EventKind::PartitionStarted { from, to, one_way }
             | EventKind::PartitionHealed { from, to, one_way } => {
                 let start = matches!(kind, EventKind::PartitionStarted { .. });
-                for a in from {
-                    for b in to {
-                        let mut links = vec![(a.as_str(), b.as_str())];
-                        if !one_way {
-                            links.push((b.as_str(), a.as_str()));
-                        }
-                        for l in links {
-                            let c = self.cuts.entry(l).or_insert(0);
-                            *c = if start { *c + 1 } else { c.saturating_sub(1) };
-                        }
-                    }
-                }
+                count_cuts(&mut self.cuts, from, to, *one_way, start);
             }
             _ => {}
         }
@@ -106,6 +95,29 @@ impl<'a> World<'a> {
 type Steps<'a> = Vec<(SimNanos, &'a str, Step<'a>)>;
 
 /// The world events and the joins of servers without a member, in time order.
+/// Counts a partition starting (`start`) or healing on every link it cuts: a link is cut while
+/// its count is above zero, so overlapping partitions heal one at a time.
+pub(super) fn count_cuts<'a>(
+    cuts: &mut BTreeMap<(&'a str, &'a str), u32>,
+    from: &'a [String],
+    to: &'a [String],
+    one_way: bool,
+    start: bool,
+) {
+    for a in from {
+        for b in to {
+            let mut links = vec![(a.as_str(), b.as_str())];
+            if !one_way {
+                links.push((b.as_str(), a.as_str()));
+            }
+            for l in links {
+                let c = cuts.entry(l).or_insert(0);
+                *c = if start { *c + 1 } else { c.saturating_sub(1) };
+            }
+        }
+    }
+}
+
 fn world_events<'a>(h: &'a History, memberless: &BTreeSet<&str>) -> Steps<'a> {
     let world = h.events.iter().filter(|e| {
         matches!(

@@ -12,6 +12,7 @@
 //! violation. While a node is down or paused it is not judged; after it starts again only what
 //! it checked since counts, and after it resumes the bound starts afresh.
 
+use super::rejoin_liveness::count_cuts;
 use super::{secs, Violations};
 use crate::history::{EventKind, History, SimNanos};
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,18 +61,7 @@ impl<'a> World<'a> {
             EventKind::PartitionStarted { from, to, one_way }
             | EventKind::PartitionHealed { from, to, one_way } => {
                 let start = matches!(kind, EventKind::PartitionStarted { .. });
-                for a in from {
-                    for b in to {
-                        let mut links = vec![(a.as_str(), b.as_str())];
-                        if !one_way {
-                            links.push((b.as_str(), a.as_str()));
-                        }
-                        for l in links {
-                            let c = self.cuts.entry(l).or_insert(0);
-                            *c = if start { *c + 1 } else { c.saturating_sub(1) };
-                        }
-                    }
-                }
+                count_cuts(&mut self.cuts, from, to, *one_way, start);
             }
             _ => {}
         }

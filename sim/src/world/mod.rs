@@ -450,22 +450,16 @@ fn build_cluster(
             workload: scenario.workload.clone(),
             stop_at,
         };
-        let recorder_c = recorder.clone();
-        let incarnation = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let node = handle
-            .create_node()
-            .name(&name)
-            .ip(ip(2, i))
-            .init(move || {
-                // A restarted client is a new session: its operations are a new sequence.
-                let n = incarnation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut config = config.clone();
-                if n > 0 {
-                    config.name = format!("{}#{}", config.name, n + 1);
-                }
-                run_client(config, recorder_c.clone())
-            })
-            .build();
+        // A restarted client is a new session: its operations are a new sequence.
+        let node = session_node(
+            &handle,
+            &name,
+            ip(2, i),
+            config,
+            recorder,
+            |c| &mut c.name,
+            run_client,
+        );
         cluster.register(&name, node.id(), Role::Client, recorder);
         if let Some(idx) = pinned {
             let server = cluster.servers[idx].0.clone();
@@ -529,22 +523,16 @@ fn build_cluster(
             timeout: Duration::from_millis(scenario.workload.request_timeout_ms),
             stop_at,
         };
-        let recorder_c = recorder.clone();
-        let incarnation = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let node = handle
-            .create_node()
-            .name(&name)
-            .ip(ip(8, i))
-            .init(move || {
-                // A restarted lease client is a new session; its old leases are left to lapse.
-                let n = incarnation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut config = config.clone();
-                if n > 0 {
-                    config.name = format!("{}#{}", config.name, n + 1);
-                }
-                run_lease_client(config, recorder_c.clone())
-            })
-            .build();
+        // A restarted lease client is a new session; its old leases are left to lapse.
+        let node = session_node(
+            &handle,
+            &name,
+            ip(8, i),
+            config,
+            recorder,
+            |c| &mut c.name,
+            run_lease_client,
+        );
         cluster.register(&name, node.id(), Role::Client, recorder);
     }
     cluster
@@ -619,4 +607,37 @@ fn count_faults(history: &History) -> BTreeMap<String, u64> {
         *out.entry(kind).or_insert(0) += 1;
     }
     out
+}
+
+/// A client node whose every restart is a new session, named `<name>#<n>` from its second start.
+fn session_node<C, F, Fut>(
+    handle: &Handle,
+    name: &str,
+    addr: std::net::IpAddr,
+    config: C,
+    recorder: &Recorder,
+    name_of: fn(&mut C) -> &mut String,
+    run: F,
+) -> madsim::runtime::NodeHandle
+where
+    C: Clone + Send + Sync + 'static,
+    F: Fn(C, Recorder) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let recorder = recorder.clone();
+    let incarnation = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    handle
+        .create_node()
+        .name(name)
+        .ip(addr)
+        .init(move || {
+            let n = incarnation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut config = config.clone();
+            if n > 0 {
+                let name = name_of(&mut config);
+                *name = format!("{name}#{}", n + 1);
+            }
+            run(config, recorder.clone())
+        })
+        .build()
 }

@@ -22,7 +22,7 @@ DB         ?= results/serve/store.db
 CONFORMANCE_SEEDS      ?= 1..200
 TEST_CONFORMANCE_SEEDS ?= 1..20
 
-.PHONY: build run test test-real fuzz repro determinism validate bench bench-serve list lint \
+.PHONY: build run test test-real fuzz repro determinism validate bench bench-probes bench-serve list lint \
 	real-build serve conformance
 
 build:
@@ -111,6 +111,15 @@ validate: build
 bench: build
 	$(BIN) bench --seeds 1..5 $(if $(BASELINE),--baseline $(BASELINE),)
 	$(BIN) bench --checker linearizable --ops 1000000
+
+## What code probes cost: the same source built with every probe mark compiled out
+## (`--cfg faultline_no_probes`, its own target folder) as the baseline, side by side.
+NOPROBES_BIN := target/noprobes/campaign/faultline
+bench-probes: build
+	RUSTFLAGS="--cfg madsim --cfg faultline_no_probes" $(CARGO) build --profile campaign \
+	  --target-dir target/noprobes --bin faultline
+	$(BIN) bench --seeds $(or $(BENCH_SEEDS),1..5) --no-profile --out results/bench-probes \
+	  --baseline $(NOPROBES_BIN)
 
 ## The same concurrent put/get load (32 clients) against etcd 3.4 and faultline-store over a
 ## SQLite file, side by side in one run: requests per second, p50/p99 latency;

@@ -194,8 +194,9 @@ pub fn reset() {
 }
 
 /// Marks a code probe: `probe!("kine.poll.gap_filled")`. The name must be declared in
-/// [`PROBES`] (checked at compile time). Counts a hit in the simulator build.
-#[cfg(madsim)]
+/// [`PROBES`] (checked at compile time). Counts a hit in the simulator build, unless it was built
+/// with `--cfg faultline_no_probes` (the baseline `make bench-probes` measures probes against).
+#[cfg(all(madsim, not(faultline_no_probes)))]
 #[macro_export]
 macro_rules! probe {
     ($name:literal) => {{
@@ -204,9 +205,9 @@ macro_rules! probe {
     }};
 }
 
-/// Marks a code probe; outside the simulator only the name is checked, at compile time, and
-/// nothing runs.
-#[cfg(not(madsim))]
+/// Marks a code probe; outside the simulator (or with probes compiled out) only the name is
+/// checked, at compile time, and nothing runs.
+#[cfg(any(not(madsim), faultline_no_probes))]
 #[macro_export]
 macro_rules! probe {
     ($name:literal) => {{
@@ -233,7 +234,7 @@ mod tests {
         }
     }
 
-    #[cfg(madsim)]
+    #[cfg(all(madsim, not(faultline_no_probes)))]
     #[test]
     fn a_mark_counts_its_probe() {
         // Other tests in this process hit probes too; compare before and after.

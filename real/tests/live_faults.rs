@@ -497,3 +497,107 @@ async fn a_schedule_replays_at_its_offsets() {
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A node is killed when its cluster is dropped during a panic: no process outlives the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_leaves_no_process_behind() {
+    let dir = run_dir("panic");
+    let cluster = Cluster::start(&target("faultline-store"), &dir, &bin_dir())
+        .await
+        .unwrap();
+    let pid = cluster.pid(0).unwrap();
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+    assert!(alive(pid));
+    let outcome = std::thread::spawn(move || {
+        let _owned = cluster;
+        panic!("a test failing while it holds the cluster");
+    })
+    .join();
+    assert!(outcome.is_err());
+    assert!(!alive(pid), "faultline-store {pid} outlived the panic");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A drawn schedule (partitions of every kind, a kill, a pause) against 3 etcd members while a
+/// client writes through its links: every write acknowledged during the faults is there
+/// afterwards on every member, and every peer connection was attributed to its member, the
+/// restarted ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_under_a_drawn_schedule_keeps_acknowledged_writes() {
+    if !have_etcd("etcd_under_a_drawn_schedule_keeps_acknowledged_writes") {
+        return;
+    }
+    let mix = faultline_real::live::schedule::Mix {
+        partitions_per_min: 20.0,
+        kills_per_min: 8.0,
+        pauses_per_min: 8.0,
+    };
+    // The first seed from 1 whose 12 s draw has a kill, a pause and a partition.
+    let schedule = (1..)
+        .map(|seed| Schedule::draw(seed, &mix, 3, 1, 12.0))
+        .find(|s| !s.kills.is_empty() && !s.pauses.is_empty() && !s.partitions.is_empty())
+        .unwrap();
+    let dir = run_dir("drawn");
+    let cluster = Cluster::start(&target("etcd-3"), &dir, &bin_dir())
+        .await
+        .unwrap();
+    let addr: Vec<SocketAddr> =
+        futures::future::join_all((0..3).map(|i| cluster.client_addr(0, i)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let writer = async {
+        let started = Instant::now();
+        let mut acked = Vec::new();
+        let mut i = 0;
+        while started.elapsed() < Duration::from_secs(11) {
+            let key = format!("w{i:03}");
+            let mut client = kv(addr[i % 3]).await;
+            let request = PutRequest {
+                key: key.clone().into_bytes(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            };
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(1), client.put(request)).await
+            {
+                acked.push(key);
+            }
+            i += 1;
+        }
+        acked
+    };
+    let mut lines = Vec::new();
+    let (records, acked) = tokio::join!(
+        runner::run(&schedule, &cluster, 1, |r: &FaultRecord| lines
+            .push(r.to_string())),
+        writer
+    );
+    eprintln!("{}", lines.join("\n"));
+    assert!(records.iter().all(|r| r.ended.is_some()), "{lines:?}");
+    assert!(
+        acked.len() >= 5,
+        "too few writes acknowledged: {}",
+        acked.len()
+    );
+    for i in 0..3 {
+        cluster.wait_ready(i).await.unwrap();
+    }
+    for (i, &member) in addr.iter().enumerate() {
+        for key in &acked {
+            assert!(
+                eventually(member, key, "v", false, Duration::from_secs(10)).await,
+                "n{} lacks acknowledged {key}",
+                i + 1
+            );
+        }
+    }
+    let stats = cluster.network.stats();
+    assert!(
+        !stats.keys().any(|(from, _)| *from == Endpoint::Unknown),
+        "{stats:?}"
+    );
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,6 +18,8 @@ pub enum CompactorVariant {
     Kine357,
     /// kine PR 414: a tick whose first batch fails sets the next target to 0.
     Kine414,
+    /// The first batch after a resync asks for no min-retain clamp.
+    ResyncUnclamped,
 }
 
 /// How kine lists a key range.
@@ -161,6 +163,13 @@ pub const VARIANTS: &[VariantInfo] = &[
             "a tick whose first batch fails sets the next target to 0; compaction stops (kine #414)",
         caught_by: "compactor-continuity",
         scenario: "kine-compaction-failure",
+    },
+    VariantInfo {
+        area: "compactor",
+        name: "resync-unclamped",
+        meaning: "the first batch after a resync skips the min-retain clamp, compacting revisions still within the newest min_retain",
+        caught_by: "compactor-continuity",
+        scenario: "kine-quiet-compaction",
     },
     VariantInfo {
         area: "list",
@@ -398,6 +407,7 @@ impl Design {
             ("compactor", "fixed") => self.compactor = CompactorVariant::Fixed,
             ("compactor", "kine-357") => self.compactor = CompactorVariant::Kine357,
             ("compactor", "kine-414") => self.compactor = CompactorVariant::Kine414,
+            ("compactor", "resync-unclamped") => self.compactor = CompactorVariant::ResyncUnclamped,
             ("list", "fixed") => self.list = ListVariant::Fixed,
             ("list", "kine-298") => self.list = ListVariant::Kine298,
             ("list", "start-key-inclusive") => self.list = ListVariant::StartKeyInclusive,
@@ -431,6 +441,7 @@ impl Design {
             CompactorVariant::Fixed => None,
             CompactorVariant::Kine357 => Some("kine-357"),
             CompactorVariant::Kine414 => Some("kine-414"),
+            CompactorVariant::ResyncUnclamped => Some("resync-unclamped"),
         };
         if let Some(v) = compactor {
             out.push(format!("compactor={v}"));

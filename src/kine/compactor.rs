@@ -4,7 +4,9 @@
 //! The target of a tick is the current revision seen at the previous tick, clamped by the
 //! database to `current - min_retain`. The fixed design keeps what committed batches reached and
 //! refreshes the target only when a batch reported a current revision; the variants of
-//! `CompactorVariant` differ from it only in `finish_tick`. It reports every tick and batch.
+//! `CompactorVariant` differ from it in `finish_tick`, except `ResyncUnclamped`, which differs
+//! only in the `min_retain` the first batch after a resync asks for. It reports every tick and
+//! batch.
 
 use super::database::{CompactReply, DbRequest, DbResponse};
 use super::store::KineStore;
@@ -43,6 +45,8 @@ struct Walk {
     current: i64,
     failed: bool,
     committed: u64,
+    /// The walk ended on a resync (the stored compact revision was not the expected one).
+    resynced: bool,
 }
 
 impl Compactor {
@@ -70,6 +74,7 @@ impl Compactor {
         });
         let period = self.period();
         let mut tick = 0u64;
+        let mut unclamped = false;
         loop {
             tokio::time::sleep(period).await;
             tick += 1;
@@ -78,7 +83,8 @@ impl Compactor {
                 compact_revision: compact,
                 target_revision: target,
             });
-            let walk = self.walk(tick, compact, target).await;
+            let walk = self.walk(tick, compact, target, unclamped).await;
+            unclamped = walk.resynced && self.config.variant == CompactorVariant::ResyncUnclamped;
             let (next_compact, next_target) = self.finish_tick(compact, target, &walk);
             compact = next_compact;
             target = next_target;
@@ -103,13 +109,15 @@ impl Compactor {
         Duration::from_secs_f64((base + jitter).max(0.001))
     }
 
-    /// Walks from `compact` to `target` in batches; any error ends the walk.
-    async fn walk(&self, tick: u64, compact: i64, target: i64) -> Walk {
+    /// Walks from `compact` to `target` in batches; any error ends the walk. `unclamped` (only
+    /// ever set by the `ResyncUnclamped` variant) sends the first batch without min-retain.
+    async fn walk(&self, tick: u64, compact: i64, target: i64, unclamped: bool) -> Walk {
         let mut walk = Walk {
             compacted: compact,
             current: 0,
             failed: false,
             committed: 0,
+            resynced: false,
         };
         let mut iter = compact;
         let mut batch = 0;
@@ -126,7 +134,11 @@ impl Compactor {
             let req = DbRequest::CompactBatch {
                 expected: walk.compacted,
                 target: iter,
-                min_retain: self.config.min_retain,
+                min_retain: if unclamped && batch == 1 {
+                    0
+                } else {
+                    self.config.min_retain
+                },
                 fault,
             };
             let from = walk.compacted;
@@ -146,6 +158,7 @@ impl Compactor {
                     crate::probe!("kine.compact.resync_adopted_stored_revision");
                     walk.compacted = stored;
                     walk.current = current;
+                    walk.resynced = true;
                     (
                         BatchOutcome::Resync {
                             stored_compact_revision: stored,
@@ -195,7 +208,8 @@ impl Compactor {
     fn finish_tick(&self, compact: i64, target: i64, walk: &Walk) -> (i64, i64) {
         match self.config.variant {
             // kine v0.13.10+: keep committed progress; refresh the target only when known.
-            CompactorVariant::Fixed => {
+            // `ResyncUnclamped` differs in `walk` only.
+            CompactorVariant::Fixed | CompactorVariant::ResyncUnclamped => {
                 if walk.current > 0 {
                     (walk.compacted, walk.current)
                 } else {

@@ -22,22 +22,46 @@ impl Observer for Collect {
     }
 }
 
-/// Fails exactly the `nth` batch (counting from 1) with a locked database.
+/// Fails exactly the `nth` batch (counting from 1) with `kind`.
 struct FailNth {
     nth: u64,
+    kind: CompactFault,
     seen: AtomicU64,
 }
 
 impl FaultPoints for FailNth {
     fn compact_batch(&self, _server: &str, _tick: u64, _batch: u64) -> Option<CompactFault> {
         let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
-        (n == self.nth).then_some(CompactFault::DatabaseLocked)
+        (n == self.nth).then_some(self.kind)
     }
 }
 
 /// Writes 500 revisions, starts the compactor (interval 10 s, batches of 100, min retain 0),
 /// writes 500 more during the first interval, and returns every tick start after ~35 s.
 async fn ticks(variant: CompactorVariant, fail_batch: u64) -> Vec<(u64, i64, i64)> {
+    let fault = (fail_batch, CompactFault::DatabaseLocked);
+    run(variant, fault, 0, 500)
+        .await
+        .iter()
+        .filter_map(|e| match e {
+            StoreEvent::CompactTickStart {
+                tick,
+                compact_revision,
+                target_revision,
+            } => Some((*tick, *compact_revision, *target_revision)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Writes 500 revisions, starts the compactor (interval 10 s, batches of 100, `min_retain`),
+/// writes `more` revisions during the first interval, and returns every event after ~35 s.
+async fn run(
+    variant: CompactorVariant,
+    (fail_batch, kind): (u64, CompactFault),
+    min_retain: i64,
+    more: usize,
+) -> Vec<StoreEvent> {
     let events = Arc::new(Collect::default());
     let db = Database::open(events.clone()).unwrap();
     let driver = Driver::Local {
@@ -67,7 +91,7 @@ async fn ticks(variant: CompactorVariant, fail_batch: u64) -> Vec<(u64, i64, i64
         config: CompactorConfig {
             interval: Duration::from_secs(10),
             jitter_pct: 0,
-            min_retain: 0,
+            min_retain,
             batch_revisions: 100,
             timeout: Duration::from_secs(5),
             variant,
@@ -76,11 +100,12 @@ async fn ticks(variant: CompactorVariant, fail_batch: u64) -> Vec<(u64, i64, i64
         observer: events.clone(),
         faults: Arc::new(FailNth {
             nth: fail_batch,
+            kind,
             seen: AtomicU64::new(0),
         }),
     };
     let task = tokio::spawn(compactor.run());
-    write(store.clone(), 500).await;
+    write(store.clone(), more).await;
     tokio::time::sleep(Duration::from_secs(35)).await;
     task.abort();
     let events = events.0.lock().unwrap();
@@ -94,17 +119,7 @@ async fn ticks(variant: CompactorVariant, fail_batch: u64) -> Vec<(u64, i64, i64
         )
     });
     assert!(failed, "the scripted batch failure happened");
-    events
-        .iter()
-        .filter_map(|e| match e {
-            StoreEvent::CompactTickStart {
-                tick,
-                compact_revision,
-                target_revision,
-            } => Some((*tick, *compact_revision, *target_revision)),
-            _ => None,
-        })
-        .collect()
+    events.clone()
 }
 
 #[madsim::test]
@@ -144,4 +159,47 @@ async fn fixed_recovers_from_a_failed_first_batch() {
         "the old target is kept when no batch answered: {t:?}"
     );
     assert!(t[2].1 > 0, "and tick 2 compacts: {t:?}");
+}
+
+/// The highest revision a committed batch compacted to, after 500 writes and none since: tick 1
+/// commits to 100, 200 and then (clamped to 501 - 300) 201 with its reply lost; tick 2 resyncs
+/// to 201; tick 3's first batch asks for 301.
+async fn highest_after_a_resync(variant: CompactorVariant) -> i64 {
+    let events = run(variant, (3, CompactFault::ReplyLost), 300, 0).await;
+    let resynced = events.iter().any(|e| {
+        matches!(
+            e,
+            StoreEvent::CompactBatch {
+                outcome: BatchOutcome::Resync { .. },
+                ..
+            }
+        )
+    });
+    assert!(resynced, "tick 2 resynced: {events:?}");
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StoreEvent::DbCompact {
+                committed: true,
+                to,
+                ..
+            } => Some(*to),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[madsim::test]
+async fn fixed_clamps_the_first_batch_after_a_resync() {
+    assert_eq!(highest_after_a_resync(CompactorVariant::Fixed).await, 201);
+}
+
+#[madsim::test]
+async fn resync_unclamped_compacts_into_the_retained_revisions() {
+    assert_eq!(
+        highest_after_a_resync(CompactorVariant::ResyncUnclamped).await,
+        301,
+        "the first batch after the resync is not clamped to 501 - 300"
+    );
 }

@@ -3,7 +3,8 @@
 //! From client operations: committed write revisions are unique and follow real time; no client
 //! sees a header revision lower than one it saw before; the final audit read still holds every
 //! acknowledged write. From the database's commits: the stored compact revision never decreases
-//! and never passes `current - min_retain`. From etcd members' own reports: a restarted member
+//! and never passes `current - min_retain`, and at every reopening of the database and start of
+//! a kine server, none of what was committed is missing. From etcd members' own reports: a restarted member
 //! holds all the raft state it had fsynced, and raft-rs never halts one (`member_durability`),
 //! the cause a reader of a lost write or a revision handed out twice needs next to it.
 
@@ -224,6 +225,41 @@ fn revisions_committed_once(h: &History, out: &mut Violations) {
     }
 }
 
+/// Every restart keeps what was committed, judged at each one rather than by the final read: a
+/// database reopens at or above the highest revision and the compact revision it had committed,
+/// and a kine server starts from nothing the database had not committed.
+fn restarts_keep_commits(h: &History, out: &mut Violations) {
+    let (mut highest, mut stored) = (0, 0);
+    for (at, node, e) in h.store_events() {
+        match e {
+            StoreEvent::DbInsert { id, .. } => highest = highest.max(*id),
+            StoreEvent::DbCompact {
+                committed: true,
+                stored_after,
+                ..
+            } => stored = stored.max(*stored_after),
+            StoreEvent::DbStarted {
+                current_revision: current,
+                compact_revision: compact,
+                ..
+            } if *current < highest || *compact < stored => {
+                out.fire(at, || format!(
+                    "the database on {node} reopened at revision {current} with compact revision {compact}, but had committed revision {highest} and compact revision {stored}: committed data was lost"
+                ));
+            }
+            StoreEvent::ServerStarted {
+                current_revision: current,
+                compact_revision: compact,
+            } if *current > highest || *compact > stored => {
+                out.fire(at, || format!(
+                    "{node} started at revision {current} with compact revision {compact}, but the database had committed only revision {highest} and compact revision {stored}"
+                ));
+            }
+            _ => {}
+        }
+    }
+}
+
 fn compact_revision_bounds(h: &History, out: &mut Violations) {
     let db = DbTimeline::of(h);
     let mut prev: Option<i64> = None;
@@ -262,7 +298,7 @@ impl Checker for RevisionMonotonic {
     }
 
     fn meaning(&self) -> &'static str {
-        "write revisions unique and in real-time order, no client sees the revision go back, acknowledged writes survive, etcd members restart with all they fsynced and never halt, compact revision only rises and keeps min-retain"
+        "write revisions unique and in real-time order, no client sees the revision go back, acknowledged writes survive, etcd members restart with all they fsynced and never halt, a kine database reopens with all it committed, compact revision only rises and keeps min-retain"
     }
 
     fn check(&self, h: &History) -> CheckReport {
@@ -273,6 +309,7 @@ impl Checker for RevisionMonotonic {
         durability(h, &mut out);
         let member_restarts = super::member_durability::check(h, &mut out);
         compact_revision_bounds(h, &mut out);
+        restarts_keep_commits(h, &mut out);
         let writes = acked_writes(h).len() as u64;
         let reads = h
             .ops
@@ -481,5 +518,46 @@ mod tests {
         compact(&mut h, 3.0, 30, 35);
         let r = check(&h);
         assert_fires(&r, "never go back");
+    }
+
+    #[test]
+    fn a_database_that_reopens_below_its_commits_fires() {
+        let opened = |current, compact| StoreEvent::DbStarted {
+            current_revision: current,
+            compact_revision: compact,
+            rows: 0,
+        };
+        let mut h = history();
+        store(&mut h, 0.0, "db", opened(0, 0));
+        inserts(&mut h, 1.0, 1, 50);
+        db_compact(&mut h, 2.0, (0, 30), true, (50, 20));
+        store(&mut h, 3.0, "db", opened(50, 30));
+        let r = check(&h);
+        assert!(r.passed(), "{:?}", r.violations);
+        store(&mut h, 4.0, "db", opened(48, 30));
+        assert_fires(
+            &check(&h),
+            "had committed revision 50 and compact revision 30",
+        );
+        let mut h2 = history();
+        inserts(&mut h2, 1.0, 1, 50);
+        db_compact(&mut h2, 2.0, (0, 30), true, (50, 20));
+        store(&mut h2, 4.0, "db", opened(50, 20));
+        assert_fires(&check(&h2), "committed data was lost");
+    }
+
+    #[test]
+    fn a_server_that_starts_ahead_of_its_database_fires() {
+        let started = |current, compact| StoreEvent::ServerStarted {
+            current_revision: current,
+            compact_revision: compact,
+        };
+        let mut h = history();
+        inserts(&mut h, 1.0, 1, 50);
+        store(&mut h, 2.0, "kine-1", started(50, 0));
+        let r = check(&h);
+        assert!(r.passed(), "{:?}", r.violations);
+        store(&mut h, 3.0, "kine-1", started(60, 0));
+        assert_fires(&check(&h), "kine-1 started at revision 60");
     }
 }

@@ -104,6 +104,11 @@ impl Disk {
         self.files.get(name).map(File::view)
     }
 
+    /// Whether `name` has writes a kill would drop (an fsync under way, for tests).
+    pub fn unsynced(&self, name: &str) -> bool {
+        self.files.get(name).is_some_and(|f| !f.pending.is_empty())
+    }
+
     /// How many fsyncs this disk has served, for metrics and tests.
     pub fn syncs(&self) -> u64 {
         self.syncs

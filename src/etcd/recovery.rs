@@ -2,8 +2,8 @@
 //! the MVCC store, and the raft state the disk held, to hold against what the member had
 //! reported fsynced before it was killed.
 //!
-//! It only reads the disk, except on a brand-new cluster's first start, where it writes the
-//! initial snapshot. It never decides what a shortfall means; raft-rs and the checkers do.
+//! It only reads the disk, except to cut a torn tail off the WAL and, on a brand-new cluster's
+//! first start, to write the initial snapshot. It never decides what a shortfall means; raft-rs and the checkers do.
 
 use super::disk::SharedDisk;
 use super::lease::Lessor;
@@ -69,6 +69,11 @@ pub(crate) fn recover(config: &MemberConfig, disk: &SharedDisk) -> Recovered {
     let (entries, hard_state, valid) = replay(&wal, snap_index);
     if valid < wal.len() {
         crate::probe!("etcd.restart.wal_torn_tail_cut");
+        // Cut the torn tail off the file too (etcd's WAL repair truncates it): frames appended
+        // after it would be unreadable at the next start, their entries lost though fsynced.
+        let mut d = disk.lock().expect("disk lock poisoned");
+        d.replace(WAL, wal[..valid].to_vec());
+        d.sync(WAL);
     }
     if entries
         .last()

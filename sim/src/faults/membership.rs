@@ -4,7 +4,8 @@
 //! Drawn before the cluster is built, so every node that will ever exist is known up front (its
 //! address in every node's book, its member id among the peers) and created in a fixed order.
 //! Drawing is pure: the same seed and scenario give the same plan. Operators' rules hold in every
-//! plan: changes at least `MIN_GAP` apart; a leave only from three members or more (removing
+//! plan: changes at least `MIN_GAP` apart (but for the second of a pair, which joins right
+//! after the first); a leave only from three members or more (removing
 //! from two needs both); at most two members more than at bootstrap (and seven in all); the
 //! server every node was told to join through, and every joiner's, never leaves.
 
@@ -16,7 +17,15 @@ use std::time::Duration;
 use store::k3s::node::NodeRole;
 
 /// The change kinds a scenario may name.
-pub const KINDS: &[&str] = &["server-join", "server-leave", "server-replace"];
+/// `server-join-pair`: two servers join at once, the second through the first, as automation
+/// that brings several servers up together does; the second asks the first before its member
+/// has caught up (it is refused and retries).
+pub const KINDS: &[&str] = &[
+    "server-join",
+    "server-leave",
+    "server-replace",
+    "server-join-pair",
+];
 
 /// Changes start at least this far apart: a member add or remove must commit and the node
 /// catch up before the next, as an operator waits for a healthy cluster.
@@ -150,6 +159,7 @@ pub fn draw(
             .map(String::as_str)
             .filter(|k| match *k {
                 "server-join" => current.len() < max_members,
+                "server-join-pair" => current.len() + 2 <= max_members,
                 _ => can_leave,
             })
             .collect();
@@ -165,6 +175,30 @@ pub fn draw(
             Joiner { name, role, via }
         };
         let change = match kind {
+            "server-join-pair" => {
+                let role = roles[rng.gen_range(0..roles.len())];
+                let first = new_server(&mut rng, role, &current);
+                let second = Joiner {
+                    via: first.name.clone(),
+                    ..new_server(&mut rng, role, &current)
+                };
+                protected.push(first.via.clone());
+                protected.push(first.name.clone());
+                current.push((first.name.clone(), role));
+                current.push((second.name.clone(), role));
+                // Both start at `at` (the world does not wait for the first's member add
+                // before starting the second).
+                plan.changes.push(Scheduled {
+                    at,
+                    change: Change::Join {
+                        node: first.name.clone(),
+                    },
+                });
+                let node = second.name.clone();
+                plan.joiners.push(first);
+                plan.joiners.push(second);
+                Change::Join { node }
+            }
             "server-join" => {
                 let role = roles[rng.gen_range(0..roles.len())];
                 let j = new_server(&mut rng, role, &current);
@@ -225,7 +259,13 @@ mod tests {
             let mut members: Vec<String> = three_servers().into_iter().map(|m| m.0).collect();
             let mut last: Option<Duration> = None;
             for c in &plan.changes {
-                assert!(last.is_none_or(|l| c.at >= l + MIN_GAP), "{plan:?}");
+                // The second of a pair joins at the first's time, through it.
+                let second_of_pair = matches!(&c.change, Change::Join { node }
+                    if last == Some(c.at) && members.last() == Some(&plan.joiner(node).via));
+                assert!(
+                    second_of_pair || last.is_none_or(|l| c.at >= l + MIN_GAP),
+                    "{plan:?}"
+                );
                 assert!(c.at + LAST_START_BEFORE_END <= period);
                 last = Some(c.at);
                 let (gone, came) = match &c.change {
@@ -251,6 +291,45 @@ mod tests {
                 assert!(members.len() <= 5, "at most two more than at bootstrap");
             }
         }
+    }
+
+    #[test]
+    fn a_pair_joins_at_one_time_the_second_through_the_first() {
+        let protected = vec!["server-1".to_string()];
+        let period = Duration::from_secs(1200);
+        let plan = draw(
+            5,
+            &faults(&["server-join-pair"]),
+            &three_servers(),
+            &protected,
+            period,
+        );
+        // From three members, one pair fits under the two-more limit, and nothing after it.
+        assert_eq!(plan.changes.len(), 2, "{plan:?}");
+        assert_eq!(plan.changes[0].at, plan.changes[1].at);
+        let (a, b) = (&plan.joiners[0], &plan.joiners[1]);
+        assert_eq!(
+            plan.changes[0].change,
+            Change::Join {
+                node: a.name.clone()
+            }
+        );
+        assert_eq!(
+            plan.changes[1].change,
+            Change::Join {
+                node: b.name.clone()
+            }
+        );
+        assert!(three_servers().iter().any(|(n, _)| *n == a.via));
+        assert_eq!(b.via, a.name, "the second joins through the first");
+        let full = draw(
+            5,
+            &faults(&["server-join-pair"]),
+            &three_servers()[..2],
+            &protected,
+            period,
+        );
+        assert_eq!(full.changes.len(), 2, "from two members too: {full:?}");
     }
 
     #[test]

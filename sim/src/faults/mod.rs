@@ -45,6 +45,10 @@ pub const KINDS: &[(&str, &str)] = &[
         "a server leaves and a new one (same role, new name, fresh disk) joins in its place",
     ),
     (
+        "server-join-pair",
+        "two new servers start at once, the second told to join through the first (refused until it caught up)",
+    ),
+    (
         "pause",
         "a node's tasks and timers stop (SIGSTOP, GC pause) while the cluster goes on; it resumes as it was",
     ),

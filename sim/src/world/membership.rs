@@ -99,6 +99,20 @@ impl Membership {
             .collect()
     }
 
+    /// Whether change `k` is a join and the next change, at the same time, joins through it
+    /// (the first of a `server-join-pair`).
+    fn pair_follows(&self, k: usize) -> bool {
+        let (Some(c), Some(next)) = (self.plan.changes.get(k), self.plan.changes.get(k + 1)) else {
+            return false;
+        };
+        match (&c.change, &next.change) {
+            (Change::Join { node }, Change::Join { node: second }) => {
+                next.at == c.at && self.plan.joiner(second).via == *node
+            }
+            _ => false,
+        }
+    }
+
     /// Carries out the plan's changes one after the other, each at its planned time or once the
     /// change before it took effect, whichever is later (a join waits for its member add, a
     /// leave for its member removal, both bounded by `end`). Without the wait, a leave could
@@ -134,7 +148,11 @@ impl Membership {
             match &c.change {
                 Change::Join { node } => {
                     let through = join(node, None, &mut members);
-                    member_added(node, through, k, end).await;
+                    // The first of a pair does not wait: the second starts with it and asks it
+                    // to join before its own member add committed; the second's add waits.
+                    if !self.pair_follows(k) {
+                        member_added(node, through, k, end).await;
+                    }
                 }
                 Change::Leave { node } => {
                     self.leave(

@@ -172,6 +172,10 @@ fn real_time(m: &Model, completed: &Completed, out: &mut Violations) {
                 succeeded: true, ..
             } => (*rev <= prior, "took effect at revision"),
             OpResult::Write { .. } => (*rev < prior, "failed its compare at revision"),
+            OpResult::Read { .. } if m.facade(i).is_some() => (
+                *rev < prior,
+                "through the apiserver, a consistent read, was answered at resourceVersion",
+            ),
             OpResult::Read { .. } => {
                 let serializable = Spec::of(&o.request).is_some_and(|s| s.serializable);
                 (

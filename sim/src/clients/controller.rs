@@ -915,6 +915,57 @@ mod tests {
     use crate::history::PageAnswer;
     use store::apiserver::EventType;
 
+    /// Every request but `/readyz` is recorded as the operation on its key, reads of every
+    /// freshness among them, and the linearizable check judges them with the etcd API's.
+    #[test]
+    fn controllers_requests_are_recorded_for_the_linearizable_check() {
+        use crate::checkers::Checker;
+        use crate::history::{Freshness, Request};
+        let mut scenario = crate::scenario::load("../scenarios/kine-contention.toml")
+            .expect("the shipped scenario loads");
+        scenario.duration_s = 150;
+        scenario.quiet_s = 20;
+        scenario.controllers.writes_per_s = 2.0;
+        scenario.controllers.list_every_s = 15;
+        let out = crate::world::run_seed(&scenario, 3, &Default::default());
+        let h = &out.history;
+        let kinds =
+            |want: fn(&Freshness) -> bool| h.api_ops.iter().filter(|a| want(&a.read)).count();
+        assert!(kinds(|f| *f == Freshness::Write) > 50, "writes");
+        assert!(
+            kinds(|f| *f == Freshness::Consistent) > 50,
+            "consistent reads"
+        );
+        assert!(kinds(|f| *f == Freshness::Any) > 5, "reads at \"0\"");
+        assert!(kinds(|f| matches!(f, Freshness::NotOlderThan { .. })) > 5);
+        assert!(kinds(|f| matches!(f, Freshness::Exact { .. })) > 5);
+        assert!(
+            h.api_ops
+                .iter()
+                .any(|a| matches!(a.op.request, Request::Get { .. })),
+            "GETs"
+        );
+        assert!(h
+            .params
+            .workload_prefixes
+            .contains(&"/registry/widgets/".to_string()));
+        let report = crate::checkers::linearizable::Linearizable.check(h);
+        assert!(report.passed(), "{:?}", report.first());
+        let reads = report.judged.iter().find(|(what, _)| *what == "reads");
+        let answered = |o: &&crate::history::Operation| o.outcome.header_revision().is_some();
+        let etcd_reads = h
+            .ops
+            .iter()
+            .filter(|o| !o.request.is_write())
+            .filter(answered)
+            .count() as u64;
+        assert!(
+            reads.is_some_and(|(_, n)| *n > etcd_reads),
+            "facade reads judged too: {:?}",
+            report.judged
+        );
+    }
+
     /// On the etcd topology the apiservers serve WatchLists and watches from the members' own
     /// watch streams: controllers get initial events, bookmarks and changes, and every checker
     /// that judges them passes.

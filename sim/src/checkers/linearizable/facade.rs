@@ -240,7 +240,7 @@ mod tests {
             page(2, at_2()),
             Freshness::Consistent,
         );
-        fires(&h, "was served with header revision 2");
+        fires(&h, "a consistent read, was answered at resourceVersion 2");
         let mut h = written();
         api(
             &mut h,
@@ -260,7 +260,7 @@ mod tests {
             page(3, at_3()),
             Freshness::Consistent,
         );
-        fires(&h, "was served with header revision 3");
+        fires(&h, "a consistent read, was answered at resourceVersion 3");
     }
 
     #[test]

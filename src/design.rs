@@ -111,6 +111,17 @@ pub enum InsertVariant {
     Kine504,
 }
 
+/// Where the apiserver reads a LIST without a resourceVersion (a consistent read) from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiServerVariant {
+    /// From the store at its latest revision.
+    #[default]
+    Fixed,
+    /// From a snapshot revision refreshed on only one consistent LIST in four, as a watch cache
+    /// that answers without first catching up to the store's current revision.
+    StaleConsistentList,
+}
+
 /// How the apiserver negotiates a WatchList request's content type.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WatchListVariant {
@@ -242,6 +253,20 @@ pub const VARIANTS: &[VariantInfo] = &[
         scenario: "watchlist",
     },
     VariantInfo {
+        area: "apiserver",
+        name: "fixed",
+        meaning: "a LIST without a resourceVersion reads the store at its latest revision",
+        caught_by: "",
+        scenario: "kine-contention",
+    },
+    VariantInfo {
+        area: "apiserver",
+        name: "stale-consistent-list",
+        meaning: "three consistent LISTs in four are served from a snapshot revision taken at an earlier one, older than writes already acknowledged",
+        caught_by: "linearizable",
+        scenario: "kine-contention",
+    },
+    VariantInfo {
         area: "lb",
         name: "fixed",
         meaning: "the default server only while all others fail; fail back once one passes",
@@ -333,6 +358,8 @@ pub struct Design {
     pub watch: WatchVariant,
     #[serde(default)]
     pub watchlist: WatchListVariant,
+    #[serde(default)]
+    pub apiserver: ApiServerVariant,
     #[serde(default)]
     pub lb: LbVariant,
     #[serde(default)]
@@ -427,6 +454,10 @@ impl Design {
             ("lease", "fixed") => self.lease = LeaseVariant::Fixed,
             ("lease", "no-renew-on-promote") => self.lease = LeaseVariant::NoRenewOnPromote,
             ("lease", "etcd-15247") => self.lease = LeaseVariant::Etcd15247,
+            ("apiserver", "fixed") => self.apiserver = ApiServerVariant::Fixed,
+            ("apiserver", "stale-consistent-list") => {
+                self.apiserver = ApiServerVariant::StaleConsistentList
+            }
             ("watchlist", "fixed") => self.watchlist = WatchListVariant::Fixed,
             ("watchlist", "k8s-126206") => self.watchlist = WatchListVariant::K8s126206,
             _ => unreachable!("variant {area}={variant} is listed but not wired"),
@@ -463,6 +494,9 @@ impl Design {
         }
         if self.watchlist == WatchListVariant::K8s126206 {
             out.push("watchlist=k8s-126206".into());
+        }
+        if self.apiserver == ApiServerVariant::StaleConsistentList {
+            out.push("apiserver=stale-consistent-list".into());
         }
         if self.lb == LbVariant::K3s11311 {
             out.push("lb=k3s-11311".into());

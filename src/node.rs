@@ -120,6 +120,7 @@ pub async fn run_kine_server(
             .expect("a server can always bind an ephemeral endpoint"),
     };
     let watchlist = design.watchlist;
+    let apiserver = design.apiserver;
     let setup = KineSetup {
         name: config.name.clone(),
         member_id: config.member_id,
@@ -138,6 +139,7 @@ pub async fn run_kine_server(
                 hub: api.hub.clone(),
             },
             watchlist,
+            consistent_lists: crate::apiserver::ConsistentLists::new(apiserver),
         });
         tokio::spawn(serve_api(facade, api_addr, watch_addr));
     }

@@ -92,6 +92,8 @@ pub const PROBES: &[(&str, &str)] = &[
     // the apiserver facade
     ("api.list.consistent_read_from_store", "a LIST without a resourceVersion, read from the store at its latest revision"),
     ("api.list.at_resource_version_from_store", "a LIST at a given resourceVersion, read from the store at that revision"),
+    ("api.list.any_resource_version", "a LIST at resourceVersion \"0\" (any), read from the store at its latest revision"),
+    ("api.list.not_older_than", "a LIST with resourceVersionMatch=NotOlderThan, read from the store at its latest revision"),
     ("api.list.continue_expired_410", "a LIST continuation's revision was compacted: 410 Expired with an rv=-1 token"),
     ("api.list.continue_with_rv_minus_one", "a LIST continued with an rv=-1 token, at the latest revision"),
     ("api.list.continue_while_store_moved_on", "a LIST continuation read at its token's revision while the store had moved on"),

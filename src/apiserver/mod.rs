@@ -8,12 +8,14 @@
 //! simulated network: the first message is the request, every later one an answer, so a
 //! partition stalls them as it would a TCP connection, and clients keep a deadline.
 
+#[cfg(test)]
+mod tests;
 mod token;
 mod watch;
 
 pub use token::{decode_continue, encode_continue};
 
-use crate::design::WatchListVariant;
+use crate::design::{ApiServerVariant, WatchListVariant};
 use crate::error::StoreError;
 use crate::kine::store::KineStore;
 use crate::kine::watch::WatchHub;
@@ -26,6 +28,7 @@ use madsim::net::rpc::Request;
 use madsim::net::Endpoint;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,7 +112,10 @@ pub enum ApiRequest {
         name: String,
     },
     /// LIST of a resource across namespaces. `limit` 0 = everything; `continue_token` continues
-    /// a chunked list; `resource_version` (exact) only on a first page.
+    /// a chunked list. On a first page, `resource_version` as Kubernetes reads it: none is a
+    /// consistent read (the latest revision), 0 is any revision, R with
+    /// `resource_version_match` NotOlderThan is any revision >= R, R with Exact (or with no
+    /// match, as this facade always took it) is exactly R.
     List {
         resource: String,
         /// One namespace, or every namespace.
@@ -117,6 +123,7 @@ pub enum ApiRequest {
         limit: i64,
         continue_token: Option<String>,
         resource_version: Option<i64>,
+        resource_version_match: Option<ResourceVersionMatch>,
     },
     Create {
         resource: String,
@@ -139,6 +146,13 @@ pub enum ApiRequest {
         resource_version: i64,
     },
     Readyz,
+}
+
+/// `resourceVersionMatch` on a LIST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResourceVersionMatch {
+    NotOlderThan,
+    Exact,
 }
 
 /// A LIST page.
@@ -315,6 +329,41 @@ impl Backend {
 pub struct ApiServer {
     pub backend: Backend,
     pub watchlist: WatchListVariant,
+    pub consistent_lists: ConsistentLists,
+}
+
+/// Where consistent LISTs (no resourceVersion) are read: the store's latest revision, or with
+/// `apiserver=stale-consistent-list` a snapshot revision refreshed on one such LIST in four.
+#[derive(Default)]
+pub struct ConsistentLists {
+    variant: ApiServerVariant,
+    snapshot: AtomicI64,
+    served: AtomicU64,
+}
+
+impl ConsistentLists {
+    pub fn new(variant: ApiServerVariant) -> Self {
+        ConsistentLists {
+            variant,
+            ..Default::default()
+        }
+    }
+
+    /// The revision a consistent LIST reads (0: the latest).
+    fn revision(&self) -> i64 {
+        let n = self.served.fetch_add(1, Ordering::Relaxed);
+        match self.variant {
+            ApiServerVariant::StaleConsistentList if !n.is_multiple_of(4) => {
+                self.snapshot.load(Ordering::Relaxed)
+            }
+            _ => 0,
+        }
+    }
+
+    /// A consistent LIST was read from the store at `rv`.
+    fn read_at(&self, rv: i64) {
+        self.snapshot.store(rv, Ordering::Relaxed);
+    }
 }
 
 impl ApiServer {
@@ -331,10 +380,11 @@ impl ApiServer {
                 limit,
                 continue_token,
                 resource_version,
+                resource_version_match,
             } => {
                 let prefix = list_prefix(&resource, namespace.as_deref());
-                self.list(&prefix, limit, continue_token, resource_version)
-                    .await
+                let at = (resource_version, resource_version_match);
+                self.list(&prefix, limit, continue_token, at).await
             }
             ApiRequest::Create {
                 resource,
@@ -442,8 +492,11 @@ impl ApiServer {
         prefix: &str,
         limit: i64,
         token: Option<String>,
-        resource_version: Option<i64>,
+        (resource_version, rv_match): (Option<i64>, Option<ResourceVersionMatch>),
     ) -> ApiResponse {
+        if let Some(why) = invalid_list_options(token.is_some(), resource_version, rv_match) {
+            return ApiResponse::Status(Status::new(422, "Invalid", why));
+        }
         let (start, continue_rv) = match &token {
             Some(t) => match decode_continue(prefix, t) {
                 Ok((start, rv)) => (start, Some(rv)),
@@ -451,6 +504,19 @@ impl ApiServer {
             },
             None => (prefix.to_string(), None),
         };
+        // NotOlderThan and "0" (any) read the latest revision: the store has no older cache.
+        let not_older_than = match (resource_version, rv_match) {
+            (Some(0), _) => {
+                crate::probe!("api.list.any_resource_version");
+                Some(0)
+            }
+            (Some(r), Some(ResourceVersionMatch::NotOlderThan)) => {
+                crate::probe!("api.list.not_older_than");
+                Some(r)
+            }
+            _ => None,
+        };
+        let resource_version = resource_version.filter(|_| not_older_than.is_none());
         // rv -1: the remainder at the latest revision (inconsistent with the earlier pages).
         let revision = match continue_rv {
             Some(rv) if rv > 0 => rv,
@@ -458,11 +524,18 @@ impl ApiServer {
                 crate::probe!("api.list.continue_with_rv_minus_one");
                 0
             }
+            None if resource_version.is_none() && not_older_than.is_none() => {
+                self.consistent_lists.revision()
+            }
             None => resource_version.unwrap_or(0),
         };
+        let consistent = continue_rv.is_none() && resource_version.is_none();
+        let consistent = consistent && not_older_than.is_none();
         match (continue_rv, revision) {
-            (None, 0) => crate::probe!("api.list.consistent_read_from_store"),
-            (None, _) => crate::probe!("api.list.at_resource_version_from_store"),
+            (None, 0) if consistent => crate::probe!("api.list.consistent_read_from_store"),
+            (None, r) if r > 0 && !consistent => {
+                crate::probe!("api.list.at_resource_version_from_store")
+            }
             _ => {}
         }
         let req = RangeRequest {
@@ -494,6 +567,16 @@ impl ApiServer {
         } else {
             resp.header.as_ref().map(|h| h.revision).unwrap_or(0)
         };
+        if consistent && revision == 0 {
+            self.consistent_lists.read_at(rv);
+        }
+        if not_older_than.is_some_and(|r| rv < r) {
+            return ApiResponse::Status(Status::new(
+                504,
+                "Timeout",
+                format!("too large resource version: the store is at {rv}"),
+            ));
+        }
         if continue_rv.is_some_and(|c| c > 0)
             && resp.header.as_ref().is_some_and(|h| h.revision > rv)
         {
@@ -557,6 +640,24 @@ impl ApiServer {
                 })
                 .collect(),
         }
+    }
+}
+
+/// Why a LIST's resourceVersion, resourceVersionMatch and continue token do not go together,
+/// as Kubernetes validates them (422 Invalid): a match needs a resourceVersion and no continue
+/// token, and Exact cannot ask for "0" (any).
+fn invalid_list_options(
+    continuing: bool,
+    resource_version: Option<i64>,
+    rv_match: Option<ResourceVersionMatch>,
+) -> Option<&'static str> {
+    match (rv_match?, resource_version) {
+        _ if continuing => Some("resourceVersionMatch is forbidden when continue is provided"),
+        (_, None) => Some("resourceVersionMatch is forbidden unless resourceVersion is provided"),
+        (ResourceVersionMatch::Exact, Some(0)) => {
+            Some("resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"")
+        }
+        _ => None,
     }
 }
 

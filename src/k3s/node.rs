@@ -130,6 +130,7 @@ pub async fn run_k3s_node(
         let api = Arc::new(ApiServer {
             backend: Backend::Etcd(client.clone()),
             watchlist: design.watchlist,
+            consistent_lists: crate::apiserver::ConsistentLists::new(design.apiserver),
         });
         let _ = supervisor.apiserver.set(api.clone());
         tokio::spawn(serve_api(api, me.api, me.watch));

@@ -8,6 +8,7 @@
 //! real time (here). Near-linear: `faultline bench --checker linearizable` times a million.
 
 mod explain;
+mod facade;
 pub(crate) mod generate;
 mod index;
 mod later;
@@ -38,7 +39,14 @@ impl Checker for Linearizable {
 
     fn check(&self, h: &History) -> CheckReport {
         let mut out = Violations::new();
+        // The facade's requests join the etcd API's, in invoke order.
+        let merged = facade::merged(h);
+        let (h, marks) = match &merged {
+            Some((merged, marks)) => (merged, marks.clone()),
+            None => (h, vec![]),
+        };
         let (mut model, ops) = Model::build(h);
+        model.facade = marks;
         let completed = Completed::of(h);
         // Answers are read once: what they say of a version a delete of unknown outcome may
         // have removed dates that delete, and is judged after every answer has been read.
@@ -46,7 +54,9 @@ impl Checker for Linearizable {
             notes: later::create_notes(&model),
             claims: vec![],
         };
-        let reads = reads::judge_reads(&model, &ops, &mut later, &mut out);
+        let known_before = |ns| completed.before(ns).map_or(0, |(r, _)| r);
+        let reads = reads::judge_reads(&model, &ops, known_before, &mut later, &mut out);
+        facade::judge_freshness(&model, &mut out);
         writes::judge_responses(&model, &ops, &mut out);
         writes::judge_refused(
             &model,
@@ -142,7 +152,10 @@ fn real_time(m: &Model, completed: &Completed, out: &mut Violations) {
     let h = m.ops;
     // Operations come in invoke order, so "completed before it was invoked" only grows.
     let mut done = 0;
-    for o in h.iter() {
+    for (i, o) in h.iter().enumerate() {
+        if !facade::judged_in_real_time(m, i) {
+            continue;
+        }
         let Outcome::Ok {
             header_revision: rev,
             result,
@@ -159,6 +172,10 @@ fn real_time(m: &Model, completed: &Completed, out: &mut Violations) {
                 succeeded: true, ..
             } => (*rev <= prior, "took effect at revision"),
             OpResult::Write { .. } => (*rev < prior, "failed its compare at revision"),
+            OpResult::Read { .. } if m.facade(i).is_some() => (
+                *rev < prior,
+                "through the apiserver, a consistent read, was answered at resourceVersion",
+            ),
             OpResult::Read { .. } => {
                 let serializable = Spec::of(&o.request).is_some_and(|s| s.serializable);
                 (

@@ -403,6 +403,7 @@ pub(crate) mod testutil {
             lists: vec![],
             api_watches: vec![],
             leases: vec![],
+            api_ops: vec![],
         }
     }
 

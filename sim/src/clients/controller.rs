@@ -6,17 +6,27 @@
 //! resumes from the last resourceVersion after any break, and probes the WatchList validation
 //! rules. controller-1 can run the chunked-list conformance flow instead of ordinary lists. Every
 //! page and every watch message is recorded.
+//!
+//! Every GET, LIST page, create, update and delete is also recorded as the operation on its
+//! `/registry` key (`History::api_ops`), with the freshness Kubernetes promises its answer, for
+//! the linearizable check. Reads are drawn of every kind: consistent (no resourceVersion), any
+//! ("0"), `resourceVersionMatch=NotOlderThan` and `Exact` at a resourceVersion seen earlier.
+//! Every value written is unique, so an answer showing it names the write.
 
 use crate::history::recorder::Recorder;
-use crate::history::{ApiWatchEvent, ChunkedList, EventKind, ListPage, PageAnswer};
+use crate::history::{
+    ApiWatchEvent, ChunkedList, EventKind, Freshness, Kv, ListPage, OpResult, Outcome, PageAnswer,
+    Request,
+};
 use crate::scenario::Controllers;
 use madsim::net::Endpoint;
 use rand::Rng;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use store::apiserver::{
-    list_prefix, ApiCall, ApiRequest, ApiResponse, WatchMessage, WatchRequest, ACCEPT_JSON,
-    ACCEPT_TABLE,
+    decode_continue, list_prefix, object_key, prefix_end, ApiCall, ApiRequest, ApiResponse, Object,
+    ResourceVersionMatch, WatchMessage, WatchRequest, ACCEPT_JSON, ACCEPT_TABLE,
 };
 use tokio::time::Instant;
 
@@ -25,6 +35,21 @@ const STALLED: Duration = Duration::from_secs(12);
 /// The namespace of the conformance objects, and of the objects controllers churn.
 pub const SEED_NS: &str = "seed";
 pub const CHURN_NS: &str = "churn";
+
+/// The key prefixes only controllers write (their resource, and their Node leases), which the
+/// linearizable check models from their recorded requests; none without controllers.
+pub fn owned_prefixes(s: &Controllers) -> Vec<String> {
+    if s.count == 0 {
+        return vec![];
+    }
+    vec![
+        store::apiserver::resource_prefix(&s.resource),
+        format!("{}controller-", list_prefix("leases", Some(LEASE_NS))),
+    ]
+}
+
+/// The namespace of Node leases.
+const LEASE_NS: &str = "kube-node-lease";
 
 /// An apiserver: its node name, request address and watch address.
 #[derive(Clone, Debug)]
@@ -48,6 +73,10 @@ struct Client {
     recorder: Recorder,
     endpoint: Endpoint,
     timeout: Duration,
+    /// Values written so far: each write's value is unique.
+    written: AtomicU64,
+    /// The highest resourceVersion an answer showed, for reads that name one.
+    seen_rv: AtomicI64,
 }
 
 impl Client {
@@ -56,11 +85,35 @@ impl Client {
         self.cfg.servers[i].clone()
     }
 
+    /// A value no other write carries.
+    fn value(&self, what: &str) -> String {
+        let n = self.written.fetch_add(1, Ordering::Relaxed);
+        format!("{what}@{}#{n}", self.cfg.name)
+    }
+
+    /// Sends one request; records it (all but `/readyz`) as the operation on its key.
     async fn call(&self, server: &ApiServerAddr, req: ApiRequest) -> Result<ApiResponse, String> {
-        self.endpoint
+        let op = as_operation(&req);
+        let id = op.as_ref().map(|(request, read)| {
+            self.recorder
+                .invoke_api(&self.cfg.name, &server.name, request.clone(), *read)
+        });
+        let answer = self
+            .endpoint
             .call_timeout(server.api, ApiCall(req), self.timeout)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        if let (Some(id), Some((request, _))) = (id, op) {
+            self.recorder.complete_api(id, outcome(&request, &answer));
+        }
+        let rv = match &answer {
+            Ok(ApiResponse::Object(o)) => o.resource_version,
+            Ok(ApiResponse::List(l)) => l.resource_version,
+            Ok(ApiResponse::Deleted { resource_version }) => *resource_version,
+            _ => 0,
+        };
+        self.seen_rv.fetch_max(rv, Ordering::Relaxed);
+        answer
     }
 
     fn running(&self) -> bool {
@@ -106,6 +159,8 @@ pub async fn run_controller(cfg: ControllerConfig, recorder: Recorder) {
         recorder,
         endpoint,
         timeout,
+        written: AtomicU64::new(0),
+        seen_rv: AtomicI64::new(0),
     });
     client.wait_ready().await;
     let s = client.cfg.settings.clone();
@@ -144,7 +199,7 @@ async fn seed(c: &Client) {
                 resource: s.resource.clone(),
                 namespace: SEED_NS.into(),
                 name: format!("obj-{i:04}"),
-                value: format!("seed-{i}"),
+                value: c.value(&format!("seed-{i}")),
             };
             match c.call(&c.pick(), req).await {
                 Ok(ApiResponse::Object(_)) => break,
@@ -166,23 +221,23 @@ async fn renew_lease(c: std::sync::Arc<Client>) {
                 &server,
                 ApiRequest::Get {
                     resource: "leases".into(),
-                    namespace: "kube-node-lease".into(),
+                    namespace: LEASE_NS.into(),
                     name: name.clone(),
                 },
             )
             .await;
-        let value = format!("renewed-by-{name}");
+        let value = c.value("renewed");
         let req = match current {
             Ok(ApiResponse::Object(o)) => Some(ApiRequest::Update {
                 resource: "leases".into(),
-                namespace: "kube-node-lease".into(),
+                namespace: LEASE_NS.into(),
                 name,
                 value,
                 resource_version: o.resource_version,
             }),
             Ok(ApiResponse::Status(st)) if st.code == 404 => Some(ApiRequest::Create {
                 resource: "leases".into(),
-                namespace: "kube-node-lease".into(),
+                namespace: LEASE_NS.into(),
                 name,
                 value,
             }),
@@ -200,7 +255,7 @@ async fn churn(c: std::sync::Arc<Client>) {
     let s = c.cfg.settings.clone();
     let mut known: std::collections::BTreeMap<String, i64> = Default::default();
     while c.running() {
-        let (wait, name, choice) = {
+        let (wait, name, choice, read) = {
             let mut rng = madsim::rand::thread_rng();
             let u: f64 = rng.gen_range(f64::EPSILON..1.0);
             let wait = Duration::from_secs_f64(-u.ln() / s.writes_per_s);
@@ -209,7 +264,7 @@ async fn churn(c: std::sync::Arc<Client>) {
                 c.cfg.name,
                 rng.gen_range(0..s.churn_names.max(1))
             );
-            (wait, name, rng.gen_range(0..10u32))
+            (wait, name, rng.gen_range(0..10u32), rng.gen_range(0..10u32))
         };
         tokio::time::sleep(wait).await;
         let (resource, namespace) = (s.resource.clone(), CHURN_NS.to_string());
@@ -218,7 +273,7 @@ async fn churn(c: std::sync::Arc<Client>) {
                 resource,
                 namespace,
                 name: name.clone(),
-                value: format!("v-{choice}"),
+                value: c.value(&format!("v-{choice}")),
             },
             Some(&rv) if choice < 2 => ApiRequest::Delete {
                 resource,
@@ -230,13 +285,14 @@ async fn churn(c: std::sync::Arc<Client>) {
                 resource,
                 namespace,
                 name: name.clone(),
-                value: format!("v-{choice}"),
+                value: c.value(&format!("v-{choice}")),
                 resource_version: rv,
             },
         };
+
         match c.call(&c.pick(), req).await {
             Ok(ApiResponse::Object(o)) => {
-                known.insert(name, o.resource_version);
+                known.insert(name.clone(), o.resource_version);
             }
             Ok(ApiResponse::Deleted { .. }) => {
                 known.remove(&name);
@@ -250,7 +306,7 @@ async fn churn(c: std::sync::Arc<Client>) {
                 };
                 match c.call(&c.pick(), get).await {
                     Ok(ApiResponse::Object(o)) => {
-                        known.insert(name, o.resource_version);
+                        known.insert(name.clone(), o.resource_version);
                     }
                     Ok(ApiResponse::Status(st)) if st.code == 404 => {
                         known.remove(&name);
@@ -259,6 +315,212 @@ async fn churn(c: std::sync::Arc<Client>) {
                 }
             }
         }
+        // A read after most writes, of every kind the facade serves.
+        read_once(&c, &name, read).await;
+    }
+}
+
+/// Where a LIST's first page asks to be read: (resourceVersion, resourceVersionMatch).
+type ListAt = (Option<i64>, Option<ResourceVersionMatch>);
+
+/// Draws where a first page is read: mostly a consistent read, else any revision ("0"), or not
+/// older than (or, with `exact`, exactly at) the newest resourceVersion this client has seen.
+fn draw_list_at(c: &Client, exact: bool) -> ListAt {
+    let seen = c.seen_rv.load(Ordering::Relaxed);
+    let n = madsim::rand::thread_rng().gen_range(0..10u32);
+    match n {
+        _ if seen == 0 => (None, None),
+        0..=5 => (None, None),
+        6 | 7 => (Some(0), None),
+        8 => (Some(seen), Some(ResourceVersionMatch::NotOlderThan)),
+        _ if exact => (Some(seen), Some(ResourceVersionMatch::Exact)),
+        _ => (Some(seen), Some(ResourceVersionMatch::NotOlderThan)),
+    }
+}
+
+/// One read drawn by `n` (0..10): a GET of `name`, one LIST page of the resource read as
+/// `draw_list_at` picks (an Exact one may meet a compacted revision: 410), or nothing.
+async fn read_once(c: &Client, name: &str, n: u32) {
+    let s = &c.cfg.settings;
+    let req = match n {
+        0..=3 => ApiRequest::Get {
+            resource: s.resource.clone(),
+            namespace: CHURN_NS.into(),
+            name: name.to_string(),
+        },
+        4..=8 => {
+            let (resource_version, resource_version_match) = draw_list_at(c, true);
+            ApiRequest::List {
+                resource: s.resource.clone(),
+                namespace: None,
+                limit: s.list_limit,
+                continue_token: None,
+                resource_version,
+                resource_version_match,
+            }
+        }
+        _ => return,
+    };
+    let _ = c.call(&c.pick(), req).await;
+}
+
+/// A facade request as the operation on its key the linearizable check judges, and the
+/// freshness Kubernetes promises its answer; `None` for `/readyz` (and a token the client
+/// cannot read, which the list-continuation check judges).
+fn as_operation(req: &ApiRequest) -> Option<(Request, Freshness)> {
+    Some(match req {
+        ApiRequest::Get {
+            resource,
+            namespace,
+            name,
+        } => (
+            Request::Get {
+                key: object_key(resource, namespace, name),
+                revision: 0,
+                serializable: false,
+            },
+            Freshness::Consistent,
+        ),
+        ApiRequest::List {
+            resource,
+            namespace,
+            limit,
+            continue_token,
+            resource_version,
+            resource_version_match,
+        } => {
+            let prefix = list_prefix(resource, namespace.as_deref());
+            let (start, revision, read) = match (continue_token, resource_version) {
+                (Some(t), _) => {
+                    let (start, rv) = decode_continue(&prefix, t).ok()?;
+                    match rv {
+                        // The rest at the latest revision: a consistent read.
+                        -1 => (start, 0, Freshness::Consistent),
+                        rv => (start, 0, Freshness::Continue { rv }),
+                    }
+                }
+                (None, None) => (prefix.clone(), 0, Freshness::Consistent),
+                (None, Some(0)) => (prefix.clone(), 0, Freshness::Any),
+                (None, Some(rv)) => match resource_version_match {
+                    Some(ResourceVersionMatch::NotOlderThan) => {
+                        (prefix.clone(), 0, Freshness::NotOlderThan { rv: *rv })
+                    }
+                    _ => (prefix.clone(), *rv, Freshness::Exact { rv: *rv }),
+                },
+            };
+            let end = String::from_utf8(prefix_end(&prefix)).expect("resource names are ASCII");
+            (
+                Request::List {
+                    start,
+                    end,
+                    limit: *limit,
+                    revision,
+                    serializable: false,
+                    count_only: false,
+                    keys_only: false,
+                },
+                read,
+            )
+        }
+        ApiRequest::Create {
+            resource,
+            namespace,
+            name,
+            value,
+        } => (
+            Request::Create {
+                key: object_key(resource, namespace, name),
+                value: value.clone(),
+            },
+            Freshness::Write,
+        ),
+        ApiRequest::Update {
+            resource,
+            namespace,
+            name,
+            value,
+            resource_version,
+        } => (
+            Request::Update {
+                key: object_key(resource, namespace, name),
+                value: value.clone(),
+                expected_mod_revision: *resource_version,
+            },
+            Freshness::Write,
+        ),
+        ApiRequest::Delete {
+            resource,
+            namespace,
+            name,
+            resource_version,
+        } => (
+            Request::Delete {
+                key: object_key(resource, namespace, name),
+                expected_mod_revision: *resource_version,
+            },
+            Freshness::Write,
+        ),
+        ApiRequest::Readyz => return None,
+    })
+}
+
+/// A facade answer as the operation's outcome. It carries only key, resourceVersion and value:
+/// create revision and version stay 0 ("not carried"). A GET's header is its object's
+/// resourceVersion (0 for 404); a refusal (400, 404, 409, 410, 422) did not take effect; any
+/// other failure of a write may have.
+fn outcome(req: &Request, answer: &Result<ApiResponse, String>) -> Outcome {
+    let kv = |o: &Object| Kv {
+        key: o.key.clone(),
+        create_revision: 0,
+        mod_revision: o.resource_version,
+        version: 0,
+        value: o.value.clone(),
+    };
+    let written = |rv: i64| Outcome::Ok {
+        header_revision: rv,
+        result: OpResult::Write {
+            succeeded: true,
+            current: None,
+            responses: vec![],
+        },
+    };
+    let read = |header_revision: i64, kvs: Vec<Kv>, more: bool, count: i64| Outcome::Ok {
+        header_revision,
+        result: OpResult::Read { kvs, more, count },
+    };
+    match (req, answer) {
+        (Request::Get { .. }, Ok(ApiResponse::Object(o))) => {
+            read(o.resource_version, vec![kv(o)], false, 1)
+        }
+        (Request::Get { .. }, Ok(ApiResponse::Status(st))) if st.code == 404 => {
+            read(0, vec![], false, 0)
+        }
+        (Request::List { .. }, Ok(ApiResponse::List(l))) => {
+            let n = l.items.len() as i64;
+            read(
+                l.resource_version,
+                l.items.iter().map(kv).collect(),
+                l.continue_token.is_some(),
+                n + l.remaining_item_count.unwrap_or(0),
+            )
+        }
+        (w, Ok(ApiResponse::Object(o))) if w.is_write() => written(o.resource_version),
+        (w, Ok(ApiResponse::Deleted { resource_version })) if w.is_write() => {
+            written(*resource_version)
+        }
+        (_, Ok(ApiResponse::Status(st))) if matches!(st.code, 400 | 404 | 409 | 410 | 422) => {
+            Outcome::Failed {
+                error: format!("{} {}", st.code, st.reason),
+            }
+        }
+        (w, Ok(ApiResponse::Status(st))) if w.is_write() => Outcome::Unknown {
+            error: format!("{} {}", st.code, st.reason),
+        },
+        (w, Err(e)) if w.is_write() => Outcome::Unknown { error: e.clone() },
+        (_, Ok(other)) => Outcome::Failed {
+            error: format!("unexpected answer {other:?}"),
+        },
+        (_, Err(e)) => Outcome::Failed { error: e.clone() },
     }
 }
 
@@ -268,6 +530,7 @@ async fn page(
     list: u64,
     namespace: Option<&str>,
     token: Option<String>,
+    (resource_version, resource_version_match): ListAt,
 ) -> Option<PageAnswer> {
     let s = &c.cfg.settings;
     for _ in 0..3 {
@@ -278,7 +541,8 @@ async fn page(
             namespace: namespace.map(str::to_string),
             limit: s.list_limit,
             continue_token: token.clone(),
-            resource_version: None,
+            resource_version: resource_version.filter(|_| token.is_none()),
+            resource_version_match: resource_version_match.filter(|_| token.is_none()),
         };
         let answer = match c.call(&server, req).await {
             Ok(ApiResponse::List(l)) => PageAnswer::Page {
@@ -326,11 +590,17 @@ async fn page(
 
 /// Follows continue tokens from `token` to the last page, pausing between pages; a 410 with a
 /// token continues the list at the latest revision, as the apiserver offers.
-async fn follow(c: &Client, list: u64, namespace: Option<&str>, mut token: Option<String>) {
+async fn follow(
+    c: &Client,
+    list: u64,
+    namespace: Option<&str>,
+    mut token: Option<String>,
+    first: ListAt,
+) {
     let [lo, hi] = c.cfg.settings.page_pause_s;
     let mut expired = false;
     loop {
-        match page(c, list, namespace, token.clone()).await {
+        match page(c, list, namespace, token.clone(), first).await {
             Some(PageAnswer::Page {
                 continue_token: Some(next),
                 ..
@@ -371,7 +641,8 @@ async fn chunked_list(c: &Client) {
         limit: c.cfg.settings.list_limit,
         ..Default::default()
     });
-    follow(c, list, None, None).await;
+    // Never Exact: a first page's 410 is the list-continuation check's violation.
+    follow(c, list, None, None, draw_list_at(c, false)).await;
 }
 
 /// The conformance test: first page, then page 2 with the first token every retry period until
@@ -388,7 +659,7 @@ async fn conformance(c: &Client) {
         ..Default::default()
     });
     let first = loop {
-        match page(c, list, Some(SEED_NS), None).await {
+        match page(c, list, Some(SEED_NS), None, (None, None)).await {
             Some(PageAnswer::Page {
                 continue_token: Some(t),
                 ..
@@ -414,9 +685,9 @@ async fn conformance(c: &Client) {
             code: 410,
             continue_token: Some(next),
             ..
-        }) = page(c, list, Some(SEED_NS), Some(first.clone())).await
+        }) = page(c, list, Some(SEED_NS), Some(first.clone()), (None, None)).await
         {
-            follow(c, list, Some(SEED_NS), Some(next)).await;
+            follow(c, list, Some(SEED_NS), Some(next), (None, None)).await;
             return;
         }
     }
@@ -550,6 +821,7 @@ async fn latest_rv(c: &Client) -> Option<i64> {
         limit: 1,
         continue_token: None,
         resource_version: None,
+        resource_version_match: None,
     };
     match c.call(&c.pick(), req).await {
         Ok(ApiResponse::List(l)) => Some(l.resource_version),
@@ -642,6 +914,57 @@ async fn probes(c: std::sync::Arc<Client>) {
 mod tests {
     use crate::history::PageAnswer;
     use store::apiserver::EventType;
+
+    /// Every request but `/readyz` is recorded as the operation on its key, reads of every
+    /// freshness among them, and the linearizable check judges them with the etcd API's.
+    #[test]
+    fn controllers_requests_are_recorded_for_the_linearizable_check() {
+        use crate::checkers::Checker;
+        use crate::history::{Freshness, Request};
+        let mut scenario = crate::scenario::load("../scenarios/kine-contention.toml")
+            .expect("the shipped scenario loads");
+        scenario.duration_s = 150;
+        scenario.quiet_s = 20;
+        scenario.controllers.writes_per_s = 2.0;
+        scenario.controllers.list_every_s = 15;
+        let out = crate::world::run_seed(&scenario, 3, &Default::default());
+        let h = &out.history;
+        let kinds =
+            |want: fn(&Freshness) -> bool| h.api_ops.iter().filter(|a| want(&a.read)).count();
+        assert!(kinds(|f| *f == Freshness::Write) > 50, "writes");
+        assert!(
+            kinds(|f| *f == Freshness::Consistent) > 50,
+            "consistent reads"
+        );
+        assert!(kinds(|f| *f == Freshness::Any) > 5, "reads at \"0\"");
+        assert!(kinds(|f| matches!(f, Freshness::NotOlderThan { .. })) > 5);
+        assert!(kinds(|f| matches!(f, Freshness::Exact { .. })) > 5);
+        assert!(
+            h.api_ops
+                .iter()
+                .any(|a| matches!(a.op.request, Request::Get { .. })),
+            "GETs"
+        );
+        assert!(h
+            .params
+            .workload_prefixes
+            .contains(&"/registry/widgets/".to_string()));
+        let report = crate::checkers::linearizable::Linearizable.check(h);
+        assert!(report.passed(), "{:?}", report.first());
+        let reads = report.judged.iter().find(|(what, _)| *what == "reads");
+        let answered = |o: &&crate::history::Operation| o.outcome.header_revision().is_some();
+        let etcd_reads = h
+            .ops
+            .iter()
+            .filter(|o| !o.request.is_write())
+            .filter(answered)
+            .count() as u64;
+        assert!(
+            reads.is_some_and(|(_, n)| *n > etcd_reads),
+            "facade reads judged too: {:?}",
+            report.judged
+        );
+    }
 
     /// On the etcd topology the apiservers serve WatchLists and watches from the members' own
     /// watch streams: controllers get initial events, bookmarks and changes, and every checker

@@ -99,6 +99,44 @@ pub struct History {
     /// The lease clients' requests, ordered by invoke time (absent from runs without them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<LeaseOperation>,
+    /// Controllers' requests through the apiserver facade (GET, each LIST page, create, update,
+    /// delete) as operations on their `/registry` keys, ordered by invoke time. Kept apart from
+    /// `ops` so the checks of the etcd API's answers never mistake one for theirs; the
+    /// linearizable check judges both together.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_ops: Vec<ApiOperation>,
+}
+
+/// A request through the apiserver facade: the operation on its key as the etcd API would have
+/// carried it, and what Kubernetes promises of its answer. An answer carries only key,
+/// resourceVersion (the mod revision) and value: its key-values have create revision and version
+/// 0, meaning "not carried". A GET's answer carries no list revision: its header revision is the
+/// object's resourceVersion (0 for 404 Not Found).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiOperation {
+    pub op: Operation,
+    pub read: Freshness,
+}
+
+/// What a facade request may be answered from (SEMANTICS.md section 3, reads and their
+/// freshness).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Freshness {
+    /// A create, update or delete: judged as the etcd API's guarded writes.
+    Write,
+    /// No resourceVersion (or a continue token of rv -1): at least as new as every write
+    /// acknowledged before it was sent.
+    Consistent,
+    /// resourceVersion "0": any revision; not judged for freshness.
+    Any,
+    /// `resourceVersionMatch=NotOlderThan` with `rv`: at a revision >= rv.
+    NotOlderThan { rv: i64 },
+    /// `resourceVersionMatch=Exact` with `rv` (or a bare resourceVersion on a LIST): at rv.
+    Exact { rv: i64 },
+    /// A page continued from a token of revision `rv`: the list-continuation check judges that
+    /// it came at `rv`; its items are judged at the revision it reports.
+    Continue { rv: i64 },
 }
 
 /// One chunked LIST through the apiserver: its pages in order, continued token by token.

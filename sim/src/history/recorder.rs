@@ -6,10 +6,10 @@
 
 use crate::history::trace::Trace;
 use crate::history::{
-    printable, ApiWatch, ApiWatchEnd, ApiWatchEvent, ChunkedList, EventKind, History,
-    HistoryParams, LeaseOperation, LeaseOutcome, LeaseRequest, LeaseResult, ListPage, Operation,
-    Outcome, PageAnswer, Request, SimNanos, WatchEventRecord, WatchSession, WatchSessionEnd,
-    WorldEvent,
+    printable, ApiOperation, ApiWatch, ApiWatchEnd, ApiWatchEvent, ChunkedList, EventKind,
+    Freshness, History, HistoryParams, LeaseOperation, LeaseOutcome, LeaseRequest, LeaseResult,
+    ListPage, Operation, Outcome, PageAnswer, Request, SimNanos, WatchEventRecord, WatchSession,
+    WatchSessionEnd, WorldEvent,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,6 +32,9 @@ struct State {
     leases: Vec<LeaseOperation>,
     /// Invoked lease operations not yet completed, by id.
     pending_leases: BTreeMap<u64, usize>,
+    api_ops: Vec<ApiOperation>,
+    /// Invoked facade requests not yet completed, by id.
+    pending_api: BTreeMap<u64, usize>,
     /// Revisions already reported committed, with the key and whether it was a delete: every
     /// etcd member applies (and reports) each one.
     committed: BTreeMap<i64, (String, bool)>,
@@ -117,6 +120,45 @@ impl Recorder {
         };
         let s = &mut *s;
         let op = &mut s.ops[index];
+        op.complete_ns = at_ns;
+        op.outcome = outcome;
+        s.trace.push(at_ns, &op.client, Completion(op));
+    }
+
+    /// Records the start of a request through the apiserver facade, as the operation on its
+    /// key; returns its id for `complete_api`.
+    pub fn invoke_api(&self, client: &str, server: &str, request: Request, read: Freshness) -> u64 {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let id = s.next_op;
+        s.next_op += 1;
+        let index = s.api_ops.len();
+        s.api_ops.push(ApiOperation {
+            op: Operation {
+                id,
+                client: client.to_string(),
+                server: server.to_string(),
+                invoke_ns: at_ns,
+                complete_ns: at_ns,
+                request,
+                outcome: Outcome::Unknown {
+                    error: "never completed".into(),
+                },
+            },
+            read,
+        });
+        s.pending_api.insert(id, index);
+        id
+    }
+
+    pub fn complete_api(&self, id: u64, outcome: Outcome) {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let Some(index) = s.pending_api.remove(&id) else {
+            return;
+        };
+        let s = &mut *s;
+        let op = &mut s.api_ops[index].op;
         op.complete_ns = at_ns;
         op.outcome = outcome;
         s.trace.push(at_ns, &op.client, Completion(op));
@@ -394,6 +436,11 @@ impl Recorder {
             s.leases[index].complete_ns = end;
         }
         s.pending_leases.clear();
+        let pending: Vec<usize> = s.pending_api.values().copied().collect();
+        for index in pending {
+            s.api_ops[index].op.complete_ns = end;
+        }
+        s.pending_api.clear();
         let history = History {
             params,
             ops: std::mem::take(&mut s.ops),
@@ -402,6 +449,7 @@ impl Recorder {
             lists: std::mem::take(&mut s.lists),
             api_watches: std::mem::take(&mut s.api_watches),
             leases: std::mem::take(&mut s.leases),
+            api_ops: std::mem::take(&mut s.api_ops),
         };
         (history, std::mem::take(&mut s.trace))
     }

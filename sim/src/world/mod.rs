@@ -273,6 +273,9 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
             .resources
             .iter()
             .map(|r| format!("/registry/{r}/"))
+            .chain(crate::clients::controller::owned_prefixes(
+                &scenario.controllers,
+            ))
             .collect(),
         ..Default::default()
     };

@@ -55,7 +55,8 @@ pub(super) fn judge_later(m: &Model, later: Later, out: &mut Violations) {
             Claim::Live { op, .. } | Claim::Absent { op, .. } | Claim::Count { op } => op,
         };
         let o = &m.ops[op];
-        let s = Spec::of_op(o);
+        let mut s = Spec::of_op(o);
+        s.facade = m.facade(op).is_some();
         let began = m.late_commits.then_some(o.invoke_ns);
         match claim {
             Claim::Live { key, rev, kv, .. } => {

@@ -9,7 +9,7 @@ use super::index::{prefetch, prefetch_all, prefix_end, ByRev, FixedHash, RevSet}
 use super::lines::Lines;
 use super::spec::{answer, covered, Spec};
 use super::state::Window;
-use crate::history::{History, Kv, OpResult, Operation, Outcome, Request};
+use crate::history::{Freshness, History, Kv, OpResult, Operation, Outcome, Request};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
@@ -166,6 +166,9 @@ pub(super) struct Model<'h> {
     pub resolved: u64,
     /// Writes of unknown outcome that took effect and are in `lines`.
     resolved_ops: BTreeSet<usize>,
+    /// By op index: what the apiserver facade promised of a request sent through it (`None`:
+    /// the etcd API's; empty when no request went through the facade).
+    pub facade: Vec<Option<Freshness>>,
 }
 
 impl<'h> Model<'h> {
@@ -190,6 +193,7 @@ impl<'h> Model<'h> {
             etcd: h.params.topology == "etcd",
             resolved: 0,
             resolved_ops: BTreeSet::new(),
+            facade: vec![],
         };
         // Sized for the whole history up front: the heap a long run leaves behind is fragmented,
         // and growing these a step at a time made the allocator search it again and again.
@@ -325,6 +329,11 @@ impl<'h> Model<'h> {
         self.cursor = (0..self.lines.len())
             .map(|key| Cell::new(self.window_at(key, 0)))
             .collect();
+    }
+
+    /// What the facade promised of op `op`'s answer, if it went through the facade.
+    pub fn facade(&self, op: usize) -> Option<Freshness> {
+        self.facade.get(op).copied().flatten()
     }
 
     pub fn owned(&self, key: &str) -> bool {

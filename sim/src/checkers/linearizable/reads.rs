@@ -22,6 +22,7 @@ use std::ops::Range;
 pub(super) fn judge_reads<'h>(
     m: &Model<'h>,
     ops: &Ops,
+    known_before: impl Fn(u64) -> i64,
     later: &mut Later<'h>,
     out: &mut Violations,
 ) -> u64 {
@@ -36,13 +37,20 @@ pub(super) fn judge_reads<'h>(
             prefetch_read(&m.ops[ahead]);
         }
         let o = &m.ops[i];
-        let (Some(s), Some(a)) = (Spec::of(&o.request), answer(o)) else {
+        let (Some(mut s), Some(a)) = (Spec::of(&o.request), answer(o)) else {
             continue;
+        };
+        s.facade = m.facade(i).is_some();
+        let rev = match &o.request {
+            Request::Get { key, .. } if s.facade => {
+                facade_get_served_at(m, o, key, &a, known_before(o.invoke_ns))
+            }
+            _ => served_at(&s, &a),
         };
         let scope = scope(m, &s);
         if scope == Scope::Outside {
             // No workload key is in its range: only its shape can be judged.
-            if let Some(problem) = shape(&s, &a, served_at(&s, &a), m.etcd, false) {
+            if let Some(problem) = shape(&s, &a, rev, m.etcd, false) {
                 out.fire(o.complete_ns, || {
                     format!("{} {}", op_line(o), problem.describe())
                 });
@@ -50,9 +58,34 @@ pub(super) fn judge_reads<'h>(
             continue;
         }
         judged += 1;
-        judge_read(m, later, i, &s, scope, &a, out);
+        judge_read(m, later, i, &s, scope, &a, rev, out);
     }
     judged
+}
+
+/// The revision a GET through the apiserver facade is judged at. Its answer names no revision
+/// of its own, only the object's resourceVersion, and as a consistent read it was served at
+/// some revision from `prior` (the highest known committed before it was sent) until it
+/// completed. An object at resourceVersion R is right exactly when it is the key's state at
+/// max(R, prior), for a version once replaced never returns. A 404 is judged at `prior`, or,
+/// when the key was live then, at the first delete after it that was sent before the GET
+/// completed.
+fn facade_get_served_at(m: &Model, o: &Operation, key: &str, a: &Answer, prior: i64) -> i64 {
+    if let Some(kv) = a.kvs.first() {
+        return kv.mod_revision.max(prior);
+    }
+    let Some(k) = m.key_ix(key) else {
+        return prior;
+    };
+    let line = &m.lines[k];
+    let at = line.partition_point(|e| e.rev <= prior);
+    if at == 0 || !line[at - 1].change.is_put() {
+        return prior;
+    }
+    line[at..]
+        .iter()
+        .find(|e| !e.change.is_put() && m.ops[e.op].invoke_ns < o.complete_ns)
+        .map_or(prior, |e| e.rev)
 }
 
 /// How many answers, and key-values within one, ahead of the one judged to start loading.
@@ -80,12 +113,17 @@ fn served_line(o: &Operation, s: &Spec, rev: i64) -> String {
         op_line(o),
         if s.revision > 0 {
             "the revision it asked for"
+        } else if s.facade && matches!(o.request, Request::Get { .. }) {
+            "a GET through the apiserver: the newest revision known committed before it was sent, or its object's resourceVersion if later"
+        } else if s.facade {
+            "the resourceVersion its list reported"
         } else {
             "its header's"
         }
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn judge_read<'h>(
     m: &Model<'h>,
     later: &mut Later<'h>,
@@ -93,13 +131,14 @@ fn judge_read<'h>(
     s: &Spec,
     scope: Scope,
     a: &Answer<'h>,
+    rev: i64,
     out: &mut Violations,
 ) {
     let o = &m.ops[op];
     let at = o.complete_ns;
-    let rev = served_at(s, a);
     let began = m.late_commits.then_some(o.invoke_ns);
-    if s.revision > a.header {
+    // (The facade's resourceVersion rules are `facade::judge_freshness`'s.)
+    if s.revision > a.header && !s.facade {
         out.fire(at, || {
             format!(
                 "{} asked for revision {} but the store's revision was {} (its header): a future revision must be refused",
@@ -218,13 +257,14 @@ pub(super) fn judge_live<'h>(
             short(m.value(e))
         ));
     }
-    if e.create_rev != 0 && kv.create_revision != e.create_rev {
+    // An object through the facade carries neither create revision nor version.
+    if e.create_rev != 0 && kv.create_revision != e.create_rev && !s.facade {
         wrong.push(format!(
             "create revision {} instead of {}",
             kv.create_revision, e.create_rev
         ));
     }
-    if m.etcd && e.version != 0 && kv.version != e.version {
+    if m.etcd && e.version != 0 && kv.version != e.version && !s.facade {
         wrong.push(format!("version {} instead of {}", kv.version, e.version));
     }
     if !wrong.is_empty() {

@@ -24,6 +24,8 @@ pub(super) enum Shape<'h> {
     ValueInKeysOnly(&'h Kv),
     /// Revisions out of order: not `0 < create <= mod <= served`.
     Revisions(&'h Kv, i64),
+    /// An object's resourceVersion below 1 or above the revision its read was served at.
+    ResourceVersion(&'h Kv, i64),
     /// A version the store's rules do not allow (etcd: counted from the key's creation, at most
     /// one per revision since; kine: 1 for every live key).
     Version(&'h Kv, bool),
@@ -69,6 +71,15 @@ pub(super) fn shape<'h>(
     }
     if !a.more && a.count != n as i64 {
         return Some(Shape::Count(a.count, n));
+    }
+    if s.facade {
+        // An object carries its resourceVersion (mod revision) alone.
+        let newer = !modelled;
+        return a
+            .kvs
+            .iter()
+            .find(|kv| kv.mod_revision < 1 || (newer && kv.mod_revision > rev))
+            .map(|kv| Shape::ResourceVersion(kv, rev));
     }
     a.kvs
         .iter()
@@ -128,6 +139,11 @@ impl Shape<'_> {
                 "returned {} with create revision {} and mod revision {}, served at revision {rev}: every key-value needs 0 < create revision <= mod revision <= the revision served",
                 printable(&kv.key),
                 kv.create_revision,
+                kv.mod_revision
+            ),
+            Shape::ResourceVersion(kv, rev) => format!(
+                "returned {} at resourceVersion {}, served at revision {rev}: an object's resourceVersion is at least 1 and at most the revision served",
+                printable(&kv.key),
                 kv.mod_revision
             ),
             Shape::Version(kv, etcd) => format!(

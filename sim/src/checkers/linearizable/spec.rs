@@ -22,6 +22,8 @@ pub(super) struct Spec<'a> {
     pub serializable: bool,
     pub count_only: bool,
     pub keys_only: bool,
+    /// Sent through the apiserver facade: its key-values carry no create revision or version.
+    pub facade: bool,
 }
 
 impl<'a> Spec<'a> {
@@ -35,6 +37,7 @@ impl<'a> Spec<'a> {
             serializable: false,
             count_only: false,
             keys_only: false,
+            facade: false,
         }
     }
 
@@ -58,6 +61,7 @@ impl<'a> Spec<'a> {
                 serializable: *serializable,
                 count_only: false,
                 keys_only: false,
+                facade: false,
             }),
             Request::List {
                 start,
@@ -79,6 +83,7 @@ impl<'a> Spec<'a> {
                 serializable: *serializable,
                 count_only: *count_only,
                 keys_only: *keys_only,
+                facade: false,
             }),
             _ => None,
         }

@@ -268,12 +268,7 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
         } else {
             scenario.database.dialect.clone()
         },
-        workload_prefixes: scenario
-            .workload
-            .resources
-            .iter()
-            .map(|r| format!("/registry/{r}/"))
-            .collect(),
+        workload_prefixes: crate::clients::workload::owned_prefixes(&scenario.workload),
         ..Default::default()
     };
     let params = if let Some(m) = &cluster.membership {

@@ -24,6 +24,29 @@ pub const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request"
 pub const INVALID_SORT: &str = "etcdserver: invalid sort option";
 /// etcd's default `--max-txn-ops`.
 pub const MAX_TXN_OPS: usize = 128;
+pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
+/// etcd's default `--max-request-bytes` (1.5 MiB): the most a marshalled raft request may hold.
+pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
+/// What etcd's raft request adds around a Put, DeleteRange or Txn: the header (a two-byte tag
+/// for field 100, its length, and the request id at its longest, ten bytes after a one-byte
+/// tag) and the one-byte tag of the request's own field.
+const RAFT_REQUEST_OVERHEAD: usize = 2 + 1 + 1 + 10 + 1;
+
+/// The bytes etcd's `InternalRaftRequest` takes around a KV write request of `body` bytes:
+/// what it compares with `--max-request-bytes` before proposing (`processInternalRaftRequestOnce`).
+pub fn raft_request_bytes(body: usize) -> usize {
+    RAFT_REQUEST_OVERHEAD + prost::encoding::encoded_len_varint(body as u64) + body
+}
+
+/// etcd's size check of a write: a request of `body` bytes whose raft request would exceed
+/// `MAX_REQUEST_BYTES` is refused before it is proposed. Reads are not proposed, so not checked.
+pub fn check_request_bytes(body: usize) -> Result<(), StoreError> {
+    if raft_request_bytes(body) > MAX_REQUEST_BYTES {
+        crate::probe!("etcd.write.request_too_large");
+        return Err(invalid(REQUEST_TOO_LARGE));
+    }
+    Ok(())
+}
 
 fn invalid(msg: &str) -> StoreError {
     StoreError::Unsupported(msg.to_string())
@@ -324,5 +347,26 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(check_txn(&twice), Err(invalid(DUPLICATE_KEY)));
+    }
+
+    /// A write whose raft request fills `--max-request-bytes` exactly passes; one byte more is
+    /// refused with etcd's message.
+    #[test]
+    fn a_write_fits_up_to_the_request_limit_and_not_a_byte_past() {
+        use prost::Message;
+        let txn = |n: usize| {
+            crate::apiserver::guarded_txn("/registry/pods0", 7, Some(&"x".repeat(n))).encoded_len()
+        };
+        let mut n = MAX_REQUEST_BYTES;
+        while raft_request_bytes(txn(n)) > MAX_REQUEST_BYTES {
+            n -= 1;
+        }
+        assert_eq!(raft_request_bytes(txn(n)), MAX_REQUEST_BYTES);
+        assert_eq!(check_request_bytes(txn(n)), Ok(()));
+        assert_eq!(
+            check_request_bytes(txn(n + 1)),
+            Err(invalid(REQUEST_TOO_LARGE))
+        );
+        assert_eq!(check_request_bytes(txn(0)), Ok(()));
     }
 }

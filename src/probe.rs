@@ -82,6 +82,7 @@ pub const PROBES: &[(&str, &str)] = &[
     ("etcd.range.compacted", "a read asked for a revision below the compact revision"),
     ("etcd.range.at_compact_revision", "a read at exactly the compact revision was served"),
     ("etcd.range.key_at_range_end", "a range read's end key exists in the store (excluded by the range)"),
+    ("etcd.write.request_too_large", "a write was refused: its raft request exceeds --max-request-bytes"),
     ("etcd.txn.create_found_key_live", "a create's compare (mod revision 0) failed: the key is live"),
     ("etcd.txn.update_found_key_gone", "an update or delete's mod-revision compare failed: the key is gone"),
     ("etcd.txn.update_found_newer_revision", "an update or delete's mod-revision compare failed: the key was rewritten"),

@@ -233,6 +233,31 @@ pub struct Workload {
         skip_serializing_if = "is_default_lease_keys"
     )]
     pub lease_keys: u32,
+    /// Chance that a key a client picks to create or read is one at a range's edge instead of
+    /// an object's: `/registry0` (the end of the watchers' and the final audit's range),
+    /// `/registry/<resource>0` (the end of a resource's lists), `/registry/<resource>/` (their
+    /// start) and `/registry/<resource>/ns-0/obj-0000\0` (right after an object, where a list's
+    /// next page starts). 0: none.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub edge_keys: f64,
+    /// Chance that a List, count-only or past-revision read is drawn at an edge of its options
+    /// instead: limit 1, limit equal to the count a count-only read just gave (at that revision,
+    /// so `more` must be false), or a revision that closes in on the compact revision by
+    /// bisection and then reads exactly at it; keys-only and count-only drawn at those edges.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub edge_reads: f64,
+    /// Chance that a write puts an empty value.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub empty_values: f64,
+    /// Chance that a write to a resource's range-end key (`/registry/<resource>0`, outside its
+    /// lists, so pages stay small) puts a value that fills etcd's request limit exactly
+    /// (`--max-request-bytes`, 1.5 MiB), or one in four times a byte more, which etcd refuses.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub large_values: f64,
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn default_value_bytes() -> usize {

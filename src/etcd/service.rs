@@ -77,6 +77,7 @@ impl Kv for MemberApi {
     }
 
     async fn put(&self, r: Request<PutRequest>) -> Answer<PutResponse> {
+        crate::kv_rules::check_request_bytes(prost::Message::encoded_len(r.get_ref()))?;
         match self.write(Proposal::Put(r.into_inner())).await? {
             (Outcome::Put(mut resp), rev) => {
                 resp.header = self.header(rev);
@@ -87,6 +88,7 @@ impl Kv for MemberApi {
     }
 
     async fn delete_range(&self, r: Request<DeleteRangeRequest>) -> Answer<DeleteRangeResponse> {
+        crate::kv_rules::check_request_bytes(prost::Message::encoded_len(r.get_ref()))?;
         match self.write(Proposal::DeleteRange(r.into_inner())).await? {
             (Outcome::DeleteRange(mut resp), rev) => {
                 resp.header = self.header(rev);
@@ -97,6 +99,7 @@ impl Kv for MemberApi {
     }
 
     async fn txn(&self, r: Request<TxnRequest>) -> Answer<TxnResponse> {
+        crate::kv_rules::check_request_bytes(prost::Message::encoded_len(r.get_ref()))?;
         match self.write(Proposal::Txn(r.into_inner())).await? {
             (Outcome::Txn(mut resp), rev) => {
                 resp.header = self.header(rev);

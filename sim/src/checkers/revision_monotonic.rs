@@ -173,7 +173,15 @@ fn durability(h: &History, out: &mut Violations) {
                 && o.complete_ns >= invoked_after
         })
     };
+    // Keys outside the audit's range (a workload's edge key at its exclusive end) say nothing.
+    let audited = |key: &str| match &read.request {
+        Request::List { start, end, .. } => key >= start.as_str() && key < end.as_str(),
+        _ => true,
+    };
     for (key, (rev, i)) in last {
+        if !audited(key) {
+            continue;
+        }
         let op = &h.ops[i];
         // A later write with an unknown outcome may legitimately have changed the key.
         if unknown_after(key, op.invoke_ns) {
@@ -476,6 +484,19 @@ mod tests {
             },
         );
         assert!(check(&h2).passed());
+    }
+
+    /// A key at the audit's exclusive end is not in its answer: its absence loses nothing, while
+    /// a key just inside the range is still judged.
+    #[test]
+    fn a_write_outside_the_audits_range_is_not_judged_by_it() {
+        let mut h = history();
+        op(&mut h, "c1", 1.0, 1.1, create("0"), write_ok(2));
+        let fr = op(&mut h, "audit", 9.0, 9.1, list_all(), read_ok(3, vec![]));
+        h.params.final_read = Some(fr);
+        assert!(check(&h).passed());
+        op(&mut h, "c1", 2.0, 2.1, create("/\0"), write_ok(3));
+        assert_fires(&check(&h), "acknowledged write lost: op#2 by c1 wrote /\0");
     }
 
     #[test]

@@ -6,11 +6,17 @@
 //! revision), reads at old and compacted revisions, count-only and keys-only lists. Every request
 //! is recorded before it is sent and completed with what came back. A client never retries a
 //! write itself; it only learns from answers. A pinned client stays on its one server.
+//!
+//! Where the scenario asks for them, clients also draw edges: keys exactly at and next to the
+//! ends of the ranges lists, watches and the final audit read, empty values and values that fill
+//! etcd's request limit, and reads whose options sit at their edges (limit 1, limit equal to the
+//! count, exactly the compact revision).
 
 use super::etcd_call::send;
 use crate::history::recorder::Recorder;
 use crate::history::{OpResult, Outcome, Request};
 use crate::scenario::Workload;
+use prost::Message as _;
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,6 +37,66 @@ pub struct ClientConfig {
 
 /// How many of its latest header revisions a client remembers for old-revision reads.
 const RECENT_REVISIONS: usize = 32;
+
+/// The end of the range watchers watch and the final audit reads (`/registry/`, exclusive).
+const REGISTRY_END: &str = "/registry0";
+
+/// The end of a resource's lists: `[/registry/<r>/, /registry/<r>0)`.
+fn resource_end(r: &str) -> String {
+    format!("/registry/{r}0")
+}
+
+/// The keys at range edges a client picks with `Workload::edge_keys`: the watchers' and audit's
+/// end; per resource its lists' end, their start, and an object's name followed by `\0`, the
+/// key a list's next page starts at after that object.
+pub fn edge_keys(w: &Workload) -> Vec<String> {
+    let mut keys = vec![REGISTRY_END.to_string()];
+    for r in &w.resources {
+        keys.push(resource_end(r));
+        keys.push(format!("/registry/{r}/"));
+        keys.push(format!("/registry/{r}/ns-0/obj-0000\0"));
+    }
+    keys
+}
+
+/// The key prefixes only the workload writes, which the checkers model from its operations:
+/// its resources', and with edge keys the range-end keys outside them.
+pub fn owned_prefixes(w: &Workload) -> Vec<String> {
+    let mut prefixes: Vec<String> = w
+        .resources
+        .iter()
+        .map(|r| format!("/registry/{r}/"))
+        .collect();
+    if w.edge_keys > 0.0 {
+        prefixes.extend(w.resources.iter().map(|r| resource_end(r)));
+        prefixes.push(REGISTRY_END.to_string());
+    }
+    prefixes
+}
+
+/// A value of `unique` padded so that the guarded Txn writing it to `key` fills etcd's request
+/// limit exactly (`kv_rules::MAX_REQUEST_BYTES`), or with `over` a byte past it.
+fn large_value(key: &str, expected: i64, unique: &str, over: bool) -> String {
+    use store::kv_rules::{raft_request_bytes, MAX_REQUEST_BYTES};
+    let value = |n: usize| format!("{unique}{}", "x".repeat(n.saturating_sub(unique.len())));
+    let bytes = |v: &str| {
+        raft_request_bytes(store::apiserver::guarded_txn(key, expected, Some(v)).encoded_len())
+    };
+    // The raft request grows at least a byte per value byte: start at an upper bound and step
+    // down by the excess, then up while a byte more still fits (length prefixes change size).
+    let mut n = MAX_REQUEST_BYTES - bytes("");
+    loop {
+        let b = bytes(&value(n));
+        if b <= MAX_REQUEST_BYTES {
+            break;
+        }
+        n -= b - MAX_REQUEST_BYTES;
+    }
+    while bytes(&value(n + 1)) <= MAX_REQUEST_BYTES {
+        n += 1;
+    }
+    value(n + usize::from(over))
+}
 
 /// One operation a client draws from the mix (in `Mix::weights` order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +148,12 @@ struct Client {
     recent: std::collections::VecDeque<i64>,
     /// The highest header revision this client has seen.
     top: i64,
+    /// Keys at range edges (empty without `Workload::edge_keys`).
+    edges: Vec<String>,
+    /// What this client's past-revision reads taught it of the compact revision: the highest
+    /// revision refused as compacted, and the lowest served above it (0: none since).
+    compact_refused: i64,
+    compact_served: i64,
 }
 
 /// Runs one client until `stop_at`, then returns.
@@ -104,6 +176,9 @@ pub async fn run_client(cfg: ClientConfig, recorder: Recorder) {
         seq: 0,
         recent: Default::default(),
         top: 0,
+        edges: edge_keys(&cfg.workload),
+        compact_refused: 0,
+        compact_served: 0,
     };
     while Instant::now() < cfg.stop_at {
         let gap: f64 = madsim::rand::thread_rng().gen::<f64>();
@@ -152,6 +227,10 @@ impl Client {
 
     fn pick_key(&self, live_only: bool) -> Option<String> {
         let mut rng = madsim::rand::thread_rng();
+        let edge = self.cfg.workload.edge_keys;
+        if !live_only && edge > 0.0 && rng.gen_bool(edge) {
+            return Some(self.edges[rng.gen_range(0..self.edges.len())].clone());
+        }
         if live_only {
             let live: Vec<&String> = self
                 .known
@@ -200,6 +279,20 @@ impl Client {
                 other => other,
             };
         }
+        let edge_reads = self.cfg.workload.edge_reads;
+        let edge_read = matches!(
+            draw,
+            Draw::List
+                | Draw::SerializableList
+                | Draw::KeysOnly
+                | Draw::CountOnly
+                | Draw::OldRevisionRead
+                | Draw::CompactedRead
+        ) && edge_reads > 0.0
+            && madsim::rand::thread_rng().gen_bool(edge_reads);
+        if edge_read {
+            return self.edge_read(draw).await;
+        }
         self.seq += 1;
         let value = format!(
             "{}-{}-{}",
@@ -207,7 +300,7 @@ impl Client {
             self.seq,
             "x".repeat(self.cfg.workload.value_bytes.saturating_sub(16))
         );
-        let request = match draw {
+        let mut request = match draw {
             Draw::Update | Draw::Delete => match self.pick_key(true) {
                 Some(key) => {
                     let expected_mod_revision = self.known[&key];
@@ -270,7 +363,130 @@ impl Client {
                 value,
             },
         };
+        self.edge_value(&mut request);
         self.execute(request).await;
+    }
+
+    /// With `Workload::empty_values`, a put's value is made empty; with `large_values`, a put to
+    /// a resource's range-end key gets a value filling etcd's request limit (or a byte past it,
+    /// which etcd refuses as too large). Keys in lists keep small values: every page showing a
+    /// value that size would be recorded whole.
+    fn edge_value(&self, request: &mut Request) {
+        let w = &self.cfg.workload;
+        let (key, expected, value) = match request {
+            Request::Create { key, value } => (key, 0, value),
+            Request::Update {
+                key,
+                value,
+                expected_mod_revision,
+            } => (key, *expected_mod_revision, value),
+            _ => return,
+        };
+        let mut rng = madsim::rand::thread_rng();
+        if w.empty_values > 0.0 && rng.gen_bool(w.empty_values) {
+            value.clear();
+            return;
+        }
+        let range_end = || w.resources.iter().any(|r| *key == resource_end(r));
+        if w.large_values > 0.0 && range_end() && rng.gen_bool(w.large_values) {
+            let unique = format!("{}-{}-", self.cfg.name, self.seq);
+            *value = large_value(key, expected, &unique, rng.gen_bool(0.25));
+        }
+    }
+
+    /// A read at an edge of its options, in place of `draw`. A past-revision draw reads at the
+    /// revision this client believes is the compact revision, closing in on it by bisection
+    /// (a Get, a one-page List with limit 1, or a count-only read). Any other draw counts one
+    /// resource (count-only with limit 1, which etcd ignores), then lists it at that count's
+    /// revision with limit 1 and with limit equal to the count, where `more` must be false.
+    async fn edge_read(&mut self, draw: Draw) {
+        let serializable = draw == Draw::SerializableList;
+        let (start, end) = self.pick_resource();
+        let list = |limit, revision, count_only, keys_only| Request::List {
+            start: start.clone(),
+            end: end.clone(),
+            limit,
+            revision,
+            serializable: serializable && revision == 0,
+            count_only,
+            keys_only,
+        };
+        // Once a compaction was met, the other edge reads close in on it too until found, then
+        // half of them: bisection takes about ten reads to find a compaction hundreds of
+        // revisions on, and kine's compactor moves it every tick.
+        let found = self.compact_served == self.compact_refused + 1;
+        let compact_edge = matches!(draw, Draw::OldRevisionRead | Draw::CompactedRead)
+            || (self.compact_refused > 0 && (!found || madsim::rand::thread_rng().gen_bool(0.5)));
+        if compact_edge {
+            let revision = self.compact_edge();
+            let request = match madsim::rand::thread_rng().gen_range(0..4) {
+                0 => Request::Get {
+                    key: self.pick_key(false).expect("keys exist"),
+                    revision,
+                    serializable: false,
+                },
+                1 => list(1, revision, false, false),
+                2 => list(1, revision, false, true),
+                _ => list(0, revision, true, false),
+            };
+            self.execute(request).await;
+            return;
+        }
+        let keys_only = draw == Draw::KeysOnly || madsim::rand::thread_rng().gen_bool(0.25);
+        let Some(Outcome::Ok {
+            header_revision,
+            result: OpResult::Read { count, .. },
+        }) = self.execute(list(1, 0, true, false)).await
+        else {
+            return;
+        };
+        self.execute(list(1, header_revision, false, keys_only))
+            .await;
+        if count > 0 {
+            self.execute(list(count, header_revision, false, keys_only))
+                .await;
+        }
+    }
+
+    /// The revision to read at to find the compact revision: before any was refused as
+    /// compacted, one from the older half of what this client saw (as a compacted read); once a
+    /// revision was refused and the next one served, that one (exactly the compact revision,
+    /// unless a compaction moved it since); otherwise halfway between what was refused and what
+    /// was served (or the newest revision seen).
+    fn compact_edge(&self) -> i64 {
+        let refused = self.compact_refused;
+        if refused == 0 {
+            return self.past_revision(true);
+        }
+        let hi = if self.compact_served > refused {
+            self.compact_served
+        } else {
+            self.top
+        };
+        if hi <= refused + 1 {
+            return hi.max(refused + 1);
+        }
+        refused + 1 + (hi - refused - 1) / 2
+    }
+
+    /// What a read at a past revision says about the compact revision.
+    fn learn_compaction(&mut self, revision: i64, outcome: &Outcome) {
+        match outcome {
+            Outcome::Ok { .. }
+                if revision > self.compact_refused
+                    && (self.compact_served <= self.compact_refused
+                        || revision < self.compact_served) =>
+            {
+                self.compact_served = revision;
+            }
+            Outcome::Failed { error } if error == store::error::COMPACTED => {
+                self.compact_refused = self.compact_refused.max(revision);
+                if self.compact_served <= self.compact_refused {
+                    self.compact_served = 0;
+                }
+            }
+            _ => {}
+        }
     }
 
     /// A revision in the past of what this client has seen: one of its recent answers', or
@@ -363,6 +579,11 @@ impl Client {
             .invoke(&self.cfg.name, &server, request.clone());
         let outcome = send(&mut kv, &request).await;
         self.learn(&request, &outcome);
+        if let Request::Get { revision, .. } | Request::List { revision, .. } = &request {
+            if *revision > 0 {
+                self.learn_compaction(*revision, &outcome);
+            }
+        }
         if let Some(rev) = outcome.header_revision() {
             self.top = self.top.max(rev);
             if self.recent.len() == RECENT_REVISIONS {

@@ -301,6 +301,14 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
     if w.lease_clients > 0 {
         lease_settings(w)?;
     }
+    for (field, p) in [
+        ("workload.edge_keys", w.edge_keys),
+        ("workload.edge_reads", w.edge_reads),
+        ("workload.empty_values", w.empty_values),
+        ("workload.large_values", w.large_values),
+    ] {
+        probability(field, p)?;
+    }
     let f = &s.faults;
     check(
         f.partitions_per_min >= 0.0 && f.partitions_per_min.is_finite(),

@@ -268,11 +268,8 @@ async fn orchestrate(scenario: Scenario, seed: u64, design: Design) -> RunOutput
         } else {
             scenario.database.dialect.clone()
         },
-        workload_prefixes: scenario
-            .workload
-            .resources
-            .iter()
-            .map(|r| format!("/registry/{r}/"))
+        workload_prefixes: crate::clients::workload::owned_prefixes(&scenario.workload)
+            .into_iter()
             .chain(crate::clients::controller::owned_prefixes(
                 &scenario.controllers,
             ))

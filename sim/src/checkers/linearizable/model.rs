@@ -169,6 +169,9 @@ pub(super) struct Model<'h> {
     /// By op index: what the apiserver facade promised of a request sent through it (`None`:
     /// the etcd API's; empty when no request went through the facade).
     pub facade: Vec<Option<Freshness>>,
+    /// Versions no known write produced that an answer showed with an empty value, which names
+    /// no write (many put one): (key, revision, the answer's op), resolved by reference.
+    empty_shown: Vec<(usize, i64, usize)>,
 }
 
 impl<'h> Model<'h> {
@@ -194,6 +197,7 @@ impl<'h> Model<'h> {
             resolved: 0,
             resolved_ops: BTreeSet::new(),
             facade: vec![],
+            empty_shown: vec![],
         };
         // Sized for the whole history up front: the heap a long run leaves behind is fragmented,
         // and growing these a step at a time made the allocator search it again and again.
@@ -423,11 +427,13 @@ impl<'h> Model<'h> {
             .unknown_writes
             .iter()
             .filter_map(|&i| value_of(&h.ops[i].request).map(|v| (v, i)))
+            .filter(|(v, _)| !v.is_empty())
             .collect();
         let acked = RevSet::of(&self.lines);
         // op -> (revision, earliest answer completion, that answer).
         let mut found: BTreeMap<usize, (i64, u64, usize)> = BTreeMap::new();
         let mut seen_at: Vec<(usize, usize, u64)> = vec![];
+        let mut empty_shown = vec![];
         for (reader, kv, keys_only) in self.shown(ops) {
             let t = h.ops[reader].complete_ns;
             // Most answers show acknowledged writes: found by revision alone, without touching
@@ -438,6 +444,12 @@ impl<'h> Model<'h> {
                     continue;
                 }
             } else if acked.contains(kv.mod_revision) {
+                continue;
+            }
+            if !keys_only && kv.value.is_empty() {
+                if let Some(key) = self.key_ix(&kv.key) {
+                    empty_shown.push((key, kv.mod_revision, reader));
+                }
                 continue;
             }
             let Some(&w) = (!keys_only)
@@ -454,6 +466,7 @@ impl<'h> Model<'h> {
                 (f.1, f.2) = (t, reader);
             }
         }
+        self.empty_shown = empty_shown;
         for (key, x, t) in seen_at {
             let e = &mut self.lines[key][x];
             e.known_by_ns = e.known_by_ns.min(t);
@@ -476,7 +489,10 @@ impl<'h> Model<'h> {
                 .is_ok_and(|x| line[x].change.is_put())
         };
         // (key, revision referred to, the operation that referred to it).
-        let mut refs: Vec<(usize, i64, usize)> = vec![];
+        let mut refs: Vec<(usize, i64, usize)> = std::mem::take(&mut self.empty_shown);
+        refs.retain(|&(key, rev, _)| !put_at(&self.lines[key], rev));
+        // Shown with an empty value: only a write of an empty value made them.
+        let empty: BTreeSet<(usize, i64)> = refs.iter().map(|r| (r.0, r.1)).collect();
         let keys_only_reads = ops.reads.iter().filter(|&&i| {
             matches!(
                 h[i].request,
@@ -533,7 +549,10 @@ impl<'h> Model<'h> {
             let prev = at.checked_sub(1).map(|p| &line[p]);
             let fits = |u: usize| {
                 let before_reference = h[u].invoke_ns < h[by].complete_ns;
+                let value_fits =
+                    !empty.contains(&(key, rev)) || value_of(&h[u].request) == Some("");
                 before_reference
+                    && value_fits
                     && match Change::of(&h[u].request).expect("a write") {
                         Change::Create => prev.is_none_or(|p| !p.change.is_put()),
                         c => prev.is_some_and(|p| p.change.is_put() && p.rev == c.expected()),

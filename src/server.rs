@@ -522,8 +522,9 @@ async fn notify_progress<B: WatchBackend>(
 /// one task per watcher, all stopped when the client goes away. Shared by kine and etcd members.
 pub(crate) fn serve_watch_stream<B: WatchBackend>(
     backend: B,
-    mut inbound: Streaming<WatchRequest>,
+    inbound: impl Stream<Item = Result<WatchRequest, Status>> + Send + 'static,
 ) -> BoxStream<WatchResponse> {
+    let mut inbound = Box::pin(inbound);
     let (responses_tx, mut responses) = tokio::sync::mpsc::channel(256);
     let outbox = Outbox::new(responses_tx);
     tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! The watch stream's progress answers against a scripted backend and watcher: a notification
 //! never names a revision below a watch's start or below an event already sent on the stream.
 
-use super::{answer_progress, notify_progress, Outbox, Probe, WatchBackend};
+use super::{answer_progress, notify_progress, serve_watch_stream, Outbox, Probe, WatchBackend};
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 use crate::proto::mvccpb::{Event, KeyValue};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -180,4 +180,95 @@ async fn a_periodic_progress_notification_goes_only_to_a_watcher_that_has_caught
         "a watch that sent events is known, so its next notification is elided"
     );
     assert!(outbox.take_sent_events().is_empty());
+}
+
+/// A backend whose every watcher sends one event every 100 ms, at revisions 1, 2, 3...
+#[derive(Clone)]
+struct Ticking;
+
+impl WatchBackend for Ticking {
+    async fn current_revision(&self) -> i64 {
+        0
+    }
+
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision,
+            ..Default::default()
+        })
+    }
+
+    fn start_watcher(
+        &self,
+        watch_id: i64,
+        _create: WatchCreateRequest,
+        _probes: mpsc::Receiver<Probe>,
+        outbox: Outbox,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            for revision in 1.. {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let event = WatchResponse {
+                    watch_id,
+                    ..event_at(revision)
+                };
+                if outbox.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+/// etcd answers a client's cancel with one response naming the watch, cancelled, without a
+/// compact revision or reason, and sends nothing more for that watch; a cancel of a watch the
+/// stream does not have goes unanswered.
+#[madsim::test]
+async fn a_cancelled_watch_gets_one_cancel_answer_and_nothing_after() {
+    use crate::proto::etcdserverpb::{
+        watch_request::RequestUnion, WatchCancelRequest, WatchRequest,
+    };
+    use futures::StreamExt;
+    let (requests, mut queue) = mpsc::channel::<Result<WatchRequest, Status>>(8);
+    let inbound = futures::stream::poll_fn(move |cx| queue.poll_recv(cx));
+    let mut responses = serve_watch_stream(Ticking, inbound);
+    let send = |union| {
+        let requests = requests.clone();
+        async move {
+            let request_union = Some(union);
+            requests
+                .send(Ok(WatchRequest { request_union }))
+                .await
+                .unwrap();
+        }
+    };
+    let create = WatchCreateRequest {
+        key: b"/k".to_vec(),
+        ..Default::default()
+    };
+    send(RequestUnion::CreateRequest(create)).await;
+    let created = responses.next().await.unwrap().unwrap();
+    assert!(created.created && !created.canceled);
+    let id = created.watch_id;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    send(RequestUnion::CancelRequest(WatchCancelRequest {
+        watch_id: id + 7,
+    }))
+    .await;
+    send(RequestUnion::CancelRequest(WatchCancelRequest {
+        watch_id: id,
+    }))
+    .await;
+    let mut got = Vec::new();
+    while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(1), responses.next()).await {
+        got.push(r.unwrap());
+    }
+    let (cancel, events) = got.split_last().expect("a cancel answer");
+    assert_eq!(events.len(), 3, "events before the cancel: {events:?}");
+    assert!(events.iter().all(|e| e.watch_id == id && !e.canceled));
+    assert_eq!(
+        (cancel.watch_id, cancel.canceled, cancel.compact_revision),
+        (id, true, 0)
+    );
+    assert!(cancel.cancel_reason.is_empty() && cancel.events.is_empty());
 }

@@ -18,6 +18,11 @@ use tokio::sync::broadcast;
 
 /// Rows fetched per poll (kine's default poll batch size).
 pub const POLL_BATCH: i64 = 500;
+/// How many polled items a watcher may fall behind before it is cancelled as lagging: kine's
+/// broadcaster gives each subscriber a channel of 100 batches and drops a subscriber whose channel
+/// is full (a slow consumer), closing its watch. A broadcast channel holds a power of two, so
+/// 128 here.
+pub const WATCHER_BACKLOG: usize = 128;
 /// How long a missing id is waited for before it is filled.
 pub const GAP_FILL_AFTER: Duration = Duration::from_secs(1);
 
@@ -46,7 +51,7 @@ pub struct WatchHub {
 impl Default for WatchHub {
     fn default() -> Self {
         WatchHub {
-            batches: broadcast::channel(4096).0,
+            batches: broadcast::channel(WATCHER_BACKLOG).0,
             polled: Mutex::new(0),
         }
     }

@@ -5,7 +5,7 @@ use super::database::{Database, DbRequest, Dialect};
 use super::driver::{Driver, Latency, SharedDatabase};
 use super::sql::{End, NewRow, Row};
 use super::store::KineStore;
-use super::watch::{poll, run_watcher, WatchEnd, WatchHub, WatchItem};
+use super::watch::{poll, run_watcher, WatchEnd, WatchHub, WatchItem, WATCHER_BACKLOG};
 use crate::design::WatchVariant;
 use crate::observe::Discard;
 use crate::proto::etcdserverpb::{CompactionRequest, PutRequest};
@@ -396,4 +396,48 @@ async fn a_watch_from_exactly_the_compact_revision_gets_the_delete_there() {
         "the tombstone at the compact revision is kept and delivered"
     );
     assert!(!task.is_finished(), "not cancelled");
+}
+
+/// A watcher whose consumer stops reading (a slow gRPC client) blocks once its stream is full;
+/// after the poller publishes more batches than its backlog holds it is cancelled as lagging,
+/// while one that keeps reading follows every row.
+#[madsim::test]
+async fn a_watcher_whose_consumer_stops_reading_is_cancelled_as_lagging() {
+    let (store, hub) = setup().await;
+    let (stalled, _p1, stalled_task) = watch(&store, &hub, "/r/", 0);
+    let (mut reading, _p2, reading_task) = watch(&store, &hub, "/r/", 0);
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(item) = reading.recv().await {
+            if let WatchItem::Rows(r) = item {
+                n += r.len();
+            }
+        }
+        n
+    });
+    // Each write is polled on its own: one published batch per write.
+    let writes = WATCHER_BACKLOG + 64 + 40;
+    for i in 0..writes {
+        put(&store, &format!("/r/{i}")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !stalled_task.is_finished(),
+        "blocked on its full stream, it has not noticed yet"
+    );
+    // The consumer reads again: what its stream held, then the cancellation.
+    let mut stalled = stalled;
+    let mut held = 0;
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(5), stalled.recv()).await {
+        if let WatchItem::Rows(r) = item {
+            held += r.len();
+        }
+    }
+    assert!(held < writes, "it got {held} rows of {writes}");
+    assert_eq!(stalled_task.await.unwrap(), WatchEnd::Lagged);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!reading_task.is_finished(), "a reading watcher goes on");
+    reading_task.abort();
+    let read = reader.await.unwrap();
+    assert_eq!(read, writes, "the reading watcher saw every row");
 }

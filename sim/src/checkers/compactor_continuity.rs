@@ -167,6 +167,8 @@ fn step_rules(h: &History, db: &DbTimeline, out: &mut Violations) {
                     db,
                     out,
                 );
+                let when = "its compactor started";
+                retained(node, when, *compact, *target, min_retain, at, out);
                 servers.insert(
                     node,
                     Carried {
@@ -264,6 +266,8 @@ fn step_rules(h: &History, db: &DbTimeline, out: &mut Violations) {
                                 if *stored == from { " (and a resync must change it)" } else { "" }
                             ));
                         }
+                        let what = format!("tick {n} resynced");
+                        retained(node, &what, *stored, *current_revision, min_retain, at, out);
                         t.answered = Some((*stored, *current_revision));
                         t.stopped = true;
                         c.after = "a resync";
@@ -272,6 +276,8 @@ fn step_rules(h: &History, db: &DbTimeline, out: &mut Violations) {
                         stored_compact_revision: stored,
                         current_revision,
                     } => {
+                        let what = format!("tick {n} was answered \"already compacted\"");
+                        retained(node, &what, *stored, *current_revision, min_retain, at, out);
                         // `to` is the batch's target before the database clamped it.
                         let due = to.min(current_revision - min_retain);
                         if *stored != from || due > from {
@@ -357,6 +363,27 @@ fn outcome_current(outcome: &BatchOutcome) -> Option<i64> {
             current_revision, ..
         } => Some(*current_revision),
         BatchOutcome::Failed { .. } => None,
+    }
+}
+
+/// Whenever the compactor reads the stored compact revision with the current one (at start, in a
+/// resync, in an "already compacted" answer), the newest min_retain revisions are still there:
+/// whatever any server stored was clamped against a current revision no newer than this one.
+fn retained(
+    node: &str,
+    when: &str,
+    stored: i64,
+    current: i64,
+    min_retain: i64,
+    at: SimNanos,
+    out: &mut Violations,
+) {
+    // kine never compacts below zero, so a young log may hold 0 above a negative bound.
+    let limit = (current - min_retain).max(0);
+    if stored > limit {
+        out.fire(at, || format!(
+            "{node}: {when} with compact revision {stored} stored and current revision {current}: above current - min_retain ({limit}), so a batch compacted the newest {min_retain} revisions"
+        ));
     }
 }
 
@@ -841,6 +868,21 @@ mod tests {
         batch(&mut h, 30.0, 0, 100, resync(200, 300));
         end(&mut h, 30.0, 1, 200, 300);
         let r = check(&h);
+        assert!(r.passed(), "{:?}", r.violations);
+    }
+
+    #[test]
+    fn a_resync_that_finds_the_newest_revisions_compacted_fires() {
+        let mut h = history();
+        inserts(&mut h, 0.0, 1, 300);
+        started(&mut h, 0.0);
+        tick(&mut h, 30.0, 1, 0, 300);
+        // Another writer's batch went past current - min_retain; its reply was lost.
+        db_compact(&mut h, 30.0, (0, 295), true, (10, 10));
+        batch(&mut h, 30.0, 0, 300, resync(295, 300));
+        end(&mut h, 30.0, 1, 295, 300);
+        assert_fires(&check(&h), "so a batch compacted the newest 10 revisions");
+        let r = check(&after_a_resync(295));
         assert!(r.passed(), "{:?}", r.violations);
     }
 }

@@ -630,7 +630,13 @@ async fn follow(
             return;
         }
         let pause = madsim::rand::thread_rng().gen_range(lo..=hi);
-        tokio::time::sleep(Duration::from_secs(pause)).await;
+        // Never past the workload's end: a list the run cut short is abandoned, not complete.
+        let left = c.cfg.stop_at.saturating_duration_since(Instant::now());
+        tokio::time::sleep(Duration::from_secs(pause).min(left)).await;
+        if !c.running() {
+            c.recorder.abandon_list(list, "workload stopped");
+            return;
+        }
     }
 }
 

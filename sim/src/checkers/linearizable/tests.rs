@@ -506,6 +506,37 @@ fn an_unknown_write_seen_later_happened() {
     fires(&check(&back), "missed op#1 by c1 (update");
 }
 
+/// Empty values name no write: two writes of "" with unknown outcomes, on two keys, and a read
+/// showing one of them is resolved by which compare fits, not taken for the other key's write;
+/// a version shown empty that only a write of another value could have made fires.
+#[test]
+fn an_unknown_write_of_an_empty_value_is_resolved_by_reference() {
+    let mut h = base();
+    push(&mut h, "c1", (1.0, 1.1), create(1, "a"), wrote(5));
+    push(&mut h, "c1", (2.0, 5.0), update(1, "", 5), unknown());
+    push(&mut h, "c2", (2.0, 5.0), create(2, ""), unknown());
+    push(
+        &mut h,
+        "c3",
+        (6.0, 6.1),
+        get(1),
+        read(9, vec![kv(1, 5, 8, 2, "")]),
+    );
+    passes_resolving_one(&h);
+
+    let mut other = base();
+    push(&mut other, "c1", (1.0, 1.1), create(1, "a"), wrote(5));
+    push(&mut other, "c1", (2.0, 5.0), update(1, "b", 5), unknown());
+    push(
+        &mut other,
+        "c3",
+        (6.0, 6.1),
+        get(1),
+        read(9, vec![kv(1, 5, 8, 2, "")]),
+    );
+    assert!(!check(&other).passed());
+}
+
 fn keys_only() -> Request {
     Request::List {
         start: PODS.into(),

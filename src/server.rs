@@ -352,10 +352,12 @@ impl EtcdApi {
                 progress_rx,
                 items_tx,
             );
+            // The probe the watcher has been asked and not answered yet: a stream probes each
+            // watcher once at a time. Kept until the watcher's end response is queued: a probe
+            // dropped earlier would let a progress notification overtake that response and claim
+            // revisions the watcher never delivered (a start compacted meanwhile).
+            let mut waiting: Option<Probe> = None;
             let forward = async {
-                // The probe the watcher has been asked and not answered yet: a stream probes
-                // each watcher once at a time.
-                let mut waiting: Option<Probe> = None;
                 loop {
                     tokio::select! {
                         biased;
@@ -417,6 +419,7 @@ impl EtcdApi {
                 },
             };
             let _ = outbox.send(Ok(resp)).await;
+            drop(waiting);
         })
     }
 }

@@ -7,6 +7,7 @@
 //! with a compact revision exactly when the start revision was compacted.
 
 use super::{secs, CheckReport, Checker, DbTimeline, Violations};
+use crate::clients::watcher::CANCELLED_BY_CLIENT;
 use crate::history::{History, OpResult, Outcome, Request, WatchEventRecord, WatchSession};
 use std::collections::BTreeMap;
 use store::observe::StoreEvent;
@@ -84,6 +85,18 @@ fn check_session<'h>(
                     "{name} was cancelled as compacted at {} although its start {} was at or above the compact revision {compact}",
                     end.compact_revision, w.start_revision
                 ));
+        }
+    }
+    // Nothing is owed after a client's cancel was answered, and nothing may come.
+    if let Some(end) = w.end.as_ref().filter(|e| e.reason == CANCELLED_BY_CLIENT) {
+        if let Some(e) = w.events.iter().find(|e| e.at_ns > end.at_ns) {
+            out.fire(e.at_ns, || {
+                format!(
+                    "{name} delivered revision {} after its client's cancel was answered at {}",
+                    e.mod_revision,
+                    secs(end.at_ns)
+                )
+            });
         }
     }
     if w.start_revision > 0 && w.start_revision < compact_at_open && !w.events.is_empty() {
@@ -583,6 +596,30 @@ mod tests {
         events.insert(3, ev(11.5, 5, "/x", 5, 5, None, false));
         h.watches.push(session(events, vec![]));
         assert_fires(&check(&h), "outside its range");
+    }
+
+    #[test]
+    fn a_session_its_client_cancelled_owes_nothing_after_the_answer_and_gets_nothing() {
+        let mut h = log();
+        let mut w = session(good_events()[..2].to_vec(), vec![]);
+        w.end = Some(WatchSessionEnd {
+            at_ns: 10 * S + S / 2,
+            compact_revision: 0,
+            reason: CANCELLED_BY_CLIENT.into(),
+        });
+        h.watches.push(w.clone());
+        let r = check(&h);
+        assert!(
+            r.passed(),
+            "rows 4 and 6 came after the cancel: {:?}",
+            r.violations
+        );
+        w.events = good_events();
+        h.watches[0] = w;
+        assert_fires(
+            &check(&h),
+            "delivered revision 4 after its client's cancel was answered",
+        );
     }
 
     #[test]

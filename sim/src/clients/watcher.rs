@@ -4,8 +4,11 @@
 //! requests progress when the stream is quiet, gives up on a stream that stays silent past its
 //! deadline (a partition stalls streams rather than breaking them) and resumes from the last
 //! revision it saw plus one. While its server cannot be reached it backs off, as a reflector
-//! does, rather than knocking every half second. Every session, event and progress notification
-//! is recorded.
+//! does, rather than knocking every half second. It also asks for progress at random moments
+//! (sometimes right after the create, while the server replays history), and every session ends
+//! by the client's own cancel after a drawn lifetime, as client-go stops a watch: the cancel's
+//! answer ends the session, and the stream is read a moment longer for events that must not come.
+//! Every session, event and progress notification is recorded.
 
 use crate::history::recorder::Recorder;
 use crate::history::WatchEventRecord;
@@ -14,9 +17,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use store::proto::etcdserverpb::{
     kv_client::KvClient, watch_client::WatchClient, watch_request::RequestUnion, RangeRequest,
-    WatchCreateRequest, WatchProgressRequest, WatchRequest,
+    WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use store::proto::mvccpb::event::EventType;
+use store::server::STREAM_WATCH_ID;
 use tokio::time::Instant;
 
 const START: &str = "/registry/";
@@ -94,6 +98,27 @@ async fn back_off(retry: Duration) -> Duration {
     (retry * 2).min(RETRY_MAX)
 }
 
+/// How often, on average, a session asks for progress at a random moment, whatever the stream
+/// carries (a reflector's bookmark requests race the events it is receiving).
+const PROGRESS_EVERY: Duration = Duration::from_secs(4);
+/// The chance that a session asks for progress as soon as it is opened, while the server still
+/// replays its history.
+const EARLY_PROGRESS_CHANCE: f64 = 0.5;
+/// How long a session lives before its client cancels it: most within `CANCEL_WITHIN`, the rest
+/// within `LONG_WITHIN` (client-go stops a watch when its consumer goes away or its timeout
+/// ends, etcdctl when it exits).
+const SHORT_CHANCE: f64 = 0.8;
+const CANCEL_WITHIN: Duration = Duration::from_secs(30);
+const LONG_WITHIN: Duration = Duration::from_secs(300);
+/// How a session the client cancelled is recorded as ended.
+pub const CANCELLED_BY_CLIENT: &str = "cancelled by the client";
+
+/// A random moment within `within` from now.
+fn some_time_within(within: Duration) -> Instant {
+    let f = madsim::rand::thread_rng().gen_range(0.05..1.0);
+    Instant::now() + within.mul_f64(f)
+}
+
 /// One watch stream; returns the revision the next session should start from.
 async fn session(
     cfg: &WatcherConfig,
@@ -124,25 +149,78 @@ async fn session(
     };
     let id = recorder.open_watch(&cfg.name, server, (START, END), start, invoked_ns);
     let mut next = start;
+    // A progress request sent after QUIET silence; a second silence abandons the stream.
     let mut asked = false;
+    let mut quiet_until = Instant::now() + QUIET;
+    // A progress request not answered yet: a cancel waits for its answer, so that a progress
+    // notification the stream owes is never mistaken for one of the next session.
+    let mut pending = false;
+    // Sometimes right away, racing the watcher's replay of history.
+    let mut progress_at = if madsim::rand::thread_rng().gen_bool(EARLY_PROGRESS_CHANCE) {
+        Instant::now()
+    } else {
+        some_time_within(PROGRESS_EVERY * 2)
+    };
+    let lifetime = if madsim::rand::thread_rng().gen_bool(SHORT_CHANCE) {
+        CANCEL_WITHIN
+    } else {
+        LONG_WITHIN
+    };
+    let (mut cancel_at, mut watch_id, mut cancelling) =
+        (Some(some_time_within(lifetime)), None, false);
+    let progress = || WatchRequest {
+        request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
+    };
     loop {
-        let left = cfg.stop_at.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let now = Instant::now();
+        if now >= cfg.stop_at {
             recorder.end_watch(id, 0, "workload stopped");
             return Some(next);
         }
-        let msg = match tokio::time::timeout(QUIET.min(left), inbound.message()).await {
-            Err(_) if Instant::now() >= cfg.stop_at => continue,
+        if let (Some(at), Some(watch_id), false) = (cancel_at, watch_id, pending) {
+            if now >= at {
+                cancel_at = None;
+                cancelling = true;
+                let cancel = WatchRequest {
+                    request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest {
+                        watch_id,
+                    })),
+                };
+                let _ = requests.send(cancel).await;
+            }
+        }
+        if now >= progress_at && !pending && !cancelling {
+            pending = true;
+            let _ = requests.send(progress()).await;
+        }
+        if now >= progress_at {
+            progress_at = some_time_within(PROGRESS_EVERY * 2);
+        }
+        let mut wake = quiet_until.min(cfg.stop_at).min(progress_at);
+        if let Some(at) = cancel_at.filter(|_| watch_id.is_some() && !pending) {
+            wake = wake.min(at);
+        }
+        let msg = match tokio::time::timeout(
+            wake.saturating_duration_since(Instant::now()),
+            inbound.message(),
+        )
+        .await
+        {
+            Err(_) if Instant::now() < quiet_until => continue,
             Err(_) if !asked => {
                 asked = true;
-                let progress = WatchRequest {
-                    request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
-                };
-                let _ = requests.send(progress).await;
+                pending = true;
+                quiet_until = Instant::now() + QUIET;
+                let _ = requests.send(progress()).await;
                 continue;
             }
             Err(_) => {
-                recorder.end_watch(id, 0, "stalled: no answer to a progress request");
+                let reason = if cancelling {
+                    "stalled: no answer to a cancel"
+                } else {
+                    "stalled: no answer to a progress request"
+                };
+                recorder.end_watch(id, 0, reason);
                 return Some(next);
             }
             Ok(Err(status)) => {
@@ -156,8 +234,19 @@ async fn session(
             Ok(Ok(Some(m))) => m,
         };
         asked = false;
+        quiet_until = Instant::now() + QUIET;
         if msg.canceled {
-            recorder.end_watch(id, msg.compact_revision, &msg.cancel_reason);
+            // etcd answers a client's cancel with the watch id, cancelled, and nothing else.
+            let by_client = cancelling && msg.compact_revision == 0 && msg.cancel_reason.is_empty();
+            let reason = if by_client {
+                CANCELLED_BY_CLIENT
+            } else {
+                &msg.cancel_reason
+            };
+            recorder.end_watch(id, msg.compact_revision, reason);
+            if by_client {
+                linger(&mut inbound, msg.watch_id, id, recorder).await;
+            }
             // A compacted start cannot be resumed; like a reflector after relisting, continue
             // from the oldest revision still available.
             return Some(if msg.compact_revision > 0 {
@@ -167,32 +256,64 @@ async fn session(
             });
         }
         if msg.created {
+            watch_id = Some(msg.watch_id);
             continue;
         }
         if msg.events.is_empty() {
+            if msg.watch_id == STREAM_WATCH_ID {
+                pending = false;
+            }
             recorder.watch_progress(id, msg.header.map(|h| h.revision).unwrap_or(0));
             continue;
         }
-        let records: Vec<WatchEventRecord> = msg
-            .events
-            .iter()
-            .map(|e| {
-                let kv = e.kv.clone().unwrap_or_default();
-                WatchEventRecord {
-                    at_ns: 0,
-                    response: 0,
-                    key: String::from_utf8_lossy(&kv.key).into_owned(),
-                    deleted: e.r#type == EventType::Delete as i32,
-                    mod_revision: kv.mod_revision,
-                    create_revision: kv.create_revision,
-                    version: kv.version,
-                    value: String::from_utf8_lossy(&kv.value).into_owned(),
-                    prev_kv: e.prev_kv.as_ref().map(crate::clients::etcd_call::kv_of),
-                }
-            })
-            .collect();
+        let records = records_of(&msg);
         next = next.max(records.iter().map(|r| r.mod_revision).max().unwrap_or(0) + 1);
         recorder.watch_events(id, records);
+    }
+}
+
+/// A watch response's events as the history records them.
+fn records_of(msg: &WatchResponse) -> Vec<WatchEventRecord> {
+    msg.events
+        .iter()
+        .map(|e| {
+            let kv = e.kv.clone().unwrap_or_default();
+            WatchEventRecord {
+                at_ns: 0,
+                response: 0,
+                key: String::from_utf8_lossy(&kv.key).into_owned(),
+                deleted: e.r#type == EventType::Delete as i32,
+                mod_revision: kv.mod_revision,
+                create_revision: kv.create_revision,
+                version: kv.version,
+                value: String::from_utf8_lossy(&kv.value).into_owned(),
+                prev_kv: e.prev_kv.as_ref().map(crate::clients::etcd_call::kv_of),
+            }
+        })
+        .collect()
+}
+
+/// How long a stream is still read after the server answered a cancel.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Reads the stream a little longer after a cancel was answered and records any event of the
+/// cancelled watch into its ended session: etcd sends none once it has answered the cancel.
+async fn linger(
+    inbound: &mut tonic::Streaming<WatchResponse>,
+    watch_id: i64,
+    session: u64,
+    recorder: &Recorder,
+) {
+    let until = Instant::now() + LINGER;
+    while let Ok(Ok(Some(msg))) = tokio::time::timeout(
+        until.saturating_duration_since(Instant::now()),
+        inbound.message(),
+    )
+    .await
+    {
+        if msg.watch_id == watch_id && !msg.events.is_empty() {
+            recorder.watch_events(session, records_of(&msg));
+        }
     }
 }
 

@@ -84,9 +84,9 @@ fn the_workload_draws_keys_values_and_read_options_at_their_edges() {
     let limit_is_count = ["client-1", "client-2"].iter().any(|c| {
         of(c).windows(3).any(|w| {
             let counted = &w[0]["outcome"]["result"]["count"];
-            ok(&w[0])
+            ok(w[0])
                 && w[0]["request"]["count_only"] == true
-                && ok(&w[2])
+                && ok(w[2])
                 && w[2]["request"]["limit"] == *counted
                 && counted.as_i64().is_some_and(|c| c > 0)
                 && w[2]["outcome"]["result"]["more"] == false

@@ -404,6 +404,38 @@ mod tests {
         passes(&h);
     }
 
+    /// A 404 that only a delete of unknown outcome explains names no revision: that delete may
+    /// commit after a LIST that still shows the key (kine-ha-partitions seed 27).
+    #[test]
+    fn a_get_not_found_after_an_undated_delete_leaves_the_delete_undated() {
+        let mut h = updated();
+        etcd(&mut h, (4.2, 4.4), create(1, "b"), wrote(4));
+        let delete = Request::Delete {
+            key: key(0),
+            expected_mod_revision: 3,
+        };
+        let lost = Outcome::Unknown {
+            error: "RPC timeout".into(),
+        };
+        api(&mut h, (4.5, 8.0), delete, lost, Freshness::Write);
+        api(
+            &mut h,
+            (6.0, 7.0),
+            get(0),
+            not_found(),
+            Freshness::Consistent,
+        );
+        let both = vec![object(0, 3, "a2"), object(1, 4, "b")];
+        api(
+            &mut h,
+            (6.5, 7.5),
+            list(0),
+            page(4, both),
+            Freshness::Consistent,
+        );
+        passes(&h);
+    }
+
     #[test]
     fn a_facade_write_joins_the_chain() {
         let mut h = updated();

@@ -13,7 +13,7 @@ use super::shape::shape;
 use super::spec::{answer, covered, scope, served_at, span, Answer, Scope, Spec};
 use super::state::Vis;
 use crate::checkers::Violations;
-use crate::history::{Kv, Operation, Request};
+use crate::history::{Kv, Operation, Outcome, Request};
 use std::cmp::Ordering;
 use std::ops::Range;
 
@@ -43,7 +43,10 @@ pub(super) fn judge_reads<'h>(
         s.facade = m.facade(i).is_some();
         let rev = match &o.request {
             Request::Get { key, .. } if s.facade => {
-                facade_get_served_at(m, o, key, &a, known_before(o.invoke_ns))
+                match facade_get_served_at(m, o, key, &a, known_before(o.invoke_ns)) {
+                    Some(rev) => rev,
+                    None => continue,
+                }
             }
             _ => served_at(&s, &a),
         };
@@ -69,23 +72,46 @@ pub(super) fn judge_reads<'h>(
 /// completed. An object at resourceVersion R is right exactly when it is the key's state at
 /// max(R, prior), for a version once replaced never returns. A 404 is judged at `prior`, or,
 /// when the key was live then, at the first delete after it that was sent before the GET
-/// completed.
-fn facade_get_served_at(m: &Model, o: &Operation, key: &str, a: &Answer, prior: i64) -> i64 {
+/// completed. `None` (not judged) when a delete of unknown outcome whose compare expects the
+/// version in question was sent before the GET completed (and, for a 404, no known delete
+/// explains it): nothing dates that delete (it may
+/// commit at any revision after `prior`, before or after the GET was served), so no revision
+/// can be named for the GET, and judging it at one would date the delete there for every other
+/// read (etcd-only-rejoin seed 95, kine-ha-partitions seed 27).
+fn facade_get_served_at(
+    m: &Model,
+    o: &Operation,
+    key: &str,
+    a: &Answer,
+    prior: i64,
+) -> Option<i64> {
+    // A delete of unknown outcome that could still remove version `v`: its compare expects it.
+    let undated_delete = |v: i64| {
+        m.ops.iter().any(|w| {
+            w.invoke_ns < o.complete_ns
+                && matches!(w.outcome, Outcome::Unknown { .. })
+                && matches!(&w.request, Request::Delete { key: d, expected_mod_revision: e }
+                    if d == key && *e == v)
+        })
+    };
     if let Some(kv) = a.kvs.first() {
-        return kv.mod_revision.max(prior);
+        return (!undated_delete(kv.mod_revision)).then_some(kv.mod_revision.max(prior));
     }
     let Some(k) = m.key_ix(key) else {
-        return prior;
+        return Some(prior);
     };
     let line = &m.lines[k];
     let at = line.partition_point(|e| e.rev <= prior);
     if at == 0 || !line[at - 1].change.is_put() {
-        return prior;
+        return Some(prior);
     }
-    line[at..]
+    if let Some(e) = line[at..]
         .iter()
         .find(|e| !e.change.is_put() && m.ops[e.op].invoke_ns < o.complete_ns)
-        .map_or(prior, |e| e.rev)
+    {
+        return Some(e.rev);
+    }
+    (!undated_delete(line[at - 1].rev)).then_some(prior)
 }
 
 /// How many answers, and key-values within one, ahead of the one judged to start loading.

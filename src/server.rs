@@ -630,6 +630,14 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
                     if let Some((task, _)) = watchers.remove(&cancel.watch_id) {
                         crate::probe!("watch.cancelled_by_client");
                         task.abort();
+                        // A progress answer still pending counted this watch, whose task just
+                        // stopped wherever it was: sent ahead of the cancel's answer, it would
+                        // tell the client this watch had delivered everything up to it. It is
+                        // asked again, of the watches left, once the cancel is answered.
+                        let pending = progress.take().filter(|p| !p.is_finished());
+                        if let Some(p) = &pending {
+                            p.abort();
+                        }
                         let _ = outbox
                             .send(Ok(WatchResponse {
                                 header: backend.header(backend.current_revision().await),
@@ -638,6 +646,14 @@ pub(crate) fn serve_watch_stream<B: WatchBackend>(
                                 ..Default::default()
                             }))
                             .await;
+                        if pending.is_some() {
+                            let probes = watchers.values().map(|(_, p)| p.clone()).collect();
+                            progress = Some(tokio::spawn(answer_progress(
+                                backend.clone(),
+                                probes,
+                                outbox.clone(),
+                            )));
+                        }
                     }
                 }
                 Some(RequestUnion::ProgressRequest(_))

@@ -144,8 +144,9 @@ pub const SCENARIO_UNREACHABLE: &[(&str, &str)] = &[
     ),
     (
         "watch.progress.overtaken_by_event",
-        "needs an event handed to the stream while a progress answer waits to send; only a \
-         full response channel holds that open, and a simulated stream never fills; \
+        "needs an event handed to the stream after its watcher answered a progress probe and \
+         before the notification is queued; a full response channel holds that window open, \
+         and a simulated stream never fills; \
          server::tests::a_progress_held_back_by_a_full_stream_is_withheld_once_an_event_overtakes_it",
     ),
 ];

@@ -327,8 +327,8 @@ impl WatchBackend for Filling {
 /// A client that stops reading fills its stream; a progress request answered at 255 then waits
 /// for room beside an event at 256. Whichever gets room first, the notification at 255 is
 /// withheld (the event above it was handed to the stream) and the request is answered at 256,
-/// after that event. The only way to reach `watch.progress.overtaken_by_event`: a simulated
-/// stream never fills (probe::SCENARIO_UNREACHABLE).
+/// after that event. How a stream reaches `watch.progress.overtaken_by_event`: a simulated
+/// stream never fills, so no scenario does (probe::SCENARIO_UNREACHABLE).
 #[madsim::test]
 async fn a_progress_held_back_by_a_full_stream_is_withheld_once_an_event_overtakes_it() {
     use crate::proto::etcdserverpb::{

@@ -131,6 +131,34 @@ pub const PROBES: &[(&str, &str)] = &[
     ("k3s.kubelet.readyz_wait_gave_up", "a kubelet waited too long for /readyz and started waiting afresh (k3s restart)"),
 ];
 
+/// Probes no simulated scenario can reach, for a structural reason, each with why and the store
+/// test that reaches it: (name, reason). madsim's connections and madsim-tonic's server streams
+/// are unbounded queues, so a client that stops reading never pushes back on the server (no
+/// HTTP/2 flow control). `--require-probes` does not require these; the coverage table lists
+/// them apart.
+pub const SCENARIO_UNREACHABLE: &[(&str, &str)] = &[
+    (
+        "watch.kine.lagged",
+        "needs a watch stream that pushes back on a slow reader (simulated streams never do); \
+         kine::watch_tests::a_watcher_whose_consumer_stops_reading_is_cancelled_as_lagging",
+    ),
+    (
+        "watch.progress.overtaken_by_event",
+        "needs an event handed to the stream after its watcher answered a progress probe and \
+         before the notification is queued; a full response channel holds that window open, \
+         and a simulated stream never fills; \
+         server::tests::a_progress_held_back_by_a_full_stream_is_withheld_once_an_event_overtakes_it",
+    ),
+];
+
+/// Whether `name` is in [`SCENARIO_UNREACHABLE`].
+pub fn scenario_unreachable(name: &str) -> Option<&'static str> {
+    SCENARIO_UNREACHABLE
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, why)| *why)
+}
+
 /// The index of `name` in [`PROBES`]; evaluated at compile time by `probe!`, where a name not
 /// declared stops the build.
 pub const fn index(name: &str) -> usize {
@@ -189,6 +217,11 @@ pub fn hits() -> Vec<(&'static str, u64)> {
         .collect()
 }
 
+/// The hits of one declared probe in this process (tests compare it before and after).
+pub fn hits_of(name: &str) -> u64 {
+    HITS[index(name)].load(Ordering::Relaxed)
+}
+
 /// Zeroes every counter (before a run, so its counts are its own).
 pub fn reset() {
     for n in &HITS {
@@ -235,6 +268,23 @@ mod tests {
                 "{name}: names are lowercase dotted words"
             );
         }
+    }
+
+    #[test]
+    fn every_scenario_unreachable_probe_is_declared_once_with_a_reason() {
+        for (i, (name, why)) in SCENARIO_UNREACHABLE.iter().enumerate() {
+            assert!(
+                PROBES.iter().any(|(p, _)| p == name),
+                "{name} is not declared in PROBES"
+            );
+            assert!(!why.is_empty(), "{name} has no reason");
+            assert!(
+                SCENARIO_UNREACHABLE[..i].iter().all(|(n, _)| n != name),
+                "{name} is listed twice"
+            );
+            assert_eq!(scenario_unreachable(name), Some(*why));
+        }
+        assert_eq!(scenario_unreachable("watch.cancelled_by_client"), None);
     }
 
     #[cfg(all(madsim, not(faultline_no_probes)))]

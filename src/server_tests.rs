@@ -272,3 +272,131 @@ async fn a_cancelled_watch_gets_one_cancel_answer_and_nothing_after() {
     );
     assert!(cancel.cancel_reason.is_empty() && cancel.events.is_empty());
 }
+
+/// A backend with one scripted watcher: it hands events at revisions 1..=255 to the stream (with
+/// the created response, 256: the response channel's capacity), answers the first progress
+/// probe at 255, and then a write at 256 applies and its event is handed to the stream.
+#[derive(Clone)]
+struct Filling {
+    current: Arc<AtomicI64>,
+}
+
+impl WatchBackend for Filling {
+    async fn current_revision(&self) -> i64 {
+        self.current.load(Ordering::SeqCst)
+    }
+
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision,
+            ..Default::default()
+        })
+    }
+
+    fn start_watcher(
+        &self,
+        watch_id: i64,
+        _create: WatchCreateRequest,
+        mut probes: mpsc::Receiver<Probe>,
+        outbox: Outbox,
+    ) -> tokio::task::JoinHandle<()> {
+        let current = self.current.clone();
+        tokio::spawn(async move {
+            let event = |revision| WatchResponse {
+                watch_id,
+                ..event_at(revision)
+            };
+            for revision in 1..=255 {
+                outbox.send(Ok(event(revision))).await.unwrap();
+            }
+            let mut upto = 255;
+            while let Some(probe) = probes.recv().await {
+                let _ = probe.send(upto);
+                if upto == 255 {
+                    upto = 256;
+                    current.store(256, Ordering::SeqCst);
+                    if outbox.send(Ok(event(256))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// A client that stops reading fills its stream; a progress request answered at 255 then waits
+/// for room beside an event at 256. Whichever gets room first, the notification at 255 is
+/// withheld (the event above it was handed to the stream) and the request is answered at 256,
+/// after that event. How a stream reaches `watch.progress.overtaken_by_event`: a simulated
+/// stream never fills, so no scenario does (probe::SCENARIO_UNREACHABLE).
+#[madsim::test]
+async fn a_progress_held_back_by_a_full_stream_is_withheld_once_an_event_overtakes_it() {
+    use crate::proto::etcdserverpb::{
+        watch_request::RequestUnion, WatchProgressRequest, WatchRequest,
+    };
+    use futures::StreamExt;
+    let overtaken_before = crate::probe::hits_of("watch.progress.overtaken_by_event");
+    let (requests, mut queue) = mpsc::channel::<Result<WatchRequest, Status>>(8);
+    let inbound = futures::stream::poll_fn(move |cx| queue.poll_recv(cx));
+    let backend = Filling {
+        current: Arc::new(AtomicI64::new(255)),
+    };
+    let mut responses = serve_watch_stream(backend, inbound);
+    let send = |union| {
+        let requests = requests.clone();
+        async move {
+            let request_union = Some(union);
+            requests
+                .send(Ok(WatchRequest { request_union }))
+                .await
+                .unwrap();
+        }
+    };
+    let create = WatchCreateRequest {
+        key: b"/k".to_vec(),
+        ..Default::default()
+    };
+    // The client reads nothing until the stream is full and both are waiting for room.
+    send(RequestUnion::CreateRequest(create)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    send(RequestUnion::ProgressRequest(WatchProgressRequest {})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut got = Vec::new();
+    while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(2), responses.next()).await {
+        got.push(r.unwrap());
+    }
+    let created = got.first().expect("a created response");
+    assert!(created.created && !created.canceled);
+    let events = got[1..].iter().filter(|r| !r.events.is_empty()).count();
+    assert_eq!(events, 256, "every event, none lost to the full stream");
+    let mut newest_sent = 0;
+    let mut progress = Vec::new();
+    for r in &got[1..] {
+        let revision = r.header.as_ref().map(|h| h.revision).unwrap_or(0);
+        if let Some(newest) = r
+            .events
+            .iter()
+            .filter_map(|e| e.kv.as_ref())
+            .map(|kv| kv.mod_revision)
+            .max()
+        {
+            newest_sent = newest_sent.max(newest);
+        } else {
+            assert!(
+                revision >= newest_sent,
+                "a progress notification at {revision} below an event sent at {newest_sent}"
+            );
+            progress.push(revision);
+        }
+    }
+    assert_eq!(
+        progress,
+        vec![256],
+        "answered once, after the event that overtook it"
+    );
+    assert!(
+        cfg!(faultline_no_probes)
+            || crate::probe::hits_of("watch.progress.overtaken_by_event") > overtaken_before,
+        "the withheld notification is counted"
+    );
+}

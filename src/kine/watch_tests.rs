@@ -403,6 +403,9 @@ async fn a_watch_from_exactly_the_compact_revision_gets_the_delete_there() {
 /// while one that keeps reading follows every row.
 #[madsim::test]
 async fn a_watcher_whose_consumer_stops_reading_is_cancelled_as_lagging() {
+    // The one place watch.kine.lagged is reached (probe::SCENARIO_UNREACHABLE): tests share
+    // the process's counters, so compare before and after.
+    let lagged_before = crate::probe::hits_of("watch.kine.lagged");
     let (store, hub) = setup().await;
     let (stalled, _p1, stalled_task) = watch(&store, &hub, "/r/", 0);
     let (mut reading, _p2, reading_task) = watch(&store, &hub, "/r/", 0);
@@ -435,6 +438,10 @@ async fn a_watcher_whose_consumer_stops_reading_is_cancelled_as_lagging() {
     }
     assert!(held < writes, "it got {held} rows of {writes}");
     assert_eq!(stalled_task.await.unwrap(), WatchEnd::Lagged);
+    assert!(
+        cfg!(faultline_no_probes) || crate::probe::hits_of("watch.kine.lagged") > lagged_before,
+        "the lag is counted"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!reading_task.is_finished(), "a reading watcher goes on");
     reading_task.abort();

@@ -488,24 +488,31 @@ pub fn exit_code(summary: &Summary) -> ExitCode {
     }
 }
 
-/// The declared probes no run of the campaign hit, in name order.
+/// The declared probes no run of the campaign hit, in name order, except those no simulated
+/// scenario can reach (`store::probe::SCENARIO_UNREACHABLE`: only store tests reach them).
 pub fn unhit_probes(summary: &Summary) -> Vec<&str> {
     summary
         .probes
         .iter()
-        .filter(|(_, t)| t.seeds == 0)
+        .filter(|(name, t)| t.seeds == 0 && store::probe::scenario_unreachable(name).is_none())
         .map(|(name, _)| name.as_str())
         .collect()
 }
 
-/// `exit_code`, and with `require_probes` also 1 when a declared probe went unhit (named).
+/// `exit_code`, and with `require_probes` also 1 when a declared probe a scenario can reach went
+/// unhit (named).
 pub fn exit_with_probes(summary: &Summary, require_probes: bool) -> ExitCode {
     let unhit = unhit_probes(summary);
     if require_probes && !unhit.is_empty() {
+        let required = summary
+            .probes
+            .keys()
+            .filter(|name| store::probe::scenario_unreachable(name).is_none())
+            .count();
         eprintln!(
             "faultline: --require-probes: {} of {} code probes hit by no seed: {}",
             unhit.len(),
-            summary.probes.len(),
+            required,
             unhit.join(", ")
         );
         return ExitCode::from(1);
@@ -514,34 +521,45 @@ pub fn exit_with_probes(summary: &Summary, require_probes: bool) -> ExitCode {
 }
 
 /// The coverage table: every declared probe with its hits and the runs that hit it, the
-/// never-hit ones first, then the rarest.
+/// never-hit ones first, then the rarest; last, the probes only store tests reach, marked so.
 pub fn coverage_table(summary: &Summary) -> String {
     let meanings: BTreeMap<&str, &str> = store::probe::PROBES.iter().copied().collect();
-    let mut rows: Vec<(&String, &ProbeTally)> = summary.probes.iter().collect();
-    rows.sort_by_key(|(name, t)| (t.seeds, t.hits, *name));
-    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(5).max(5);
-    let unhit = rows.iter().filter(|(_, t)| t.seeds == 0).count();
+    let mut rows: Vec<(&String, &ProbeTally, Option<&str>)> = summary
+        .probes
+        .iter()
+        .map(|(name, t)| (name, t, store::probe::scenario_unreachable(name)))
+        .collect();
+    rows.sort_by_key(|(name, t, only)| (only.is_some(), t.seeds, t.hits, *name));
+    let width = rows.iter().map(|(n, ..)| n.len()).max().unwrap_or(5).max(5);
+    let hit = rows.iter().filter(|(_, t, _)| t.seeds > 0).count();
+    let store_only = rows.iter().filter(|(.., only)| only.is_some()).count();
+    let never = rows
+        .iter()
+        .filter(|(_, t, only)| t.seeds == 0 && only.is_none())
+        .count();
     let mut s = format!(
-        "code probes: {} of {} hit over {} runs ({} never)\n  {:<width$} {:>10} {:>6}  meaning\n",
-        rows.len() - unhit,
+        "code probes: {} of {} hit over {} runs, {} reachable only by store tests ({} never)\n  \
+         {:<width$} {:>10} {:>6}  meaning\n",
+        hit,
         rows.len(),
         summary.seeds,
-        unhit,
+        store_only,
+        never,
         "probe",
         "hits",
         "seeds",
     );
-    for (name, t) in rows {
-        let mark = if t.seeds == 0 { "NEVER " } else { "" };
-        s += &format!(
-            "  {name:<width$} {:>10} {:>6}  {mark}{}\n",
-            t.hits,
-            t.seeds,
-            meanings
-                .get(name.as_str())
-                .copied()
-                .unwrap_or("(not declared in this binary)")
-        );
+    for (name, t, only) in rows {
+        let meaning = meanings
+            .get(name.as_str())
+            .copied()
+            .unwrap_or("(not declared in this binary)");
+        let line = match only {
+            Some(why) => format!("{meaning} [store test only: {why}]"),
+            None if t.seeds == 0 => format!("NEVER {meaning}"),
+            None => meaning.to_string(),
+        };
+        s += &format!("  {name:<width$} {:>10} {:>6}  {line}\n", t.hits, t.seeds);
     }
     s
 }
@@ -656,6 +674,93 @@ mod tests {
             earliest_violations: vec![],
             first_violation: None,
         }
+    }
+
+    /// A summary of one run that hit every declared probe except `unhit`.
+    fn probed_summary(unhit: &[&str]) -> Summary {
+        let mut r = record(1, vec![]);
+        r.probes = store::probe::PROBES
+            .iter()
+            .filter(|(name, _)| !unhit.contains(name))
+            .map(|(name, _)| (name.to_string(), 1))
+            .collect();
+        let probes = tally_probes(std::slice::from_ref(&r));
+        Summary {
+            binary: "b".into(),
+            scenarios: vec!["x".into()],
+            scenario_paths: vec!["scenarios/x.toml".into()],
+            seed_range: "1..1".into(),
+            design_selections: vec![],
+            design: "fixed".into(),
+            shard: None,
+            merged_shards: vec![],
+            planned: 1,
+            seeds: 0,
+            passed: 0,
+            failed_seeds: 0,
+            failing_seeds_by_check: BTreeMap::new(),
+            checks: BTreeMap::new(),
+            probes,
+            interrupted: false,
+            wall_seconds: 1.0,
+            failures: vec![],
+            records: vec![],
+        }
+        .with_records(vec![r])
+    }
+
+    #[test]
+    fn an_unhit_probe_only_store_tests_reach_does_not_fail_require_probes() {
+        let only: Vec<&str> = store::probe::SCENARIO_UNREACHABLE
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert!(!only.is_empty());
+        let s = probed_summary(&only);
+        assert!(unhit_probes(&s).is_empty());
+        assert_eq!(exit_with_probes(&s, true), ExitCode::SUCCESS);
+        // Their tallies stay in the summary like any probe's.
+        assert!(only.iter().all(|n| s.probes[*n] == ProbeTally::default()));
+        let table = coverage_table(&s);
+        let declared = store::probe::PROBES.len();
+        assert!(
+            table.starts_with(&format!(
+                "code probes: {} of {declared} hit over 1 runs, {} reachable only by store tests (0 never)",
+                declared - only.len(),
+                only.len()
+            )),
+            "{table}"
+        );
+        assert!(!table.contains("NEVER"), "{table}");
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        let last = &rows[rows.len() - only.len()..];
+        for name in &only {
+            assert!(
+                last.iter()
+                    .any(|l| l.contains(name) && l.contains("[store test only: ")),
+                "{name} not listed last and marked: {table}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_other_unhit_probe_still_fails_require_probes() {
+        let mut unhit: Vec<&str> = store::probe::SCENARIO_UNREACHABLE
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        unhit.push("watch.cancelled_by_client");
+        let s = probed_summary(&unhit);
+        assert_eq!(unhit_probes(&s), vec!["watch.cancelled_by_client"]);
+        assert_eq!(exit_with_probes(&s, true), ExitCode::from(1));
+        assert_eq!(exit_with_probes(&s, false), ExitCode::SUCCESS);
+        let table = coverage_table(&s);
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert!(
+            rows[0].contains("watch.cancelled_by_client") && rows[0].contains("NEVER"),
+            "{table}"
+        );
+        assert!(table.contains("(1 never)"), "{table}");
     }
 
     #[test]

@@ -136,20 +136,11 @@ pub const PROBES: &[(&str, &str)] = &[
 /// are unbounded queues, so a client that stops reading never pushes back on the server (no
 /// HTTP/2 flow control). `--require-probes` does not require these; the coverage table lists
 /// them apart.
-pub const SCENARIO_UNREACHABLE: &[(&str, &str)] = &[
-    (
-        "watch.kine.lagged",
-        "needs a watch stream that pushes back on a slow reader (simulated streams never do); \
+pub const SCENARIO_UNREACHABLE: &[(&str, &str)] = &[(
+    "watch.kine.lagged",
+    "needs a watch stream that pushes back on a slow reader (simulated streams never do); \
          kine::watch_tests::a_watcher_whose_consumer_stops_reading_is_cancelled_as_lagging",
-    ),
-    (
-        "watch.progress.overtaken_by_event",
-        "needs an event handed to the stream after its watcher answered a progress probe and \
-         before the notification is queued; a full response channel holds that window open, \
-         and a simulated stream never fills; \
-         server::tests::a_progress_held_back_by_a_full_stream_is_withheld_once_an_event_overtakes_it",
-    ),
-];
+)];
 
 /// Whether `name` is in [`SCENARIO_UNREACHABLE`].
 pub fn scenario_unreachable(name: &str) -> Option<&'static str> {

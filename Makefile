@@ -50,8 +50,8 @@ test:
 test-real:
 	$(REAL_CARGO) test $(REAL_FLAGS) --bins --test serve
 	@if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then \
-		echo "FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test tls --test conformance"; \
-		FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test tls --test conformance; \
+		echo "FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test tls --test conformance --test live_targets --test live_faults"; \
+		FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test tls --test conformance --test live_targets --test live_faults; \
 	else \
 		echo; \
 		echo "************************************************************************"; \

@@ -49,6 +49,39 @@ pub struct Recorder {
     state: Arc<Mutex<State>>,
 }
 
+impl State {
+    /// A KV or facade operation invoked at `at_ns` under the next operation id, open until
+    /// completed.
+    fn open_op(
+        &mut self,
+        at_ns: SimNanos,
+        client: &str,
+        server: &str,
+        request: Request,
+    ) -> Operation {
+        let id = self.next_op;
+        self.next_op += 1;
+        Operation {
+            id,
+            client: client.to_string(),
+            server: server.to_string(),
+            invoke_ns: at_ns,
+            complete_ns: at_ns,
+            request,
+            outcome: Outcome::Unknown {
+                error: "never completed".into(),
+            },
+        }
+    }
+}
+
+/// Completes `op` at `at_ns` with `outcome` and traces it.
+fn close_op(trace: &mut Trace, op: &mut Operation, at_ns: SimNanos, outcome: Outcome) {
+    op.complete_ns = at_ns;
+    op.outcome = outcome;
+    trace.push(at_ns, &op.client, Completion(op));
+}
+
 impl Recorder {
     /// Must be created inside the simulation: time zero is now.
     pub fn new() -> Self {
@@ -94,20 +127,10 @@ impl Recorder {
     pub fn invoke(&self, client: &str, server: &str, request: Request) -> u64 {
         let at_ns = self.now_ns();
         let mut s = self.lock();
-        let id = s.next_op;
-        s.next_op += 1;
+        let op = s.open_op(at_ns, client, server, request);
+        let id = op.id;
         let index = s.ops.len();
-        s.ops.push(Operation {
-            id,
-            client: client.to_string(),
-            server: server.to_string(),
-            invoke_ns: at_ns,
-            complete_ns: at_ns,
-            request,
-            outcome: Outcome::Unknown {
-                error: "never completed".into(),
-            },
-        });
+        s.ops.push(op);
         s.pending.insert(id, index);
         id
     }
@@ -119,10 +142,7 @@ impl Recorder {
             return;
         };
         let s = &mut *s;
-        let op = &mut s.ops[index];
-        op.complete_ns = at_ns;
-        op.outcome = outcome;
-        s.trace.push(at_ns, &op.client, Completion(op));
+        close_op(&mut s.trace, &mut s.ops[index], at_ns, outcome);
     }
 
     /// Records the start of a request through the apiserver facade, as the operation on its
@@ -130,23 +150,10 @@ impl Recorder {
     pub fn invoke_api(&self, client: &str, server: &str, request: Request, read: Freshness) -> u64 {
         let at_ns = self.now_ns();
         let mut s = self.lock();
-        let id = s.next_op;
-        s.next_op += 1;
+        let op = s.open_op(at_ns, client, server, request);
+        let id = op.id;
         let index = s.api_ops.len();
-        s.api_ops.push(ApiOperation {
-            op: Operation {
-                id,
-                client: client.to_string(),
-                server: server.to_string(),
-                invoke_ns: at_ns,
-                complete_ns: at_ns,
-                request,
-                outcome: Outcome::Unknown {
-                    error: "never completed".into(),
-                },
-            },
-            read,
-        });
+        s.api_ops.push(ApiOperation { op, read });
         s.pending_api.insert(id, index);
         id
     }
@@ -158,10 +165,7 @@ impl Recorder {
             return;
         };
         let s = &mut *s;
-        let op = &mut s.api_ops[index].op;
-        op.complete_ns = at_ns;
-        op.outcome = outcome;
-        s.trace.push(at_ns, &op.client, Completion(op));
+        close_op(&mut s.trace, &mut s.api_ops[index].op, at_ns, outcome);
     }
 
     /// Records the start of a lease client's request; returns its id for `complete_lease`.

@@ -13,8 +13,9 @@ use super::shape::shape;
 use super::spec::{answer, covered, scope, served_at, span, Answer, Scope, Spec};
 use super::state::Vis;
 use crate::checkers::Violations;
-use crate::history::{Kv, Operation, Outcome, Request};
+use crate::history::{Kv, Operation, Request};
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// Judges every answered read whose range meets the workload's prefixes, and the shape of every
@@ -27,6 +28,7 @@ pub(super) fn judge_reads<'h>(
     out: &mut Violations,
 ) -> u64 {
     let mut judged = 0;
+    let undated = undated_deletes(m, ops);
     for (r, &i) in ops.reads.iter().enumerate() {
         // The operation itself first, so that its answer's addresses are at hand when its
         // key-values are asked for.
@@ -43,7 +45,7 @@ pub(super) fn judge_reads<'h>(
         s.facade = m.facade(i).is_some();
         let rev = match &o.request {
             Request::Get { key, .. } if s.facade => {
-                match facade_get_served_at(m, o, key, &a, known_before(o.invoke_ns)) {
+                match facade_get_served_at(m, &undated, o, key, &a, known_before(o.invoke_ns)) {
                     Some(rev) => rev,
                     None => continue,
                 }
@@ -80,6 +82,7 @@ pub(super) fn judge_reads<'h>(
 /// read (etcd-only-rejoin seed 95, kine-ha-partitions seed 27).
 fn facade_get_served_at(
     m: &Model,
+    undated: &UndatedDeletes,
     o: &Operation,
     key: &str,
     a: &Answer,
@@ -87,12 +90,9 @@ fn facade_get_served_at(
 ) -> Option<i64> {
     // A delete of unknown outcome that could still remove version `v`: its compare expects it.
     let undated_delete = |v: i64| {
-        m.ops.iter().any(|w| {
-            w.invoke_ns < o.complete_ns
-                && matches!(w.outcome, Outcome::Unknown { .. })
-                && matches!(&w.request, Request::Delete { key: d, expected_mod_revision: e }
-                    if d == key && *e == v)
-        })
+        undated
+            .get(&(key, v))
+            .is_some_and(|&sent| sent < o.complete_ns)
     };
     if let Some(kv) = a.kvs.first() {
         return (!undated_delete(kv.mod_revision)).then_some(kv.mod_revision.max(prior));
@@ -112,6 +112,28 @@ fn facade_get_served_at(
         return Some(e.rev);
     }
     (!undated_delete(line[at - 1].rev)).then_some(prior)
+}
+
+/// Deletes of unknown outcome by (key, the mod revision their compare expects): when the first
+/// was sent. Built once per check, so a facade GET looks its key up instead of every operation.
+type UndatedDeletes<'h> = BTreeMap<(&'h str, i64), u64>;
+
+fn undated_deletes<'h>(m: &Model<'h>, ops: &Ops) -> UndatedDeletes<'h> {
+    let mut out = UndatedDeletes::new();
+    for &u in &ops.unknown_writes {
+        let w = &m.ops[u];
+        if let Request::Delete {
+            key,
+            expected_mod_revision,
+        } = &w.request
+        {
+            let sent = out
+                .entry((key.as_str(), *expected_mod_revision))
+                .or_insert(w.invoke_ns);
+            *sent = (*sent).min(w.invoke_ns);
+        }
+    }
+    out
 }
 
 /// How many answers, and key-values within one, ahead of the one judged to start loading.

@@ -9,19 +9,9 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod checkers;
-mod clients;
-mod commands;
-mod faults;
-mod history;
-mod report;
-mod run;
-mod scenario;
-mod world;
-
 use clap::{Parser, Subcommand};
-use commands::{bench, determinism, fuzz, list, merge, shrink, validate};
-use run::{cmd_run, RunArgs};
+use faultline::commands::{bench, determinism, fuzz, list, merge, shrink, validate};
+use faultline::run::{cmd_run, RunArgs};
 use std::process::ExitCode;
 
 #[derive(Parser)]

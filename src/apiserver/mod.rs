@@ -25,8 +25,10 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::etcdserverpb::{RangeResponse, TxnResponse};
 use madsim::net::rpc::Request;
+#[cfg(madsim)]
 use madsim::net::Endpoint;
 use serde::{Deserialize, Serialize};
+#[cfg(madsim)]
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -662,7 +664,8 @@ fn invalid_list_options(
 }
 
 /// Serves the facade: requests on `api_addr`, watch streams on `watch_addr`, until the node is
-/// killed.
+/// killed. Simulator only: madsim's connections carry its watch streams.
+#[cfg(madsim)]
 pub async fn serve_api(api: Arc<ApiServer>, api_addr: SocketAddr, watch_addr: SocketAddr) {
     let rpc = Endpoint::bind(api_addr)
         .await

@@ -24,32 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// SEMANTICS.md section 4.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeRole {
-    /// Control plane and etcd (k3s's default server).
-    Server,
-    EtcdOnly,
-    ControlPlaneOnly,
-    Agent,
-}
-
-impl NodeRole {
-    pub fn etcd(self) -> bool {
-        matches!(self, NodeRole::Server | NodeRole::EtcdOnly)
-    }
-    pub fn control_plane(self) -> bool {
-        matches!(self, NodeRole::Server | NodeRole::ControlPlaneOnly)
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            NodeRole::Server => "server",
-            NodeRole::EtcdOnly => "etcd-only",
-            NodeRole::ControlPlaneOnly => "control-plane-only",
-            NodeRole::Agent => "agent",
-        }
-    }
-}
+pub use super::role::NodeRole;
 
 /// Where a node's services listen; every node knows every node's addresses (as DNS would), but
 /// learns which servers exist only by joining.

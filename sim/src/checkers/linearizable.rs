@@ -9,7 +9,7 @@
 
 mod explain;
 mod facade;
-pub(crate) mod generate;
+pub mod generate;
 mod index;
 mod later;
 mod lines;

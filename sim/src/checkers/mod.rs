@@ -7,7 +7,7 @@
 mod compactor_continuity;
 mod etcd_only_rejoin;
 mod lease;
-pub(crate) mod linearizable;
+pub mod linearizable;
 mod list_continuation;
 mod member_durability;
 mod rejoin_liveness;

@@ -4,6 +4,8 @@
 //! Each client runs on its own simulated node and records what it asked and what came back; none
 //! of them reads the store's internals or the checkers.
 
+// Controllers reach the apiserver facade over madsim's connections: simulator only.
+#[cfg(madsim)]
 pub mod controller;
 pub mod etcd_call;
 pub mod leases;

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use store::k3s::node::NodeRole;
+use store::k3s::role::NodeRole;
 
 /// The change kinds a scenario may name.
 /// `server-join-pair`: two servers join at once, the second through the first, as automation

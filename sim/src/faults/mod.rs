@@ -6,8 +6,10 @@
 //! the run's seed, separate from the workload's, so a change in load does not move the faults.
 
 pub mod compaction;
+#[cfg(madsim)]
 pub mod kill;
 pub mod membership;
+#[cfg(madsim)]
 pub mod network;
 pub mod pause;
 pub mod replay;

@@ -26,7 +26,7 @@ use crate::scenario::Faults;
 use rand::rngs::StdRng;
 use rand::Rng;
 use std::time::Duration;
-use store::k3s::node::NodeRole;
+use store::k3s::role::NodeRole;
 
 /// The roles `faults.pause_roles` may name.
 pub const ROLES: &[&str] = &[

@@ -14,7 +14,7 @@ use crate::scenario::schedule::{
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
-use store::k3s::node::NodeRole;
+use store::k3s::role::NodeRole;
 
 /// What took a node down, so its next start knows whose torn write to apply or record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

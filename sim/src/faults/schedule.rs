@@ -28,7 +28,7 @@ pub struct NodeRef {
     /// A pinned client: the one server it uses.
     pub pinned_to: Option<String>,
     /// etcd topology: the node's k3s role (server, etcd-only, control-plane-only, agent).
-    pub k3s_role: Option<store::k3s::node::NodeRole>,
+    pub k3s_role: Option<store::k3s::role::NodeRole>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -64,6 +64,11 @@ pub struct HistoryParams {
     /// controllers, kubelets and the stores' own bookkeeping write elsewhere.
     #[serde(default)]
     pub workload_prefixes: Vec<String>,
+    /// Recorded by `faultline live` against real processes: the store's own events (commits,
+    /// compactions, member state) are unknown, so checks rebuild what was committed from what
+    /// clients saw, and compactions from the compactor's requests (`History::compactions`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub live: bool,
 }
 
 /// One etcd member's status as the final audit read it (serializable, from the member itself).
@@ -105,6 +110,23 @@ pub struct History {
     /// linearizable check judges both together.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_ops: Vec<ApiOperation>,
+    /// Compactions clients asked for through the etcd API (live mode's compactor), ordered by
+    /// invoke time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compactions: Vec<CompactionRequest>,
+}
+
+/// One Compact request a client sent, and what came of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionRequest {
+    pub id: u64,
+    pub client: String,
+    pub server: String,
+    pub invoke_ns: SimNanos,
+    pub complete_ns: SimNanos,
+    pub revision: i64,
+    /// `ok`, or the error the client got (a timeout leaves the outcome unknown).
+    pub outcome: String,
 }
 
 /// A request through the apiserver facade: the operation on its key as the etcd API would have

@@ -6,10 +6,10 @@
 
 use crate::history::trace::Trace;
 use crate::history::{
-    printable, ApiOperation, ApiWatch, ApiWatchEnd, ApiWatchEvent, ChunkedList, EventKind,
-    Freshness, History, HistoryParams, LeaseOperation, LeaseOutcome, LeaseRequest, LeaseResult,
-    ListPage, Operation, Outcome, PageAnswer, Request, SimNanos, WatchEventRecord, WatchSession,
-    WatchSessionEnd, WorldEvent,
+    printable, ApiOperation, ApiWatch, ApiWatchEnd, ApiWatchEvent, ChunkedList, CompactionRequest,
+    EventKind, Freshness, History, HistoryParams, LeaseOperation, LeaseOutcome, LeaseRequest,
+    LeaseResult, ListPage, Operation, Outcome, PageAnswer, Request, SimNanos, WatchEventRecord,
+    WatchSession, WatchSessionEnd, WorldEvent,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +33,7 @@ struct State {
     /// Invoked lease operations not yet completed, by id.
     pending_leases: BTreeMap<u64, usize>,
     api_ops: Vec<ApiOperation>,
+    compactions: Vec<CompactionRequest>,
     /// Invoked facade requests not yet completed, by id.
     pending_api: BTreeMap<u64, usize>,
     /// Revisions already reported committed, with the key and whether it was a delete: every
@@ -427,6 +428,47 @@ impl Recorder {
 
     /// Closes the run: operations still pending (their client was killed, or the run ended)
     /// stay `Unknown` with completion at the end.
+    /// A Compact request at `revision` sent by `client` to `server`; completed with
+    /// [`Recorder::complete_compaction`].
+    pub fn invoke_compaction(&self, client: &str, server: &str, revision: i64) -> u64 {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let id = s.next_op;
+        s.next_op += 1;
+        s.trace.push(
+            at_ns,
+            client,
+            format!("invoke op#{id} compact revision {revision} on {server}"),
+        );
+        s.compactions.push(CompactionRequest {
+            id,
+            client: client.to_string(),
+            server: server.to_string(),
+            invoke_ns: at_ns,
+            complete_ns: at_ns,
+            revision,
+            outcome: "never completed".into(),
+        });
+        id
+    }
+
+    /// The answer to compaction `id`: `ok`, or the error.
+    pub fn complete_compaction(&self, id: u64, outcome: &str) {
+        let at_ns = self.now_ns();
+        let mut s = self.lock();
+        let Some(i) = s.compactions.iter().rposition(|c| c.id == id) else {
+            return;
+        };
+        s.compactions[i].complete_ns = at_ns;
+        s.compactions[i].outcome = outcome.to_string();
+        let client = s.compactions[i].client.clone();
+        s.trace.push(
+            at_ns,
+            &client,
+            format!("complete op#{id} compact: {outcome}"),
+        );
+    }
+
     pub fn finish(&self, params: HistoryParams) -> (History, Trace) {
         let end = self.now_ns();
         let mut s = self.lock();
@@ -454,6 +496,7 @@ impl Recorder {
             api_watches: std::mem::take(&mut s.api_watches),
             leases: std::mem::take(&mut s.leases),
             api_ops: std::mem::take(&mut s.api_ops),
+            compactions: std::mem::take(&mut s.compactions),
         };
         (history, std::mem::take(&mut s.trace))
     }

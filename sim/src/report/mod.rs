@@ -8,11 +8,27 @@ pub mod metrics;
 pub mod plot;
 
 use crate::checkers::{CheckReport, Verdict};
+use crate::faults::FaultMix;
+use crate::history::trace::Trace;
 use crate::history::{History, OpResult, Outcome};
-use crate::world::RunOutput;
+use crate::scenario::Schedule;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Everything one seed produced.
+pub struct RunOutput {
+    pub history: History,
+    pub trace: Trace,
+    /// Simulated nanoseconds the run covered.
+    pub sim_ns: u64,
+    /// Injected faults by kind (see `faults::KINDS`).
+    pub faults_injected: BTreeMap<String, u64>,
+    /// The fault rates in force (the scenario's, or this seed's swarm draw).
+    pub fault_mix: FaultMix,
+    /// Every fault the run injected, as a schedule that replays it.
+    pub schedule: Schedule,
+}
 
 /// The first violation of a failed check.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -70,7 +70,7 @@ impl Cluster {
     }
 
     /// etcd topology: records node `name`'s k3s role, which pauses target.
-    pub fn set_k3s_role(&mut self, name: &str, role: store::k3s::node::NodeRole) {
+    pub fn set_k3s_role(&mut self, name: &str, role: store::k3s::role::NodeRole) {
         for r in self.refs.iter_mut().filter(|r| r.name == name) {
             r.k3s_role = Some(role);
         }

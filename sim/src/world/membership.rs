@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::etcd::disk::{Disk, SharedDisk};
-use store::k3s::node::NodeRole;
+use store::k3s::role::NodeRole;
 use store::k3s::supervisor::{SupervisorCall, SupervisorRequest, SupervisorResponse};
 use tokio::time::Instant;
 

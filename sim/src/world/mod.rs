@@ -15,15 +15,14 @@ use crate::clients::leases::{run_lease_client, LeaseClientConfig};
 use crate::clients::watcher::{run_watcher, WatcherConfig};
 use crate::clients::workload::{run_client, ClientConfig};
 use crate::faults::compaction::CompactionFaults;
+use crate::faults::draw_mix;
 use crate::faults::kill::Lifecycle;
 use crate::faults::network::Links;
 use crate::faults::replay::{self, Cause, Restarts};
 use crate::faults::schedule::{self, Fault, Role};
-use crate::faults::{draw_mix, FaultMix};
 use crate::history::recorder::Recorder;
-use crate::history::trace::Trace;
 use crate::history::{EventKind, History, HistoryParams, Outcome, Request};
-use crate::scenario::{Scenario, Schedule, TopologyKind};
+use crate::scenario::{Scenario, TopologyKind};
 use cluster::{ip, Cluster, API_PORT, DB_PORT, ETCD_PORT, WATCH_PORT};
 use madsim::runtime::Handle;
 use std::collections::BTreeMap;
@@ -38,19 +37,7 @@ use store::node::{run_database_node, run_kine_server, DatabaseLocation, KineServ
 use store::proto::etcdserverpb::kv_client::KvClient;
 use tokio::time::Instant;
 
-/// Everything one seed produced.
-pub struct RunOutput {
-    pub history: History,
-    pub trace: Trace,
-    /// Simulated nanoseconds the run covered.
-    pub sim_ns: u64,
-    /// Injected faults by kind (see `faults::KINDS`).
-    pub faults_injected: BTreeMap<String, u64>,
-    /// The fault rates in force (the scenario's, or this seed's swarm draw).
-    pub fault_mix: FaultMix,
-    /// Every fault the run injected, as a schedule that replays it.
-    pub schedule: Schedule,
-}
+pub use crate::report::RunOutput;
 
 /// Runs `scenario` on `seed` with `design` in a fresh madsim runtime. A panic inside the
 /// simulation (a store assertion, or the simulated-time limit) propagates to the caller, which

@@ -22,7 +22,7 @@ DB         ?= results/serve/store.db
 CONFORMANCE_SEEDS      ?= 1..200
 TEST_CONFORMANCE_SEEDS ?= 1..20
 
-.PHONY: build run test test-real fuzz repro determinism validate bench bench-probes bench-serve list lint \
+.PHONY: live build run test test-real fuzz repro determinism validate bench bench-probes bench-serve list lint \
 	real-build serve conformance
 
 build:
@@ -83,6 +83,14 @@ conformance: real-build
 
 real-build:
 	$(REAL_CARGO) build $(REAL_FLAGS)
+
+## Live mode's first run: 2 minutes of the live scenario's workload against a real 3-member etcd
+## 3.4 cluster (Debian's etcd-server) under kills, pauses and partitions, judged by the
+## simulator's checkers; summary printed, report under results/live/etcd-3/seed-$(SEED)/.
+## make live [LIVE_TARGET=targets/faultline-store.toml] [SEED=2] [LIVE_FLAGS='--runs 20']
+LIVE_TARGET ?= targets/etcd-3.toml
+live: real-build
+	$(REAL_BIN)/faultline-live scenarios/live/etcd.toml --target $(LIVE_TARGET) --seed $(SEED) $(LIVE_FLAGS)
 
 ## The store served for real until Ctrl-C: make serve [LISTEN=127.0.0.1:2379] [DB=results/serve/store.db]
 ## (DB=:memory: keeps nothing; SERVE_FLAGS='--compact-interval-s 60' and so on).

@@ -464,8 +464,12 @@ async fn a_schedule_replays_at_its_offsets() {
     };
     let mut lines = Vec::new();
     let (records, (ready, ready_at, paused, cut)) = tokio::join!(
-        runner::run(&replayed, &cluster, 1, |r: &FaultRecord| lines
-            .push(r.to_string())),
+        runner::run(
+            &replayed,
+            &cluster,
+            1,
+            |r: &FaultRecord, _: &runner::Happened| lines.push(r.to_string())
+        ),
         watcher
     );
     assert_eq!(ready, Ok(()));
@@ -570,8 +574,12 @@ async fn etcd_under_a_drawn_schedule_keeps_acknowledged_writes() {
     };
     let mut lines = Vec::new();
     let (records, acked) = tokio::join!(
-        runner::run(&schedule, &cluster, 1, |r: &FaultRecord| lines
-            .push(r.to_string())),
+        runner::run(
+            &schedule,
+            &cluster,
+            1,
+            |r: &FaultRecord, _: &runner::Happened| lines.push(r.to_string())
+        ),
         writer
     );
     eprintln!("{}", lines.join("\n"));

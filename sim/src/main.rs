@@ -45,6 +45,14 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// List scenarios, checks, fault kinds, code probes and design variants.
     List,
+    /// Run a scenario's workload against real processes (targets/*.toml) under real faults,
+    /// judged by the same checkers: runs faultline-live from the real build (make real-build).
+    #[command(disable_help_flag = true)]
+    Live {
+        /// faultline-live's arguments (`faultline live --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +73,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(&args),
         Command::Validate(args) => validate::validate(&args),
         Command::List => Ok(list::cmd_list()),
+        Command::Live { args } => return live(&args),
     };
     match result {
         Ok(code) => code,
@@ -73,4 +82,36 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Where the real build's `faultline-live` is: `FAULTLINE_LIVE`, beside this program, or in the
+/// real build's folder of the current directory.
+fn live_program() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("FAULTLINE_LIVE") {
+        return Some(p.into());
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("faultline-live")));
+    beside
+        .into_iter()
+        .chain([std::path::PathBuf::from(
+            "target/real/release/faultline-live",
+        )])
+        .find(|p| p.is_file())
+}
+
+/// `faultline live`: live mode runs real processes and sockets, which this simulator build
+/// cannot, so it hands over to the real build's program with the same arguments.
+fn live(args: &[String]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let Some(program) = live_program() else {
+        eprintln!(
+            "faultline live: faultline-live not found (beside this program, in target/real/release/, or FAULTLINE_LIVE); build it with `make real-build`"
+        );
+        return ExitCode::from(2);
+    };
+    let error = std::process::Command::new(&program).args(args).exec();
+    eprintln!("faultline live: cannot run {}: {error}", program.display());
+    ExitCode::from(2)
 }

@@ -175,6 +175,7 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
         repro,
         results_dir: dir.display().to_string(),
         probes,
+        live: None,
     };
     let run = match outcome {
         Ok(run) => run,
@@ -213,7 +214,7 @@ pub fn run_one(args: &RunArgs) -> Result<Report, InputError> {
     if !keep_report {
         return Ok(report);
     }
-    let artifacts = keep_artifacts.then_some(&run);
+    let artifacts = keep_artifacts.then_some((&run.history, &run.trace));
     report::write(&dir, &report, artifacts).map_err(|e| InputError(format!("{e:#}")))?;
     if !keep_artifacts {
         return Ok(report);

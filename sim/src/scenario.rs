@@ -254,6 +254,11 @@ pub struct Workload {
     /// (`--max-request-bytes`, 1.5 MiB), or one in four times a byte more, which etcd refuses.
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub large_values: f64,
+    /// Chance that a watcher's session starts at revision 1 instead of where the last one
+    /// ended: once anything was compacted, the server cancels it with the compact revision and
+    /// the next session starts exactly there (the case etcd #18089 mishandled). 0: never.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub compacted_starts: f64,
 }
 
 fn is_zero_f64(x: &f64) -> bool {

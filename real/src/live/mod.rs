@@ -4,12 +4,15 @@
 //! - [`supervisor`]: the nodes as child processes, health probes, kill/restart, pause/resume;
 //! - [`network`]: TCP proxies on every member-member and client-member link, cut per direction;
 //! - [`schedule`]: faults drawn from a seed, written and read back as TOML;
-//! - [`runner`]: a schedule carried out against a cluster in real monotonic time.
+//! - [`runner`]: a schedule carried out against a cluster in real monotonic time;
+//! - [`run`]: one live run: the simulator's workload, history, checkers and reports against a
+//!   cluster under a schedule (`faultline live`).
 //!
 //! Errors in the files a user writes are [`input::InputError`]s (file, line, field; exit 2).
 
 pub mod input;
 pub mod network;
+pub mod run;
 pub mod runner;
 pub mod schedule;
 pub mod supervisor;

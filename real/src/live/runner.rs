@@ -44,6 +44,26 @@ impl fmt::Display for FaultRecord {
     }
 }
 
+/// What a step of the runner did, by node and client names (`n1`, `c2`), for a history's world
+/// events.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Happened {
+    PartitionStarted {
+        from: Vec<String>,
+        to: Vec<String>,
+        one_way: bool,
+    },
+    PartitionHealed {
+        from: Vec<String>,
+        to: Vec<String>,
+        one_way: bool,
+    },
+    Killed(Vec<String>),
+    Restarted(Vec<String>),
+    Paused(String),
+    Resumed(String),
+}
+
 enum Action {
     Cut(Vec<(Endpoint, Endpoint)>),
     Heal(Vec<(Endpoint, Endpoint)>),
@@ -55,6 +75,7 @@ enum Action {
 
 struct Step {
     at: Duration,
+    happened: Happened,
     /// The fault's index in the records.
     record: usize,
     action: Action,
@@ -91,7 +112,7 @@ pub async fn run(
     schedule: &Schedule,
     cluster: &Cluster,
     clients: usize,
-    mut log: impl FnMut(&FaultRecord),
+    mut log: impl FnMut(&FaultRecord, &Happened),
 ) -> Vec<FaultRecord> {
     let nodes = cluster.nodes.len();
     let mut records = Vec::new();
@@ -117,13 +138,20 @@ pub async fn run(
             ended: None,
             note: None,
         });
+        let (from, to, one_way) = (p.from.clone(), p.to.clone(), p.one_way);
         steps.push(Step {
             at: secs(p.start_s),
+            happened: Happened::PartitionStarted {
+                from: from.clone(),
+                to: to.clone(),
+                one_way,
+            },
             record,
             action: Action::Cut(links.clone()),
         });
         steps.push(Step {
             at: secs(p.start_s + p.duration_s),
+            happened: Happened::PartitionHealed { from, to, one_way },
             record,
             action: Action::Heal(links),
         });
@@ -140,11 +168,13 @@ pub async fn run(
         });
         steps.push(Step {
             at: secs(k.at_s),
+            happened: Happened::Killed(k.nodes.clone()),
             record,
             action: Action::Kill(members.clone()),
         });
         steps.push(Step {
             at: secs(k.at_s + k.downtime_s),
+            happened: Happened::Restarted(k.nodes.clone()),
             record,
             action: Action::Restart(members),
         });
@@ -161,11 +191,13 @@ pub async fn run(
         });
         steps.push(Step {
             at: secs(p.at_s),
+            happened: Happened::Paused(p.node.clone()),
             record,
             action: Action::Pause(node),
         });
         steps.push(Step {
             at: secs(p.at_s + p.duration_s),
+            happened: Happened::Resumed(p.node.clone()),
             record,
             action: Action::Resume(node),
         });
@@ -239,7 +271,7 @@ pub async fn run(
         } else {
             rec.started = now;
         }
-        log(rec);
+        log(rec, &step.happened);
     }
     records
 }

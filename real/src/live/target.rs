@@ -43,7 +43,12 @@ struct File {
     initial_cluster_member: Option<Spanned<String>>,
     #[serde(default)]
     start_timeout_s: Option<Spanned<f64>>,
+    #[serde(default)]
+    semantics: Option<Spanned<String>>,
 }
+
+/// What a target's answers are judged as: etcd's (versions counted per key) or kine's.
+pub const SEMANTICS: [&str; 2] = ["etcd", "kine"];
 
 /// A target as loaded: every field checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,6 +64,8 @@ pub struct Target {
     pub extra_flags: Vec<String>,
     pub initial_cluster_member: String,
     pub start_timeout_s: f64,
+    /// `etcd` (the default) or `kine`: which store's rules the checks hold its answers to.
+    pub semantics: String,
 }
 
 /// The values of one node's placeholders.
@@ -213,6 +220,17 @@ impl Target {
             }
             None => 30.0,
         };
+        let semantics = match &file.semantics {
+            Some(v) if !SEMANTICS.contains(&v.get_ref().as_str()) => {
+                return Err(err(
+                    v.span().start,
+                    "semantics",
+                    format!("{:?}; allowed: {}", v.get_ref(), SEMANTICS.join(", ")),
+                ))
+            }
+            Some(v) => v.get_ref().clone(),
+            None => "etcd".to_string(),
+        };
         Ok(Target {
             path: path.to_path_buf(),
             name: path.file_stem().map_or_else(
@@ -234,6 +252,7 @@ impl Target {
                 .collect(),
             initial_cluster_member: member,
             start_timeout_s,
+            semantics,
         })
     }
 

@@ -5,6 +5,7 @@
 //! of them reads the store's internals or the checkers.
 
 // Controllers reach the apiserver facade over madsim's connections: simulator only.
+pub mod compactor;
 #[cfg(madsim)]
 pub mod controller;
 pub mod etcd_call;

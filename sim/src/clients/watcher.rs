@@ -39,6 +39,8 @@ pub struct WatcherConfig {
     pub servers: Vec<(String, SocketAddr)>,
     pub stop_at: Instant,
     pub timeout: Duration,
+    /// Chance that a session starts at revision 1 (`Workload::compacted_starts`).
+    pub compacted_starts: f64,
 }
 
 fn endpoint(addr: &SocketAddr, timeout: Duration) -> tonic::transport::Endpoint {
@@ -79,7 +81,15 @@ pub async fn run_watcher(cfg: WatcherConfig, recorder: Recorder) {
                 }
             }
         }
-        match session(&cfg, &server, &addr, next_start, &recorder).await {
+        // Drawn only when asked for, so scenarios without it draw what they always drew.
+        let start = if cfg.compacted_starts > 0.0
+            && madsim::rand::thread_rng().gen_bool(cfg.compacted_starts)
+        {
+            1
+        } else {
+            next_start
+        };
+        match session(&cfg, &server, &addr, start, &recorder).await {
             Some(last) => {
                 next_start = last;
                 retry = RESUME;

@@ -171,24 +171,6 @@ impl Summary {
     }
 }
 
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {
-                out.push_str(&format!("&#{};", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// JUnit XML: one testsuite per scenario, one testcase per seed.
 pub fn junit(records: &[SeedRecord], design: &str) -> String {
     let mut by_scenario: BTreeMap<&str, Vec<&SeedRecord>> = BTreeMap::new();
@@ -200,7 +182,7 @@ pub fn junit(records: &[SeedRecord], design: &str) -> String {
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x += &format!(
         "<testsuites name=\"faultline fuzz ({})\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{time:.3}\">\n",
-        xml_escape(design),
+        crate::report::xml_escape(design),
         records.len()
     );
     for (scenario, rs) in by_scenario {
@@ -208,12 +190,12 @@ pub fn junit(records: &[SeedRecord], design: &str) -> String {
         let t: f64 = rs.iter().map(|r| r.wall_seconds).sum();
         x += &format!(
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{f}\" errors=\"0\" skipped=\"0\" time=\"{t:.3}\">\n",
-            xml_escape(&format!("{scenario} [{design}]")),
+            crate::report::xml_escape(&format!("{scenario} [{design}]")),
             rs.len()
         );
         for r in rs {
             let name = format!("seed-{}", r.seed);
-            let class = xml_escape(&format!("faultline.{scenario}"));
+            let class = crate::report::xml_escape(&format!("faultline.{scenario}"));
             x += &format!(
                 "    <testcase classname=\"{class}\" name=\"{name}\" time=\"{:.3}\">\n",
                 r.wall_seconds
@@ -221,16 +203,16 @@ pub fn junit(records: &[SeedRecord], design: &str) -> String {
             for (check, message) in &r.failures {
                 x += &format!(
                     "      <failure type=\"{}\" message=\"{}\">{}\nreproduce: {}</failure>\n",
-                    xml_escape(check),
-                    xml_escape(&format!("{check}: {message}")),
-                    xml_escape(message),
-                    xml_escape(&r.repro)
+                    crate::report::xml_escape(check),
+                    crate::report::xml_escape(&format!("{check}: {message}")),
+                    crate::report::xml_escape(message),
+                    crate::report::xml_escape(&r.repro)
                 );
             }
             if !r.checks.is_empty() {
                 x += &format!(
                     "      <system-out>{}</system-out>\n",
-                    xml_escape(&verdict_lines(r))
+                    crate::report::xml_escape(&verdict_lines(r))
                 );
             }
             x += "    </testcase>\n";

@@ -99,6 +99,27 @@ pub struct Report {
     /// Hits of every declared code probe in this run (`store::probe`), zeros included.
     #[serde(default)]
     pub probes: BTreeMap<String, u64>,
+    /// Set for a live run (`faultline live`): real processes, real time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveRun>,
+}
+
+/// What a live run adds to its report: the target, the faults as they really happened, and the
+/// tolerances its checks allowed for real clocks and scheduling.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LiveRun {
+    pub target: String,
+    pub target_path: String,
+    pub nodes: usize,
+    /// The schedule file the run drew (or replayed): `--schedule` replays it.
+    pub schedule: String,
+    /// Every fault, with when it was planned, started and ended (seconds from the run's start).
+    pub faults: Vec<String>,
+    /// Where the checks could not be as strict as in the simulator, and by how much.
+    pub tolerances: Vec<String>,
+    /// Per check, the rules a live history cannot feed (they need the store's own events).
+    #[serde(default)]
+    pub unjudged: BTreeMap<String, Vec<String>>,
 }
 
 impl Report {
@@ -192,7 +213,7 @@ pub fn peak_rss_mib() -> f64 {
 
 /// Writes report.json into `dir`, and with `run` its full artifacts: trace.log and
 /// history.json.gz (the recorded history, gzipped: tens of MB of JSON for a long run).
-pub fn write(dir: &Path, report: &Report, run: Option<&RunOutput>) -> anyhow::Result<()> {
+pub fn write(dir: &Path, report: &Report, run: Option<(&History, &Trace)>) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::io::Write;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -201,18 +222,37 @@ pub fn write(dir: &Path, report: &Report, run: Option<&RunOutput>) -> anyhow::Re
         serde_json::to_string_pretty(report)? + "\n",
     )
     .with_context(|| format!("writing {}", dir.join("report.json").display()))?;
-    if let Some(run) = run {
-        std::fs::write(dir.join("trace.log"), run.trace.text())?;
+    if let Some((history, trace)) = run {
+        std::fs::write(dir.join("trace.log"), trace.text())?;
         let file = std::fs::File::create(dir.join("history.json.gz"))?;
         let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
         // serde_json writes many tiny pieces; the encoder must see them in large chunks.
         let mut json = std::io::BufWriter::with_capacity(1 << 16, &mut gz);
-        serde_json::to_writer(&mut json, &run.history)?;
+        serde_json::to_writer(&mut json, history)?;
         json.flush()?;
         drop(json);
         gz.finish()?.flush()?;
     }
     Ok(())
+}
+
+/// `s` with XML's special characters escaped, for JUnit reports.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {
+                out.push_str(&format!("&#{};", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The human summary of one run.
@@ -223,23 +263,38 @@ pub fn render(report: &Report) -> String {
         "fail" => "FAIL",
         _ => "PANIC",
     };
-    s += &format!(
-        "{verdict} {} seed {} design {}\n",
-        report.scenario, report.seed, report.design
-    );
-    s += &format!(
-        "  trace hash   {}\n",
-        &report.trace_hash[..report.trace_hash.len().min(16)]
-    );
-    let speed = if report.wall_seconds > 0.0 {
-        report.sim_seconds / report.wall_seconds
+    if let Some(live) = &report.live {
+        s += &format!(
+            "{verdict} {} seed {} LIVE against {} ({} node{})\n",
+            report.scenario,
+            report.seed,
+            live.target,
+            live.nodes,
+            if live.nodes == 1 { "" } else { "s" }
+        );
+        s += &format!(
+            "  real time    {:.1} s (not reproducible: real processes; the schedule is)\n",
+            report.wall_seconds
+        );
     } else {
-        0.0
-    };
-    s += &format!(
-        "  simulated    {:.1} s in {:.2} s wall ({:.0}x), peak {:.0} MiB\n",
-        report.sim_seconds, report.wall_seconds, speed, report.peak_rss_mib
-    );
+        s += &format!(
+            "{verdict} {} seed {} design {}\n",
+            report.scenario, report.seed, report.design
+        );
+        s += &format!(
+            "  trace hash   {}\n",
+            &report.trace_hash[..report.trace_hash.len().min(16)]
+        );
+        let speed = if report.wall_seconds > 0.0 {
+            report.sim_seconds / report.wall_seconds
+        } else {
+            0.0
+        };
+        s += &format!(
+            "  simulated    {:.1} s in {:.2} s wall ({:.0}x), peak {:.0} MiB\n",
+            report.sim_seconds, report.wall_seconds, speed, report.peak_rss_mib
+        );
+    }
     let outcomes: Vec<String> = report
         .operations
         .by_outcome
@@ -267,11 +322,13 @@ pub fn render(report: &Report) -> String {
     if let Some(p) = &report.panic {
         s += &format!("  panic        {p}\n");
     }
-    let hit = report.probes.values().filter(|n| **n > 0).count();
-    s += &format!(
-        "  probes       {hit} of {} hit (report.json: probes)\n",
-        report.probes.len()
-    );
+    if report.live.is_none() {
+        let hit = report.probes.values().filter(|n| **n > 0).count();
+        s += &format!(
+            "  probes       {hit} of {} hit (report.json: probes)\n",
+            report.probes.len()
+        );
+    }
     if !report.histograms.is_empty() {
         s += &crate::report::metrics::render_table(&report.histograms);
     }
@@ -297,6 +354,16 @@ pub fn render(report: &Report) -> String {
             }
             (None, Some(reason)) => s += &format!("    n/a  {:<width$}  {reason}\n", c.name),
             (None, None) => s += &format!("    PASS {:<width$}  {}\n", c.name, c.judged_text()),
+        }
+    }
+    if let Some(live) = &report.live {
+        for t in &live.tolerances {
+            s += &format!("  tolerance    {t}\n");
+        }
+        for (check, rules) in &live.unjudged {
+            for r in rules {
+                s += &format!("  unjudged     {check}: {r}\n");
+            }
         }
     }
     s += &format!("  results      {}\n", report.results_dir);

@@ -306,6 +306,7 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
         ("workload.edge_reads", w.edge_reads),
         ("workload.empty_values", w.empty_values),
         ("workload.large_values", w.large_values),
+        ("workload.compacted_starts", w.compacted_starts),
     ] {
         probability(field, p)?;
     }

@@ -460,6 +460,7 @@ fn build_cluster(
             servers: cluster.servers.clone(),
             stop_at,
             timeout: Duration::from_millis(scenario.workload.request_timeout_ms),
+            compacted_starts: scenario.workload.compacted_starts,
         };
         let recorder_c = recorder.clone();
         let node = handle

@@ -1,0 +1,374 @@
+//! One live run: a scenario's workload against a target's real processes under a fault schedule,
+//! recorded with real monotonic time and judged by the simulator's own checkers.
+//!
+//! The pieces are the simulator's (`faultline::clients`, `history`, `checkers`, `report`), built
+//! here without `--cfg madsim`; what is live mode's own is the cluster (real processes behind
+//! proxies), the fault runner and the few parameters a real run cannot share with a simulated one
+//! (no store events, so `HistoryParams::live`).
+//!
+//! Time line: faults during `duration_s` (the scenario's, or `--duration-s`), then `quiet_s`
+//! with every node up and every link healed while the clients go on; then the clients stop, and
+//! a final audit read lists the watched range.
+
+use super::runner::{self, FaultRecord, Happened};
+use super::schedule::{Mix, Schedule};
+use super::{Cluster, Target};
+use faultline::checkers::{self, CheckReport};
+use faultline::clients::compactor::{run_compactor, CompactorConfig};
+use faultline::clients::etcd_call;
+use faultline::clients::leases::{run_lease_client, LeaseClientConfig};
+use faultline::clients::watcher::{run_watcher, WatcherConfig};
+use faultline::clients::workload::{owned_prefixes, run_client, ClientConfig};
+use faultline::history::recorder::Recorder;
+use faultline::history::trace::Trace;
+use faultline::history::{EventKind, History, HistoryParams, Outcome, Request};
+use faultline::report::{self, metrics, plot, LiveRun, Report};
+use faultline::scenario::Scenario;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use store::proto::etcdserverpb::kv_client::KvClient;
+use tokio::time::Instant;
+
+/// What one live run needs besides its seed.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub scenario_path: String,
+    pub scenario: Scenario,
+    pub target: Target,
+    /// The fault period; the scenario's `duration_s` unless overridden.
+    pub duration_s: f64,
+    pub quiet_s: f64,
+    /// Replayed instead of drawn.
+    pub schedule: Option<(PathBuf, Schedule)>,
+    /// Where `{bin_dir}` points (faultline-store's folder).
+    pub bin_dir: PathBuf,
+    /// Reports go to `<out>/<target>/seed-<n>/`.
+    pub out: PathBuf,
+    /// Keep the nodes' data folders and logs of a passing run (a failing run keeps them always).
+    pub keep_data: bool,
+    /// Apiserver-style compactions this often (an operator's at a delete every `edge_every`-th).
+    pub compact_interval: Duration,
+    pub compact_edge_every: u32,
+}
+
+/// How far real clocks and scheduling make a live run's judgement looser than a simulated one's;
+/// printed in every live report.
+pub const TOLERANCES: [&str; 3] = [
+    "invoke and completion times are this process's monotonic clock, read around each gRPC call: an operation's real effect lies somewhere between them, as in the simulator, but the interval also holds the client's own scheduling delay",
+    "compactions are known only from the compactor's requests: a watch cancelled as compacted is judged against every compaction invoked before the cancel arrived (an upper bound), never against when a member applied it",
+    "revisions no client saw (unknown-outcome writes never read back, the compactor's compact_rev_key Txns, lease expiries) are gaps the checks cannot judge",
+];
+
+/// The names clients go by, in the order of their endpoints (`c1`.. in schedules).
+fn client_names(s: &Scenario) -> Vec<String> {
+    let w = &s.workload;
+    let mut names = Vec::new();
+    names.extend((1..=s.topology.clients).map(|i| format!("client-{i}")));
+    names.extend((1..=w.watchers).map(|i| format!("watcher-{i}")));
+    names.extend((1..=w.lease_clients).map(|i| format!("lease-client-{i}")));
+    names.push("compactor".to_string());
+    names
+}
+
+/// The fault rates a seed draws from: the scenario's.
+pub fn mix(s: &Scenario) -> Mix {
+    Mix {
+        partitions_per_min: s.faults.partitions_per_min,
+        kills_per_min: s.faults.kills_per_min,
+        pauses_per_min: s.faults.pauses_per_min,
+    }
+}
+
+/// Where a run's report goes.
+pub fn run_dir(plan: &Plan, seed: u64) -> PathBuf {
+    plan.out
+        .join(&plan.target.name)
+        .join(format!("seed-{seed}"))
+}
+
+/// Runs `plan` once with `seed` inside the current tokio runtime and writes its report; an error
+/// is a run that could not be carried out (a node that would not start), not a failed check.
+pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
+    let dir = run_dir(plan, seed);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let started = std::time::Instant::now();
+    let cluster = Cluster::start(&plan.target, &dir.join("nodes"), &plan.bin_dir).await?;
+    let names = client_names(&plan.scenario);
+    let nodes = cluster.nodes.len();
+    let schedule = match &plan.schedule {
+        Some((_, s)) => s.clone(),
+        None => Schedule::draw(
+            seed,
+            &mix(&plan.scenario),
+            nodes,
+            names.len(),
+            plan.duration_s,
+        ),
+    };
+    let schedule_path = dir.join("schedule.toml");
+    schedule.write(&schedule_path)?;
+
+    // Every client reaches every node through its own proxy.
+    let mut servers: Vec<Vec<(String, SocketAddr)>> = Vec::new();
+    for c in 0..names.len() {
+        let mut list = Vec::new();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            list.push((node.name.clone(), cluster.client_addr(c, i).await?));
+        }
+        servers.push(list);
+    }
+    let recorder = Recorder::new();
+    for node in &cluster.nodes {
+        recorder.event(&node.name, EventKind::NodeStarted);
+    }
+    let origin = Instant::now();
+    let faults_stop = origin + Duration::from_secs_f64(plan.duration_s);
+    let stop_at = faults_stop + Duration::from_secs_f64(plan.quiet_s);
+    let w = &plan.scenario.workload;
+    let timeout = Duration::from_millis(w.request_timeout_ms);
+    let mut tasks = Vec::new();
+    let mut next = 0;
+    for i in 1..=plan.scenario.topology.clients {
+        let c = next;
+        next += 1;
+        let pinned = (i <= w.pinned_clients).then_some((i as usize - 1) % nodes);
+        let cfg = ClientConfig {
+            name: names[c].clone(),
+            servers: servers[c].clone(),
+            pinned,
+            workload: w.clone(),
+            stop_at,
+        };
+        tasks.push(tokio::spawn(run_client(cfg, recorder.clone())));
+    }
+    for _ in 0..w.watchers {
+        let c = next;
+        next += 1;
+        let cfg = WatcherConfig {
+            name: names[c].clone(),
+            servers: servers[c].clone(),
+            stop_at,
+            timeout,
+            compacted_starts: w.compacted_starts,
+        };
+        tasks.push(tokio::spawn(run_watcher(cfg, recorder.clone())));
+    }
+    for _ in 0..w.lease_clients {
+        let c = next;
+        next += 1;
+        let cfg = LeaseClientConfig {
+            name: names[c].clone(),
+            servers: servers[c].clone(),
+            ttls_s: w.lease_ttls_s.clone(),
+            keys: w.lease_keys,
+            timeout,
+            stop_at,
+        };
+        tasks.push(tokio::spawn(run_lease_client(cfg, recorder.clone())));
+    }
+    let compactor = CompactorConfig {
+        name: names[next].clone(),
+        servers: servers[next].clone(),
+        interval: plan.compact_interval,
+        edge_every: plan.compact_edge_every,
+        timeout,
+        stop_at,
+    };
+    tasks.push(tokio::spawn(run_compactor(compactor, recorder.clone())));
+
+    let log_recorder = recorder.clone();
+    let records = runner::run(&schedule, &cluster, names.len(), |r, happened| {
+        eprintln!("  fault  {r}");
+        record_fault(&log_recorder, happened);
+    })
+    .await;
+    tokio::time::sleep_until(faults_stop).await;
+    // Whatever a fault left behind (a restart that failed) is put right before the quiet period.
+    for i in 0..nodes {
+        if !cluster.is_running(i) {
+            if let Err(e) = cluster.restart(i).await {
+                eprintln!("  {} did not come back: {e:#}", cluster.nodes[i].name);
+            }
+            recorder.event(&cluster.nodes[i].name, EventKind::NodeRestarted);
+        }
+    }
+    recorder.event("world", EventKind::FaultsStopped);
+    let faults_stop_ns = recorder.now_ns();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let final_read = final_audit(&cluster, &recorder, timeout).await;
+    let params = HistoryParams {
+        servers: cluster.nodes.iter().map(|n| n.name.clone()).collect(),
+        compact_interval_ms: plan.compact_interval.as_millis() as u64,
+        faults_stop_ns,
+        end_ns: recorder.now_ns(),
+        final_read,
+        topology: match plan.target.semantics.as_str() {
+            "kine" => "single".to_string(),
+            _ => "etcd".to_string(),
+        },
+        workload_prefixes: owned_prefixes(w),
+        live: true,
+        ..Default::default()
+    };
+    let (history, trace) = recorder.finish(params);
+    let checks: Vec<CheckReport> = checkers::all().iter().map(|c| c.check(&history)).collect();
+    let failed = checks.iter().any(|c| !c.violations.is_empty());
+    let mut report = Report {
+        scenario: plan.scenario.name.clone(),
+        scenario_path: plan.scenario_path.clone(),
+        seed,
+        design: format!("live {}", plan.target.name),
+        status: if failed { "fail" } else { "pass" }.into(),
+        trace_hash: trace.hash(),
+        sim_seconds: started.elapsed().as_secs_f64(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        peak_rss_mib: report::peak_rss_mib(),
+        operations: report::count_ops(&history),
+        faults_injected: count_faults(&records),
+        fault_mix: serde_json::to_value(mix(&plan.scenario)).unwrap_or_default(),
+        checks: report::summarize_checks(&checks),
+        histograms: metrics::compute(&history),
+        panic: None,
+        repro: format!(
+            "faultline live {} --target {} --seed {seed} --schedule {}",
+            plan.scenario_path,
+            plan.target.path.display(),
+            schedule_path.display()
+        ),
+        results_dir: dir.display().to_string(),
+        probes: BTreeMap::new(),
+        live: Some(LiveRun {
+            target: plan.target.name.clone(),
+            target_path: plan.target.path.display().to_string(),
+            nodes,
+            schedule: schedule_path.display().to_string(),
+            faults: records.iter().map(FaultRecord::to_string).collect(),
+            tolerances: TOLERANCES.iter().map(|t| t.to_string()).collect(),
+            unjudged: BTreeMap::new(),
+        }),
+    };
+    drop(cluster);
+    write(&dir, &mut report, &history, &trace, &checks)?;
+    if report.status == "pass" && !plan.keep_data {
+        let _ = std::fs::remove_dir_all(dir.join("nodes"));
+    }
+    Ok(report)
+}
+
+fn write(
+    dir: &Path,
+    report: &mut Report,
+    history: &History,
+    trace: &Trace,
+    checks: &[CheckReport],
+) -> anyhow::Result<()> {
+    report::write(dir, report, Some((history, trace)))?;
+    let marks: Vec<plot::Marker> = checks
+        .iter()
+        .filter_map(|c| {
+            c.first()
+                .map(|v| (c.check.to_string(), v.at_ns, v.message.clone()))
+        })
+        .collect();
+    let title = format!(
+        "{} seed {} live against {}",
+        report.scenario,
+        report.seed,
+        report.live.as_ref().map_or("", |l| l.target.as_str())
+    );
+    if let Err(e) = plot::timeline(
+        history,
+        &title,
+        &marks,
+        false,
+        &dir.join("timeline.png"),
+        &dir.join("timeline.svg"),
+    ) {
+        eprintln!("faultline: timeline plot not written: {e:#}");
+    }
+    Ok(())
+}
+
+/// A fault as the history's world events say it.
+fn record_fault(recorder: &Recorder, happened: &Happened) {
+    match happened {
+        Happened::PartitionStarted { from, to, one_way } => recorder.event(
+            "world",
+            EventKind::PartitionStarted {
+                from: from.clone(),
+                to: to.clone(),
+                one_way: *one_way,
+            },
+        ),
+        Happened::PartitionHealed { from, to, one_way } => recorder.event(
+            "world",
+            EventKind::PartitionHealed {
+                from: from.clone(),
+                to: to.clone(),
+                one_way: *one_way,
+            },
+        ),
+        Happened::Killed(nodes) => {
+            for n in nodes {
+                recorder.event(n, EventKind::NodeKilled);
+            }
+        }
+        Happened::Restarted(nodes) => {
+            for n in nodes {
+                recorder.event(n, EventKind::NodeRestarted);
+            }
+        }
+        Happened::Paused(n) => recorder.event(n, EventKind::NodePaused),
+        Happened::Resumed(n) => recorder.event(n, EventKind::NodeResumed),
+    }
+}
+
+fn count_faults(records: &[FaultRecord]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for r in records {
+        let kind = r.fault.split_whitespace().next().unwrap_or("fault");
+        let kind = match (kind, r.fault.contains(" -> ")) {
+            ("partition", true) => "partition-one-way",
+            (k, _) => k,
+        };
+        *out.entry(kind.to_string()).or_insert(0) += 1;
+    }
+    out
+}
+
+/// A full read of the watched range once every node is up: the answer the checks hold the
+/// last writes to. Retried on every node, for a minute at most.
+async fn final_audit(cluster: &Cluster, recorder: &Recorder, timeout: Duration) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while Instant::now() < deadline {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!(
+                "http://{}",
+                cluster.direct_addr(i)
+            ))
+            .expect("loopback addresses are valid URIs")
+            .timeout(timeout)
+            .connect_timeout(timeout);
+            let Ok(channel) = endpoint.connect().await else {
+                continue;
+            };
+            let request = Request::list_all("/registry/", "/registry0");
+            let id = recorder.invoke("audit", &node.name, request.clone());
+            last = Some(id);
+            let outcome = etcd_call::send(&mut KvClient::new(channel), &request).await;
+            let answered = matches!(outcome, Outcome::Ok { .. });
+            recorder.complete(id, outcome);
+            if answered {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    last
+}

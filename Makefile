@@ -48,7 +48,7 @@ test:
 ## client's features against etcd and faultline-store. What cannot run says so loudly and fails,
 ## unless SKIP_ETCD=1 (or SKIP_CLIENTS=1 for the npm client) says to accept that.
 test-real:
-	$(REAL_CARGO) test $(REAL_FLAGS) --bins --test serve
+	$(REAL_CARGO) test $(REAL_FLAGS) --lib --bins --test serve --test live_runs
 	@if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then \
 		echo "FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test tls --test conformance --test live_targets --test live_faults"; \
 		FAULTLINE_CONFORMANCE_SEEDS=$(TEST_CONFORMANCE_SEEDS) $(REAL_CARGO) test $(REAL_FLAGS) --test etcdctl --test tls --test conformance --test live_targets --test live_faults; \

@@ -11,6 +11,7 @@
 //! Errors in the files a user writes are [`input::InputError`]s (file, line, field; exit 2).
 
 pub mod input;
+pub mod known;
 pub mod network;
 pub mod run;
 pub mod runner;

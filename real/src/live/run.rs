@@ -11,8 +11,8 @@
 //! a final audit read lists the watched range.
 
 use super::runner::{self, FaultRecord, Happened};
-use super::schedule::{Mix, Schedule};
-use super::{Cluster, Target};
+use super::schedule::{Compaction, Mix, Schedule};
+use super::{known, Cluster, Target};
 use faultline::checkers::{self, CheckReport};
 use faultline::clients::compactor::{run_compactor, CompactorConfig};
 use faultline::clients::etcd_call;
@@ -98,7 +98,7 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
     let cluster = Cluster::start(&plan.target, &dir.join("nodes"), &plan.bin_dir).await?;
     let names = client_names(&plan.scenario);
     let nodes = cluster.nodes.len();
-    let schedule = match &plan.schedule {
+    let mut schedule = match &plan.schedule {
         Some((_, s)) => s.clone(),
         None => Schedule::draw(
             seed,
@@ -108,6 +108,14 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
             plan.duration_s,
         ),
     };
+    // A replayed schedule keeps its compactions; a drawn one writes the plan's down.
+    let compaction = schedule
+        .compaction
+        .get_or_insert_with(|| Compaction {
+            interval_s: plan.compact_interval.as_secs_f64(),
+            edge_every: plan.compact_edge_every,
+        })
+        .clone();
     let schedule_path = dir.join("schedule.toml");
     schedule.write(&schedule_path)?;
 
@@ -172,8 +180,8 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
     let compactor = CompactorConfig {
         name: names[next].clone(),
         servers: servers[next].clone(),
-        interval: plan.compact_interval,
-        edge_every: plan.compact_edge_every,
+        interval: Duration::from_secs_f64(compaction.interval_s),
+        edge_every: compaction.edge_every,
         timeout,
         stop_at,
     };
@@ -203,7 +211,7 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
     let final_read = final_audit(&cluster, &recorder, timeout).await;
     let params = HistoryParams {
         servers: cluster.nodes.iter().map(|n| n.name.clone()).collect(),
-        compact_interval_ms: plan.compact_interval.as_millis() as u64,
+        compact_interval_ms: (compaction.interval_s * 1000.0) as u64,
         faults_stop_ns,
         end_ns: recorder.now_ns(),
         final_read,
@@ -250,8 +258,11 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
             faults: records.iter().map(FaultRecord::to_string).collect(),
             tolerances: TOLERANCES.iter().map(|t| t.to_string()).collect(),
             unjudged: BTreeMap::new(),
+            known_bugs: Vec::new(),
+            unexplained: 0,
         }),
     };
+    explain(&plan.target, &checks, &mut report);
     drop(cluster);
     write(&dir, &mut report, &history, &trace, &checks)?;
     if report.status == "pass" && !plan.keep_data {
@@ -292,6 +303,41 @@ fn write(
         eprintln!("faultline: timeline plot not written: {e:#}");
     }
     Ok(())
+}
+
+/// Puts each kept violation down to a known bug of the target where one matches; every other
+/// one, and every violation past the kept earliest, counts as unexplained.
+fn explain(target: &Target, checks: &[CheckReport], report: &mut Report) {
+    let mut by_bug: BTreeMap<&'static str, (usize, &'static known::KnownBug)> = BTreeMap::new();
+    let mut unexplained = 0;
+    for c in checks {
+        let mut matched = 0;
+        for v in &c.violations {
+            if let Some(bug) = known::classify(&target.known_bugs, c.check, &v.message) {
+                by_bug.entry(bug.name).or_insert((0, bug)).0 += 1;
+                matched += 1;
+            }
+        }
+        unexplained += c.total - matched;
+    }
+    let Some(live) = report.live.as_mut() else {
+        return;
+    };
+    live.unexplained = unexplained;
+    live.known_bugs = by_bug
+        .values()
+        .map(|(n, b)| {
+            format!(
+                "{} ({n} violation{} of {}): {}; {}, fixed in {}",
+                b.marker,
+                if *n == 1 { "" } else { "s" },
+                b.check,
+                b.what,
+                b.upstream,
+                b.fixed_in
+            )
+        })
+        .collect();
 }
 
 /// A fault as the history's world events say it.

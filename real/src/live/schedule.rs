@@ -6,6 +6,8 @@
 //! `[[partitions]]` (`kind`, `from`, `to`, `one_way`, `start_s`, `duration_s`), `[[kills]]`
 //! (`role`, `nodes`, `at_s`, `downtime_s`) and `[[pauses]]` (`role`, `node`, `at_s`,
 //! `duration_s`), with offsets in real seconds; nodes are `n1`..`nN` and clients `c1`..`cM`.
+//! Live mode adds `[compaction]` (`interval_s`, `edge_every`): the compactor's rhythm, which a
+//! replay keeps.
 //!
 //! Partition kinds: `symmetric` (one member cut off from the other members, both ways),
 //! `one-way` (one member's messages to the others lost, or theirs to it), `minority` (a
@@ -36,6 +38,20 @@ pub struct Schedule {
     pub kills: Vec<Kill>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pauses: Vec<Pause>,
+    /// The compactor's rhythm, as the apiserver compacts (and an operator at a delete's
+    /// revision); a replay keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<Compaction>,
+}
+
+/// A Compact through the etcd API every `interval_s` seconds from the run's start; every
+/// `edge_every`-th at a delete's revision (0: never).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compaction {
+    pub interval_s: f64,
+    #[serde(default)]
+    pub edge_every: u32,
 }
 
 /// Faults per minute of run, for the draw.
@@ -317,6 +333,20 @@ impl Schedule {
                 ))
             }
         };
+        if let Some(c) = &schedule.compaction {
+            if !(c.interval_s.is_finite() && c.interval_s > 0.0) {
+                let line = text
+                    .lines()
+                    .position(|l| l.trim() == "[compaction]")
+                    .map_or(1, |i| i + 1);
+                return Err(InputError::new(
+                    path,
+                    line,
+                    "compaction.interval_s",
+                    format!("{}; must be a positive number of seconds", c.interval_s),
+                ));
+            }
+        }
         for (n, p) in schedule.partitions.iter().enumerate() {
             if !PARTITION_KINDS.contains(&p.kind.as_str()) {
                 return Err(bad(

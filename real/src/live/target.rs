@@ -45,6 +45,8 @@ struct File {
     start_timeout_s: Option<Spanned<f64>>,
     #[serde(default)]
     semantics: Option<Spanned<String>>,
+    #[serde(default)]
+    known_bugs: Vec<Spanned<String>>,
 }
 
 /// What a target's answers are judged as: etcd's (versions counted per key) or kine's.
@@ -66,6 +68,8 @@ pub struct Target {
     pub start_timeout_s: f64,
     /// `etcd` (the default) or `kine`: which store's rules the checks hold its answers to.
     pub semantics: String,
+    /// Bugs of this release that live reports may put violations down to (`live::known`).
+    pub known_bugs: Vec<String>,
 }
 
 /// The values of one node's placeholders.
@@ -231,6 +235,19 @@ impl Target {
             Some(v) => v.get_ref().clone(),
             None => "etcd".to_string(),
         };
+        for (i, b) in file.known_bugs.iter().enumerate() {
+            if super::known::find(b.get_ref()).is_none() {
+                return Err(err(
+                    b.span().start,
+                    &format!("known_bugs[{i}]"),
+                    format!(
+                        "{:?} is not a known bug; known: {}",
+                        b.get_ref(),
+                        super::known::names().join(", ")
+                    ),
+                ));
+            }
+        }
         Ok(Target {
             path: path.to_path_buf(),
             name: path.file_stem().map_or_else(
@@ -253,6 +270,11 @@ impl Target {
             initial_cluster_member: member,
             start_timeout_s,
             semantics,
+            known_bugs: file
+                .known_bugs
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
         })
     }
 

@@ -120,6 +120,13 @@ pub struct LiveRun {
     /// Per check, the rules a live history cannot feed (they need the store's own events).
     #[serde(default)]
     pub unjudged: BTreeMap<String, Vec<String>>,
+    /// Violations put down to a bug the target's release is known to have, one line per bug
+    /// (name, how many, what it is, where it is reported, where it was fixed).
+    #[serde(default)]
+    pub known_bugs: Vec<String>,
+    /// Violations no known bug of the target explains (those past the kept earliest included).
+    #[serde(default)]
+    pub unexplained: usize,
 }
 
 impl Report {
@@ -357,6 +364,16 @@ pub fn render(report: &Report) -> String {
         }
     }
     if let Some(live) = &report.live {
+        for k in &live.known_bugs {
+            s += &format!("  known bug    {k}\n");
+        }
+        if report.status != "pass" {
+            s += &format!(
+                "  unexplained  {} violation{} no known bug of the target explains\n",
+                live.unexplained,
+                if live.unexplained == 1 { "" } else { "s" }
+            );
+        }
         for t in &live.tolerances {
             s += &format!("  tolerance    {t}\n");
         }

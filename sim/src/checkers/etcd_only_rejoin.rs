@@ -44,6 +44,12 @@ impl Checker for EtcdOnlyRejoin {
             bound: format!("bound {}", secs(p.rejoin_bound_ns)),
             out: Violations::new(),
         };
+        if p.live {
+            return CheckReport::not_applicable(
+                self.name(),
+                "live run: no k3s nodes, and their load balancers, node leases and members' catch-up are reported only from inside the simulation",
+            );
+        }
         if p.node_roles.is_empty() {
             return CheckReport::not_applicable(
                 self.name(),

@@ -133,6 +133,72 @@ mod violations_tests {
     }
 }
 
+#[cfg(test)]
+mod live_tests {
+    use super::testutil::*;
+    use super::*;
+    use crate::history::{OpResult, Outcome};
+
+    #[test]
+    fn the_checks_that_read_only_store_events_say_live_mode_and_the_others_judge() {
+        let mut h = history();
+        h.params.live = true;
+        h.params.topology = "etcd".into();
+        h.params.workload_prefixes = vec!["/".into()];
+        op(&mut h, "c1", 1.0, 1.1, create("/a"), write_ok(2));
+        let mut read = read_ok(2, vec![("/a", 2)]);
+        if let Outcome::Ok {
+            result: OpResult::Read { kvs, .. },
+            ..
+        } = &mut read
+        {
+            kvs[0].value = "v".into();
+        }
+        op(&mut h, "c1", 1.2, 1.3, list_all(), read);
+        // Parameters that would make the rejoin check judge a simulated run.
+        h.params
+            .node_roles
+            .insert("server-1".into(), "server".into());
+        for c in all() {
+            let r = c.check(&h);
+            let v = r.verdict();
+            match c.name() {
+                "compactor-continuity" | "list-continuation" | "watchlist" | "etcd-only-rejoin" => {
+                    assert!(
+                        matches!(&v, Verdict::NotApplicable(why) if why.starts_with("live run: ")),
+                        "{}: {v:?}",
+                        c.name()
+                    )
+                }
+                "revision-monotonic" | "linearizable" => {
+                    assert_eq!(v, Verdict::Pass, "{}: {:?}", c.name(), r.violations)
+                }
+                // No watch session or lease client in this history.
+                _ => assert!(
+                    matches!(v, Verdict::NotApplicable(_)),
+                    "{}: {v:?}",
+                    c.name()
+                ),
+            }
+        }
+        // The same history in the simulator: list-continuation judges the page against the
+        // (absent) commits and fires, which live mode must not.
+        h.params.live = false;
+        h.params.node_roles.clear();
+        assert!(!ListContinuation.check(&h).passed());
+    }
+
+    #[test]
+    fn unjudged_rules_are_kept_by_the_report() {
+        let r = CheckReport::judged("x", Violations::new(), vec![("reads", 1)], "idle")
+            .with_unjudged(["a rule"]);
+        assert_eq!(
+            (r.verdict(), r.unjudged),
+            (Verdict::Pass, vec!["a rule".to_string()])
+        );
+    }
+}
+
 /// A check's verdict on one run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -164,6 +230,9 @@ pub struct CheckReport {
     pub judged: Vec<(&'static str, u64)>,
     /// Set when the run gave the check nothing to judge.
     pub not_applicable: Option<String>,
+    /// The check's rules this run could not judge, each with why (live mode: the store's own
+    /// events are unknown); empty when every rule applied.
+    pub unjudged: Vec<String>,
 }
 
 impl CheckReport {
@@ -182,7 +251,14 @@ impl CheckReport {
             violations: found.kept,
             judged,
             not_applicable: idle.then(|| idle_reason.to_string()),
+            unjudged: vec![],
         }
+    }
+
+    /// The same report, naming rules the run could not judge (printed with the verdict).
+    pub fn with_unjudged<S: Into<String>>(mut self, rules: impl IntoIterator<Item = S>) -> Self {
+        self.unjudged.extend(rules.into_iter().map(Into::into));
+        self
     }
 
     /// The report of a check that does not apply to this run at all.
@@ -193,6 +269,7 @@ impl CheckReport {
             total: 0,
             judged: vec![],
             not_applicable: Some(reason.into()),
+            unjudged: vec![],
         }
     }
 
@@ -404,6 +481,7 @@ pub(crate) mod testutil {
             api_watches: vec![],
             leases: vec![],
             api_ops: vec![],
+            compactions: vec![],
         }
     }
 

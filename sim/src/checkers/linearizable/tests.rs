@@ -1237,3 +1237,60 @@ fn a_simulated_kine_run_passes_with_thousands_of_reads_judged() {
         .map(|(_, n)| *n);
     assert!(reads > Some(2_000), "{:?}", r.judged);
 }
+
+/// A lease key: outside the workload's prefix, put by a lease client and deleted by expiry,
+/// neither of which any recorded operation reports.
+fn leased(rev: i64) -> Kv {
+    Kv {
+        key: "/registry/pods0/leased".into(),
+        create_revision: rev,
+        mod_revision: rev,
+        version: 1,
+        value: "lease".into(),
+    }
+}
+
+fn everything() -> Request {
+    Request::List {
+        start: "/".into(),
+        end: "0".into(),
+        limit: 0,
+        revision: 0,
+        serializable: false,
+        count_only: false,
+        keys_only: false,
+    }
+}
+
+#[test]
+fn a_live_run_is_judged_from_its_operations_and_leased_keys_outside_the_workload_are_ignored() {
+    let mut h = two_writes();
+    h.params.live = true;
+    // A leased key put at 6 shows up, then its lease expires and deletes it at 8.
+    push(
+        &mut h,
+        "c3",
+        (3.0, 3.1),
+        everything(),
+        read(7, vec![kv(1, 5, 7, 2, "b"), leased(6)]),
+    );
+    push(
+        &mut h,
+        "c3",
+        (4.0, 4.1),
+        everything(),
+        read(8, vec![kv(1, 5, 7, 2, "b")]),
+    );
+    push(&mut h, "c1", (5.0, 5.1), update(1, "c", 7), wrote(9));
+    push(
+        &mut h,
+        "c3",
+        (6.0, 6.1),
+        get(1),
+        read(9, vec![kv(1, 5, 9, 3, "c")]),
+    );
+    passes(&h);
+    // A read that misses a workload key's acknowledged write still fires.
+    h.ops[3].outcome = read(8, vec![]);
+    fires(&check(&h), "obj-0001");
+}

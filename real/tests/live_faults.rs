@@ -5,7 +5,7 @@
 //! and fail instead when FAULTLINE_REQUIRE_ETCD=1.
 
 use faultline_real::live::runner::{self, FaultRecord};
-use faultline_real::live::schedule::{Kill, Partition, Pause, Schedule};
+use faultline_real::live::schedule::{Compaction, Kill, Partition, Pause, Schedule};
 use faultline_real::live::{Cluster, Endpoint, Network, Target};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -443,6 +443,11 @@ async fn a_schedule_replays_at_its_offsets() {
             start_s: 4.5,
             duration_s: 1.0,
         }],
+        // Carried through, not carried out: the runner leaves compactions to live runs.
+        compaction: Some(Compaction {
+            interval_s: 5.0,
+            edge_every: 2,
+        }),
     };
     let file = dir.join("schedule.toml");
     schedule.write(&file).unwrap();

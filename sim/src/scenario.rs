@@ -259,6 +259,11 @@ pub struct Workload {
     /// the next session starts exactly there (the case etcd #18089 mishandled). 0: never.
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub compacted_starts: f64,
+    /// Chance that a watcher's session starts 1 to 20 revisions past where the last one ended,
+    /// in the future of the store, and asks for progress while it waits there (etcd answered
+    /// such progress requests below the watch's start until its #20229). 0: never.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub future_starts: f64,
 }
 
 fn is_zero_f64(x: &f64) -> bool {

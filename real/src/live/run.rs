@@ -111,7 +111,7 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
     // A replayed schedule keeps its compactions; a drawn one writes the plan's down.
     let compaction = schedule
         .compaction
-        .get_or_insert_with(|| Compaction {
+        .get_or_insert(Compaction {
             interval_s: plan.compact_interval.as_secs_f64(),
             edge_every: plan.compact_edge_every,
         })
@@ -161,6 +161,7 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
             stop_at,
             timeout,
             compacted_starts: w.compacted_starts,
+            future_starts: w.future_starts,
         };
         tasks.push(tokio::spawn(run_watcher(cfg, recorder.clone())));
     }
@@ -257,7 +258,11 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
             schedule: schedule_path.display().to_string(),
             faults: records.iter().map(FaultRecord::to_string).collect(),
             tolerances: TOLERANCES.iter().map(|t| t.to_string()).collect(),
-            unjudged: BTreeMap::new(),
+            unjudged: checks
+                .iter()
+                .filter(|c| !c.unjudged.is_empty())
+                .map(|c| (c.check.to_string(), c.unjudged.clone()))
+                .collect(),
             known_bugs: Vec::new(),
             unexplained: 0,
         }),

@@ -69,7 +69,7 @@ pub async fn run_compactor(cfg: CompactorConfig, recorder: Recorder) {
         let Some((server, kv)) = c.connect().await else {
             continue;
         };
-        if c.cfg.edge_every > 0 && tick % c.cfg.edge_every == 0 {
+        if c.cfg.edge_every > 0 && tick.is_multiple_of(c.cfg.edge_every) {
             c.at_a_delete(&server, kv).await;
         } else {
             c.apiserver_tick(&server, kv).await;

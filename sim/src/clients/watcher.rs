@@ -41,6 +41,8 @@ pub struct WatcherConfig {
     pub timeout: Duration,
     /// Chance that a session starts at revision 1 (`Workload::compacted_starts`).
     pub compacted_starts: f64,
+    /// Chance that a session starts in the store's future (`Workload::future_starts`).
+    pub future_starts: f64,
 }
 
 fn endpoint(addr: &SocketAddr, timeout: Duration) -> tonic::transport::Endpoint {
@@ -81,11 +83,14 @@ pub async fn run_watcher(cfg: WatcherConfig, recorder: Recorder) {
                 }
             }
         }
-        // Drawn only when asked for, so scenarios without it draw what they always drew.
+        // Drawn only when asked for, so scenarios without them draw what they always drew.
         let start = if cfg.compacted_starts > 0.0
             && madsim::rand::thread_rng().gen_bool(cfg.compacted_starts)
         {
             1
+        } else if cfg.future_starts > 0.0 && madsim::rand::thread_rng().gen_bool(cfg.future_starts)
+        {
+            next_start + madsim::rand::thread_rng().gen_range(1..=20)
         } else {
             next_start
         };

@@ -83,8 +83,14 @@ fn close_op(trace: &mut Trace, op: &mut Operation, at_ns: SimNanos, outcome: Out
     trace.push(at_ns, &op.client, Completion(op));
 }
 
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
 impl Recorder {
-    /// Must be created inside the simulation: time zero is now.
+    /// Must be created inside the simulation (or, live, when the run starts): time zero is now.
     pub fn new() -> Self {
         Recorder {
             start: Instant::now(),

@@ -137,6 +137,11 @@ pub const COMPACTION_KINDS: &[&str] = &["database-locked", "timeout", "reply-los
 pub const CRASH_POINTS: &[&str] = &["compact-before-finished"];
 
 impl Schedule {
+    /// Whether it holds no fault at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// How many faults it holds (partitions, kills, pauses, compaction failures, member crashes
     /// and membership changes), as shrinking counts them.
     pub fn len(&self) -> usize {

@@ -307,6 +307,7 @@ pub(super) fn validate(s: &Scenario) -> Result<(), Problem> {
         ("workload.empty_values", w.empty_values),
         ("workload.large_values", w.large_values),
         ("workload.compacted_starts", w.compacted_starts),
+        ("workload.future_starts", w.future_starts),
     ] {
         probability(field, p)?;
     }

@@ -461,6 +461,7 @@ fn build_cluster(
             stop_at,
             timeout: Duration::from_millis(scenario.workload.request_timeout_ms),
             compacted_starts: scenario.workload.compacted_starts,
+            future_starts: scenario.workload.future_starts,
         };
         let recorder_c = recorder.clone();
         let node = handle

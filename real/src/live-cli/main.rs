@@ -59,6 +59,10 @@ struct Args {
     /// Every N-th compactor tick compacts at a delete's revision, as an operator would (0: never).
     #[arg(long, default_value_t = 2)]
     compact_edge_every: u32,
+    /// Judge recorded live runs again (their seed folders) with this build's checks, rewriting
+    /// their reports; runs nothing.
+    #[arg(long, num_args = 1.., value_name = "SEED_DIR")]
+    rejudge: Vec<PathBuf>,
 }
 
 fn positive(flag: &str, v: f64) -> Result<f64, String> {
@@ -138,6 +142,9 @@ fn plan(args: &Args) -> Result<Plan, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if !args.rejudge.is_empty() {
+        return rejudge(&args.rejudge);
+    }
     let plan = match plan(&args) {
         Ok(p) => p,
         Err(e) => {
@@ -176,6 +183,27 @@ fn main() -> ExitCode {
     }
     let failed = reports.iter().filter(|r| r.status != "pass").count() + broken.len();
     if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn rejudge(dirs: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for dir in dirs {
+        match run::rejudge(dir) {
+            Ok(r) => {
+                print!("{}", report::render(&r));
+                failed |= r.status != "pass";
+            }
+            Err(e) => {
+                eprintln!("faultline live: {}: {e:#}", dir.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -225,14 +225,12 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
         ..Default::default()
     };
     let (history, trace) = recorder.finish(params);
-    let checks: Vec<CheckReport> = checkers::all().iter().map(|c| c.check(&history)).collect();
-    let failed = checks.iter().any(|c| !c.violations.is_empty());
     let mut report = Report {
         scenario: plan.scenario.name.clone(),
         scenario_path: plan.scenario_path.clone(),
         seed,
         design: format!("live {}", plan.target.name),
-        status: if failed { "fail" } else { "pass" }.into(),
+        status: String::new(),
         trace_hash: trace.hash(),
         sim_seconds: started.elapsed().as_secs_f64(),
         wall_seconds: started.elapsed().as_secs_f64(),
@@ -240,7 +238,7 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
         operations: report::count_ops(&history),
         faults_injected: count_faults(&records),
         fault_mix: serde_json::to_value(mix(&plan.scenario)).unwrap_or_default(),
-        checks: report::summarize_checks(&checks),
+        checks: vec![],
         histograms: metrics::compute(&history),
         panic: None,
         repro: format!(
@@ -258,18 +256,12 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
             schedule: schedule_path.display().to_string(),
             faults: records.iter().map(FaultRecord::to_string).collect(),
             tolerances: TOLERANCES.iter().map(|t| t.to_string()).collect(),
-            unjudged: checks
-                .iter()
-                .filter(|c| !c.unjudged.is_empty())
-                .map(|c| (c.check.to_string(), c.unjudged.clone()))
-                .collect(),
-            known_bugs: Vec::new(),
-            unexplained: 0,
+            ..LiveRun::default()
         }),
     };
-    explain(&plan.target, &checks, &mut report);
+    let checks = judge(&history, &plan.target, &mut report);
     drop(cluster);
-    write(&dir, &mut report, &history, &trace, &checks)?;
+    write(&dir, &report, &history, &trace, &checks)?;
     if report.status == "pass" && !plan.keep_data {
         let _ = std::fs::remove_dir_all(dir.join("nodes"));
     }
@@ -278,12 +270,18 @@ pub async fn run(plan: &Plan, seed: u64) -> anyhow::Result<Report> {
 
 fn write(
     dir: &Path,
-    report: &mut Report,
+    report: &Report,
     history: &History,
     trace: &Trace,
     checks: &[CheckReport],
 ) -> anyhow::Result<()> {
     report::write(dir, report, Some((history, trace)))?;
+    plot_timeline(dir, report, history, checks);
+    Ok(())
+}
+
+/// The timeline plot, with each failed check's first violation marked.
+fn plot_timeline(dir: &Path, report: &Report, history: &History, checks: &[CheckReport]) {
     let marks: Vec<plot::Marker> = checks
         .iter()
         .filter_map(|c| {
@@ -307,7 +305,51 @@ fn write(
     ) {
         eprintln!("faultline: timeline plot not written: {e:#}");
     }
-    Ok(())
+}
+
+/// Runs every check over `history` and fills in `report`'s verdicts: checks, status, the rules
+/// left unjudged, and which violations known bugs of `target` explain.
+fn judge(history: &History, target: &Target, report: &mut Report) -> Vec<CheckReport> {
+    let checks: Vec<CheckReport> = checkers::all().iter().map(|c| c.check(history)).collect();
+    report.checks = report::summarize_checks(&checks);
+    report.status = if checks.iter().any(|c| !c.violations.is_empty()) {
+        "fail"
+    } else {
+        "pass"
+    }
+    .into();
+    if let Some(live) = report.live.as_mut() {
+        live.unjudged = checks
+            .iter()
+            .filter(|c| !c.unjudged.is_empty())
+            .map(|c| (c.check.to_string(), c.unjudged.clone()))
+            .collect();
+    }
+    explain(target, &checks, report);
+    checks
+}
+
+/// Judges a live run's recorded history again with this build's checks (after a checker
+/// changed, say) and rewrites its report and plot; the target file named in the report says
+/// which known bugs may explain a violation.
+pub fn rejudge(dir: &Path) -> anyhow::Result<Report> {
+    use anyhow::Context;
+    let path = dir.join("report.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut report: Report =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    let target_path = report
+        .live
+        .as_ref()
+        .map(|l| PathBuf::from(&l.target_path))
+        .with_context(|| format!("{} is not a live run's report", path.display()))?;
+    let target = Target::load(&target_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let history = report::read_history(&dir.join("history.json.gz"))?;
+    let checks = judge(&history, &target, &mut report);
+    report::write(dir, &report, None)?;
+    plot_timeline(dir, &report, &history, &checks);
+    Ok(report)
 }
 
 /// Puts each kept violation down to a known bug of the target where one matches; every other

@@ -243,6 +243,14 @@ pub fn write(dir: &Path, report: &Report, run: Option<(&History, &Trace)>) -> an
     Ok(())
 }
 
+/// Reads a history back from the `history.json.gz` a run wrote.
+pub fn read_history(path: &Path) -> anyhow::Result<History> {
+    use anyhow::Context;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(file));
+    serde_json::from_reader(reader).with_context(|| format!("reading {}", path.display()))
+}
+
 /// `s` with XML's special characters escaped, for JUnit reports.
 pub fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

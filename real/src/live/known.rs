@@ -19,14 +19,24 @@ pub struct KnownBug {
     pub fixed_in: &'static str,
 }
 
-pub const CATALOGUE: [KnownBug; 1] = [KnownBug {
-    name: "etcd-18089",
-    check: "watch",
-    marker: "etcd #18089",
-    what: "a watch created exactly at the compact revision is served but misses the DELETE at that revision: compaction removed its tombstone",
-    upstream: "https://github.com/etcd-io/etcd/issues/18089",
-    fixed_in: "etcd 3.4.34 and 3.5.16",
-}];
+pub const CATALOGUE: [KnownBug; 2] = [
+    KnownBug {
+        name: "etcd-18089",
+        check: "watch",
+        marker: "etcd #18089",
+        what: "a watch created exactly at the compact revision is served but misses the DELETE at that revision: compaction removed its tombstone",
+        upstream: "https://github.com/etcd-io/etcd/issues/18089",
+        fixed_in: "etcd 3.4.34 and 3.5.16",
+    },
+    KnownBug {
+        name: "etcd-15220",
+        check: "watch",
+        marker: "etcd #15220",
+        what: "a progress notification a client asks for is answered at the store's revision while the stream's watch has not yet sent the events up to it (or is about to be cancelled as compacted)",
+        upstream: "https://github.com/etcd-io/etcd/issues/15220",
+        fixed_in: "etcd #15237 (2023, after 3.4.23; backported to 3.4 and 3.5)",
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static KnownBug> {
     CATALOGUE.iter().find(|b| b.name == name)

@@ -188,6 +188,78 @@ mod live_tests {
         assert!(!ListContinuation.check(&h).passed());
     }
 
+    /// A simulated run's history as live mode would record it: no store events, no facade lists
+    /// or watches, compactions only as the requests a compactor sent (here: when members
+    /// scheduled them or the database committed them). The facade's operations stay: they are
+    /// what clients saw of the workload prefixes they write, which linearizable needs.
+    fn as_live(mut h: History) -> History {
+        use crate::history::{CompactionRequest, EventKind};
+        let mut asked: Vec<(SimNanos, i64)> = vec![];
+        for (at, _, e) in h.store_events() {
+            match e {
+                StoreEvent::MemberCompaction { revision, phase } if phase == "scheduled" => {
+                    asked.push((at, *revision))
+                }
+                StoreEvent::DbCompact {
+                    committed: true,
+                    stored_after,
+                    ..
+                } => asked.push((at, *stored_after)),
+                _ => {}
+            }
+        }
+        asked.dedup_by_key(|a| a.1);
+        h.compactions = asked
+            .into_iter()
+            .enumerate()
+            .map(|(i, (at, revision))| CompactionRequest {
+                id: i as u64,
+                client: "compactor".into(),
+                server: "server-1".into(),
+                invoke_ns: at,
+                complete_ns: at,
+                revision,
+                outcome: "ok".into(),
+            })
+            .collect();
+        h.events
+            .retain(|e| !matches!(e.kind, EventKind::Store { .. }));
+        h.lists.clear();
+        h.api_watches.clear();
+        h.params.node_roles.clear();
+        h.params.live = true;
+        h
+    }
+
+    /// `FAULTLINE_LIVE_REPLAY=results/<scenario>/seed-N/history.json.gz cargo test --release -p
+    /// faultline --lib replay -- --ignored --nocapture`: a passing simulated run, judged as live
+    /// mode would, raises no alarm.
+    #[test]
+    #[ignore]
+    fn replay_a_simulated_history_as_live() {
+        let path = std::env::var("FAULTLINE_LIVE_REPLAY").expect("FAULTLINE_LIVE_REPLAY");
+        let file = std::fs::File::open(&path).expect("history");
+        let h: History =
+            serde_json::from_reader(flate2::read::GzDecoder::new(file)).expect("a history");
+        let h = as_live(h);
+        let mut failed = vec![];
+        for c in all() {
+            let r = c.check(&h);
+            println!(
+                "{:<22} {:?} {:?} unjudged {}",
+                c.name(),
+                r.verdict(),
+                r.judged,
+                r.unjudged.len()
+            );
+            if let Some(v) = r.first() {
+                println!("    {} at {}", v.message, secs(v.at_ns));
+                failed.push(c.name());
+            }
+        }
+        assert!(failed.is_empty(), "{failed:?}");
+    }
+
     #[test]
     fn unjudged_rules_are_kept_by_the_report() {
         let r = CheckReport::judged("x", Violations::new(), vec![("reads", 1)], "idle")

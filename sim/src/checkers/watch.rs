@@ -26,7 +26,17 @@ struct Committed<'a> {
     prev_revision: i64,
 }
 
-fn committed_rows(h: &History) -> BTreeMap<i64, Committed<'_>> {
+/// The committed rows by revision. One change per revision, except in live mode, where etcd's
+/// lease revoke or expiry deletes every key of a lease at one revision.
+type Rows<'a> = BTreeMap<i64, Vec<Committed<'a>>>;
+
+/// The row of `key` at `rev`, else the revision's first (whose key then differs).
+fn row_for<'r, 'a>(rows: &'r Rows<'a>, rev: i64, key: &str) -> Option<&'r Committed<'a>> {
+    let at = rows.get(&rev)?;
+    at.iter().find(|r| r.key == key).or(at.first())
+}
+
+fn committed_rows(h: &History) -> Rows<'_> {
     let mut rows = BTreeMap::new();
     for (_, _, e) in h.store_events() {
         if let StoreEvent::DbInsert {
@@ -44,13 +54,13 @@ fn committed_rows(h: &History) -> BTreeMap<i64, Committed<'_>> {
             {
                 rows.insert(
                     *id,
-                    Committed {
+                    vec![Committed {
                         key,
                         deleted: *deleted,
                         created: *created,
                         create_revision: *create_revision,
                         prev_revision: *prev_revision,
-                    },
+                    }],
                 );
             }
         }
@@ -61,11 +71,12 @@ fn committed_rows(h: &History) -> BTreeMap<i64, Committed<'_>> {
 /// Live mode: the committed rows rebuilt from what clients saw, since the store's own log is
 /// unknown. Every acknowledged successful write is a row (its create revision resolved through
 /// the chain of earlier rows by the revision it compared); a revision no write reports takes the
-/// first watch event seen at it, and a write's row whose create revision the chain cannot name
-/// takes that event's. A watcher then disagrees with an acknowledged write or with the first
-/// watcher that reported a revision, and skips only rows someone reported.
-fn live_rows(h: &History) -> BTreeMap<i64, Committed<'_>> {
-    let mut rows: BTreeMap<i64, Committed<'_>> = BTreeMap::new();
+/// first watch event seen there for each key (a lease's keys go at one revision), and a write's
+/// row whose create revision the chain cannot name takes its first event's. A watcher then
+/// disagrees with an acknowledged write or with the first watcher that reported a revision, and
+/// skips only rows someone reported.
+fn live_rows(h: &History) -> Rows<'_> {
+    let mut rows: Rows<'_> = BTreeMap::new();
     // Rows whose create revision is still unknown (0 until resolved).
     for o in &h.ops {
         let Outcome::Ok {
@@ -111,41 +122,47 @@ fn live_rows(h: &History) -> BTreeMap<i64, Committed<'_>> {
             _ => continue,
         };
         // Two writes acknowledged at one revision are revision-monotonic's to report.
-        rows.entry(*rev).or_insert(row);
+        rows.entry(*rev).or_insert(vec![row]);
     }
-    // The first event seen at each revision, and the first prev_kv seen there (an etcd event
-    // whose previous version was compacted comes without one).
-    let mut first: BTreeMap<i64, (u64, &WatchEventRecord)> = BTreeMap::new();
-    let mut first_prev: BTreeMap<i64, (u64, &Kv)> = BTreeMap::new();
+    // The first event seen at each revision for each key, and the first prev_kv seen there (an
+    // etcd event whose previous version was compacted comes without one).
+    type First<'h, T> = BTreeMap<(i64, &'h str), (u64, &'h T)>;
+    let mut first: First<'_, WatchEventRecord> = BTreeMap::new();
+    let mut first_prev: First<'_, Kv> = BTreeMap::new();
     for w in &h.watches {
         for e in &w.events {
-            if first.get(&e.mod_revision).is_none_or(|(t, _)| e.at_ns < *t) {
-                first.insert(e.mod_revision, (e.at_ns, e));
+            let at = (e.mod_revision, e.key.as_str());
+            if first.get(&at).is_none_or(|(t, _)| e.at_ns < *t) {
+                first.insert(at, (e.at_ns, e));
             }
             if let Some(p) = &e.prev_kv {
-                if first_prev
-                    .get(&e.mod_revision)
-                    .is_none_or(|(t, _)| e.at_ns < *t)
-                {
-                    first_prev.insert(e.mod_revision, (e.at_ns, p));
+                if first_prev.get(&at).is_none_or(|(t, _)| e.at_ns < *t) {
+                    first_prev.insert(at, (e.at_ns, p));
                 }
             }
         }
     }
-    for (rev, (_, e)) in &first {
-        if store::kine::watch::is_fill(&e.key) || e.key == store::kine::sql::COMPACT_REV_KEY {
+    let written: std::collections::BTreeSet<i64> = rows.keys().copied().collect();
+    for ((rev, key), (_, e)) in &first {
+        // A guarded write changes one key: its revision holds nothing else.
+        if written.contains(rev)
+            || store::kine::watch::is_fill(key)
+            || *key == store::kine::sql::COMPACT_REV_KEY
+        {
             continue;
         }
         let created = !e.deleted && e.create_revision == e.mod_revision;
-        rows.entry(*rev).or_insert(Committed {
-            key: &e.key,
+        rows.entry(*rev).or_default().push(Committed {
+            key,
             deleted: e.deleted,
             created,
             create_revision: if e.deleted { 0 } else { e.create_revision },
             prev_revision: if created {
                 0
             } else {
-                first_prev.get(rev).map_or(0, |(_, p)| p.mod_revision)
+                first_prev
+                    .get(&(*rev, *key))
+                    .map_or(0, |(_, p)| p.mod_revision)
             },
         });
     }
@@ -153,23 +170,27 @@ fn live_rows(h: &History) -> BTreeMap<i64, Committed<'_>> {
     // PUT's own, or a DELETE's prev_kv's).
     let revs: Vec<i64> = rows.keys().copied().collect();
     for rev in revs {
-        if rows[&rev].create_revision != 0 || rows[&rev].created {
-            continue;
-        }
-        let prev = rows[&rev].prev_revision;
-        let chained = rows
-            .get(&prev)
-            .map(|p| if p.created { prev } else { p.create_revision });
-        let seen = first.get(&rev).and_then(|(_, e)| {
-            if e.deleted {
-                e.prev_kv.as_ref().map(|p| p.create_revision)
-            } else {
-                Some(e.create_revision)
+        for i in 0..rows[&rev].len() {
+            let row = &rows[&rev][i];
+            if row.create_revision != 0 || row.created {
+                continue;
             }
-        });
-        let resolved = chained.filter(|c| *c != 0).or(seen).unwrap_or(0);
-        if let Some(r) = rows.get_mut(&rev) {
-            r.create_revision = resolved;
+            let (key, prev) = (row.key, row.prev_revision);
+            let chained = rows
+                .get(&prev)
+                .and_then(|at| at.iter().find(|p| p.key == key))
+                .map(|p| if p.created { prev } else { p.create_revision });
+            let seen = first.get(&(rev, key)).and_then(|(_, e)| {
+                if e.deleted {
+                    e.prev_kv.as_ref().map(|p| p.create_revision)
+                } else {
+                    Some(e.create_revision)
+                }
+            });
+            let resolved = chained.filter(|c| *c != 0).or(seen).unwrap_or(0);
+            if let Some(r) = rows.get_mut(&rev) {
+                r[i].create_revision = resolved;
+            }
         }
     }
     rows
@@ -221,7 +242,7 @@ fn in_range(w: &WatchSession, key: &str) -> bool {
 
 fn check_session<'h>(
     w: &'h WatchSession,
-    rows: &BTreeMap<i64, Committed<'_>>,
+    rows: &Rows<'_>,
     db: &DbTimeline,
     etcd: bool,
     live: Option<&LiveCompactions<'_>>,
@@ -241,7 +262,9 @@ fn check_session<'h>(
         (Some(lc), Some(end)) if lc.complete && end.compact_revision > 0 => {
             let bound = lc.upper_bound(end.at_ns);
             let edge_lost = lc.to_exactly(w.start_revision, end.at_ns).is_some()
-                && rows.get(&w.start_revision).is_none_or(|r| !r.created);
+                && rows
+                    .get(&w.start_revision)
+                    .is_none_or(|at| at.iter().any(|r| !r.created));
             if w.start_revision >= bound && !edge_lost {
                 out.fire(end.at_ns, || format!(
                     "{name} was cancelled as compacted at {} although its start {} was at or above {bound}, the highest revision any Compact request sent before the cancel asked for",
@@ -256,8 +279,10 @@ fn check_session<'h>(
         // Starting exactly at the compact revision is fine only if that revision's change was a
         // creation: a delete's tombstone and an update's previous version are compacted away,
         // so the event could not be delivered whole.
-        let edge_lost =
-            w.start_revision == compact && rows.get(&compact).is_some_and(|r| !r.created);
+        let edge_lost = w.start_revision == compact
+            && rows
+                .get(&compact)
+                .is_some_and(|at| at.iter().any(|r| !r.created));
         if end.compact_revision > 0 && w.start_revision >= compact && !edge_lost {
             out.fire(end.at_ns, || format!(
                     "{name} was cancelled as compacted at {} although its start {} was at or above the compact revision {compact}",
@@ -290,9 +315,17 @@ fn check_session<'h>(
     }
     let mut last: Option<(i64, u64)> = None;
     let mut delivered: BTreeMap<i64, u64> = BTreeMap::new();
+    // By key too, for the revisions that changed several keys (live mode only).
+    let mut delivered_keys: BTreeMap<(i64, &str), u64> = BTreeMap::new();
     for (n, e) in w.events.iter().enumerate() {
+        // Another key of a revision that changed several: atomic if in the same response.
+        let sibling = last.is_some_and(|(rev, _)| rev == e.mod_revision)
+            && !delivered_keys.contains_key(&(e.mod_revision, e.key.as_str()))
+            && rows
+                .get(&e.mod_revision)
+                .is_some_and(|at| at.len() > 1 && at.iter().any(|r| r.key == e.key));
         if let Some((rev, response)) = last {
-            if e.mod_revision <= rev {
+            if e.mod_revision <= rev && !sibling {
                 out.fire(e.at_ns, || format!("{name} delivered revision {} after {rev}: events must be ordered and unique", e.mod_revision));
             } else if e.mod_revision == rev && e.response != response {
                 out.fire(e.at_ns, || format!("{name} split revision {rev} across responses: events of one revision are atomic"));
@@ -300,6 +333,7 @@ fn check_session<'h>(
         }
         last = Some((e.mod_revision, e.response));
         delivered.insert(e.mod_revision, e.at_ns);
+        delivered_keys.insert((e.mod_revision, e.key.as_str()), e.at_ns);
         if !in_range(w, &e.key) {
             out.fire(e.at_ns, || {
                 format!(
@@ -316,7 +350,7 @@ fn check_session<'h>(
                 )
             });
         }
-        let Some(row) = rows.get(&e.mod_revision) else {
+        let Some(row) = row_for(rows, e.mod_revision, &e.key) else {
             out.fire(e.at_ns, || {
                 format!(
                     "{name} delivered an event at revision {} for {} that was never committed",
@@ -353,11 +387,17 @@ fn check_session<'h>(
     if covered < from {
         return;
     }
-    for (id, row) in rows.range(from..=covered) {
-        if !in_range(w, row.key) {
-            continue;
-        }
-        match (delivered.get(id), first_progress(*id)) {
+    let rows_in_range = rows
+        .range(from..=covered)
+        .flat_map(|(id, at)| at.iter().map(move |r| (id, r, at.len() > 1)))
+        .filter(|(_, r, _)| in_range(w, r.key));
+    for (id, row, several) in rows_in_range {
+        let got = if several {
+            delivered_keys.get(&(*id, row.key))
+        } else {
+            delivered.get(id)
+        };
+        match (got, first_progress(*id)) {
             (None, progress) => {
                 let pattern = live
                     .filter(|_| row.deleted && *id == w.start_revision)
@@ -367,11 +407,23 @@ fn check_session<'h>(
                         c.id, secs(c.invoke_ns)
                     ))
                     .unwrap_or_default();
-                out.fire(progress.or_else(|| w.events.last().map(|e| e.at_ns)).unwrap_or(w.opened_ns), || format!("{name} skipped revision {id} ({}) although it reported progress up to {covered}{pattern}", row.key));
+                let partial = if several && delivered.contains_key(id) {
+                    format!(" and delivered other keys of revision {id}: watchers disagree on what it changed, or this one missed part of it")
+                } else {
+                    String::new()
+                };
+                out.fire(progress.or_else(|| w.events.last().map(|e| e.at_ns)).unwrap_or(w.opened_ns), || format!("{name} skipped revision {id} ({}) although it reported progress up to {covered}{pattern}{partial}", row.key));
                 return;
             }
             (Some(at), Some(p)) if *at > p => {
-                out.fire(p, || format!("{name} sent a progress notification covering revision {id} at {} before delivering it at {}", secs(p), secs(*at)));
+                // etcd 3.4 before the fix answers a progress request at once, ahead of the
+                // events a catching-up watch still has to send.
+                let pattern = if live.is_some() && etcd {
+                    " (the pattern of etcd #15220: a requested progress notification is not held back until the watch has sent its pending events)"
+                } else {
+                    ""
+                };
+                out.fire(p, || format!("{name} sent a progress notification covering revision {id} at {} before delivering it at {}{pattern}", secs(p), secs(*at)));
                 return;
             }
             _ => {}
@@ -494,7 +546,7 @@ fn short(v: &str) -> String {
 fn event_fields<'h>(
     e: &'h WatchEventRecord,
     row: &Committed<'_>,
-    rows: &BTreeMap<i64, Committed<'_>>,
+    rows: &Rows<'_>,
     etcd: bool,
     prev_compacted: bool,
     seen: &mut Sightings<'h>,
@@ -577,7 +629,7 @@ fn event_fields<'h>(
         ));
     } else if let Some(p) = prev {
         // The committed row of the previous version says what its create revision was.
-        let prev_create = rows.get(&p.mod_revision).map(|r| {
+        let prev_create = row_for(rows, p.mod_revision, &p.key).map(|r| {
             if r.created {
                 p.mod_revision
             } else {
@@ -1098,12 +1150,19 @@ mod live_tests {
         }
         h.watches.push(session(1, 2, 1.0, other.clone()));
         assert_passes(&h);
-        // The second watcher shows another key at revision 4.
+        // The second watcher shows another key at revision 4: neither is known to be right,
+        // and each skipped what the other reported.
         let mut wrong = other.clone();
         wrong[2] = ev(11.5, 2, "/r/c", 4, 4, None, false);
         h.watches[1].events = wrong;
+        let r = check(&h);
+        assert_fires(&r, "watch#0 of watcher-0 on etcd-1 skipped revision 4 (/r/c) although it reported progress up to 6 and delivered other keys of revision 4: watchers disagree on what it changed");
+        assert_eq!(r.total, 2, "{:?}", r.violations);
+        // When a write reports revision 4, the watcher that contradicts it is wrong.
+        let mut known = h.clone();
+        known.ops = live_log().ops;
         assert_fires(
-            &check(&h),
+            &check(&known),
             "watch#1 of watcher-1 on etcd-1: event at revision 4 has key /r/c (committed /r/a)",
         );
         // The second watcher skips revision 4, which the first one reported.
@@ -1187,6 +1246,78 @@ mod live_tests {
         h.compactions.clear();
         h.watches[0].end = None;
         assert_fires(&check(&h), "prev_kv at None (expected Some(2))");
+    }
+
+    #[test]
+    fn a_lease_whose_keys_go_at_one_revision_is_owed_whole_and_in_one_response() {
+        // A lease's two keys, put by a lease client and deleted by its expiry at 8: no
+        // workload operation reports either.
+        let mut h = live_log();
+        op(&mut h, "c1", 8.5, 9.0, put("/r/c", 9), write_ok(9));
+        let lease_events = |at: f64, response: u64| {
+            vec![
+                ev(at, response, "/r/l1", 7, 7, None, false),
+                ev(at, response, "/r/l2", 7, 7, None, false),
+                ev(at + 1.0, response + 1, "/r/l1", 8, 7, Some((7, 1)), true),
+                ev(at + 1.0, response + 1, "/r/l2", 8, 7, Some((7, 1)), true),
+                ev(at + 2.0, response + 2, "/r/c", 9, 9, None, false),
+            ]
+        };
+        let whole = |at: f64| {
+            let mut events = good_events();
+            events.extend(lease_events(at, 4));
+            events
+        };
+        h.watches.push(session(0, 2, 1.0, whole(13.0)));
+        h.watches.push(session(1, 2, 1.0, whole(13.5)));
+        assert_passes(&h);
+        // The second watcher misses one key of the expiry.
+        let mut partial = whole(13.5);
+        partial.remove(7);
+        h.watches[1].events = partial;
+        assert_fires(
+            &check(&h),
+            "watch#1 of watcher-1 on etcd-1 skipped revision 8 (/r/l2)",
+        );
+        // It gets both, in two responses.
+        let mut split = whole(13.5);
+        split[7].response = 99;
+        h.watches[1].events = split;
+        assert_fires(
+            &check(&h),
+            "watch#1 of watcher-1 on etcd-1 split revision 8 across responses",
+        );
+        // Or one of them twice.
+        let mut twice = whole(13.5);
+        let again = twice[6].clone();
+        twice.insert(7, again);
+        h.watches[1].events = twice;
+        assert_fires(
+            &check(&h),
+            "delivered revision 8 after 8: events must be ordered and unique",
+        );
+    }
+
+    #[test]
+    fn a_progress_notification_ahead_of_the_events_it_covers_is_named_as_etcd_15220_on_etcd() {
+        let mut h = live_log();
+        let mut w = session(0, 2, 1.0, good_events());
+        w.progress = vec![(10 * S + S / 2, 6)];
+        h.watches.push(w);
+        assert_fires(&check(&h), "sent a progress notification covering revision 4 at 10.500s before delivering it at 11.000s (the pattern of etcd #15220: ");
+        // In its place, it passes.
+        h.watches[0].progress = vec![(13 * S, 6)];
+        assert_passes(&h);
+        // faultline-store has no such bug to name.
+        h.params.topology = "single".into();
+        h.watches[0].progress = vec![(10 * S + S / 2, 6)];
+        let r = check(&h);
+        assert!(
+            r.first()
+                .is_some_and(|v| v.message.ends_with("before delivering it at 11.000s")),
+            "{:?}",
+            r.violations
+        );
     }
 
     #[test]

@@ -57,6 +57,8 @@ struct Timeline {
     /// (time, in-memory compact revision, outcome) per tick.
     ticks: Vec<(f64, i64, TickOutcome)>,
     faults: Vec<(f64, String)>,
+    /// A live run: real time, and revisions as clients saw them.
+    live: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -204,6 +206,26 @@ fn extract(h: &History, focus: bool) -> Timeline {
     if focus && !touched.is_empty() {
         nodes.retain(|n| touched.contains(n));
     }
+    if h.params.live {
+        // No store events: the highest revision a client was answered at, and the compactions
+        // the store acknowledged, as they arrived.
+        let mut answers: Vec<(u64, i64)> = h
+            .ops
+            .iter()
+            .filter_map(|o| o.outcome.header_revision().map(|r| (o.complete_ns, r)))
+            .collect();
+        answers.sort_unstable();
+        for (t, r) in answers {
+            let top = current.last().map_or(0, |c| c.1);
+            if r > top {
+                current.push((secs(t), r));
+            }
+        }
+        for c in h.compactions.iter().filter(|c| c.outcome == "ok") {
+            let top = compact.last().map_or(0, |c| c.1);
+            compact.push((secs(c.complete_ns), top.max(c.revision)));
+        }
+    }
     if let Some(last) = current.last().copied() {
         current.push((end, last.1));
     }
@@ -222,6 +244,7 @@ fn extract(h: &History, focus: bool) -> Timeline {
         compact,
         ticks,
         faults,
+        live: h.params.live,
     }
 }
 
@@ -348,7 +371,11 @@ where
         .build_cartesian_2d(0.0..tl.end, 0.0..max_rev)
         .map_err(err)?;
     revs.configure_mesh()
-        .x_desc("simulated time (s)")
+        .x_desc(if tl.live {
+            "time (s)"
+        } else {
+            "simulated time (s)"
+        })
         .y_desc("revision")
         .axis_desc_style(("sans-serif", 16))
         .label_style(("sans-serif", 14))
@@ -381,11 +408,19 @@ where
     };
     revs.draw_series(LineSeries::new(step(&tl.current), CURRENT.stroke_width(2)))
         .map_err(err)?
-        .label("current revision")
+        .label(if tl.live {
+            "revision clients were answered at"
+        } else {
+            "current revision"
+        })
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], CURRENT.stroke_width(2)));
     revs.draw_series(LineSeries::new(step(&tl.compact), COMPACT.stroke_width(2)))
         .map_err(err)?
-        .label("stored compact revision")
+        .label(if tl.live {
+            "compact revision (acknowledged Compact)"
+        } else {
+            "stored compact revision"
+        })
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], COMPACT.stroke_width(2)));
     for (kind, color, label) in [
         (TickOutcome::Ok, TICK_OK, "compaction tick: compacted"),

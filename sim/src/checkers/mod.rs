@@ -238,9 +238,7 @@ mod live_tests {
     #[ignore]
     fn replay_a_simulated_history_as_live() {
         let path = std::env::var("FAULTLINE_LIVE_REPLAY").expect("FAULTLINE_LIVE_REPLAY");
-        let file = std::fs::File::open(&path).expect("history");
-        let h: History =
-            serde_json::from_reader(flate2::read::GzDecoder::new(file)).expect("a history");
+        let h = crate::report::read_history(std::path::Path::new(&path)).expect("a history");
         let h = as_live(h);
         let mut failed = vec![];
         for c in all() {

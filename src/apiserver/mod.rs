@@ -284,6 +284,71 @@ pub fn guarded_txn(key: &str, expected: i64, value: Option<&str>) -> TxnRequest 
     }
 }
 
+/// The key the Kubernetes apiservers agree on compactions through.
+pub const COMPACT_REV_KEY: &[u8] = b"compact_rev_key";
+
+/// One tick of the Kubernetes apiserver's compactor, as its state between ticks: the version of
+/// `compact_rev_key` it last saw and the revision its last Txn was answered at (the next
+/// compaction's target). Each tick sends [`CompactRevKey::txn`]; [`CompactRevKey::answered`]
+/// says whether to compact and where, so every apiserver may run it and only one compacts per
+/// interval, one interval behind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactRevKey {
+    pub version: i64,
+    pub revision: i64,
+}
+
+impl CompactRevKey {
+    /// If `compact_rev_key` is still at the version this apiserver saw, bump it (recording the
+    /// revision to compact), else read it.
+    pub fn txn(&self) -> TxnRequest {
+        let key = COMPACT_REV_KEY.to_vec();
+        TxnRequest {
+            compare: vec![Compare {
+                key: key.clone(),
+                target: compare::CompareTarget::Version as i32,
+                result: compare::CompareResult::Equal as i32,
+                target_union: Some(compare::TargetUnion::Version(self.version)),
+                ..Default::default()
+            }],
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: key.clone(),
+                    value: self.revision.to_string().into_bytes(),
+                    ..Default::default()
+                })),
+            }],
+            failure: vec![RequestOp {
+                request: Some(request_op::Request::RequestRange(RangeRequest {
+                    key,
+                    ..Default::default()
+                })),
+            }],
+        }
+    }
+
+    /// Takes the Txn's answer: the revision to compact to now (this apiserver won, and it is not
+    /// the first tick), or `None` (another apiserver compacted this interval: its version is
+    /// adopted). Either way the next target is the revision this answer came at.
+    pub fn answered(&mut self, resp: &TxnResponse) -> Option<i64> {
+        let target = self.revision;
+        self.revision = resp.header.as_ref().map(|h| h.revision).unwrap_or(0);
+        if resp.succeeded {
+            self.version += 1;
+            return (target > 0).then_some(target);
+        }
+        self.version = resp
+            .responses
+            .first()
+            .and_then(|r| match &r.response {
+                Some(response_op::Response::ResponseRange(r)) => r.kvs.first().map(|kv| kv.version),
+                _ => None,
+            })
+            .unwrap_or(self.version);
+        None
+    }
+}
+
 /// Where an apiserver keeps its objects.
 pub enum Backend {
     /// kine in the same process: the watch cache polls its log directly.

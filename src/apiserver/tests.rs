@@ -171,3 +171,68 @@ fn invalid_options_are_named() {
         .unwrap()
         .contains("Exact"));
 }
+
+/// The Kubernetes compactor's ticks: the first win compacts nothing (no earlier revision), a
+/// later win compacts to the revision the previous answer came at, and a lost compare adopts
+/// the winner's version without compacting.
+#[test]
+fn the_compact_rev_key_compactor_compacts_one_interval_behind_and_only_when_it_wins() {
+    use crate::proto::etcdserverpb::{response_op, ResponseHeader, ResponseOp};
+    use crate::proto::mvccpb::KeyValue;
+    let answer = |succeeded: bool, revision: i64, version: Option<i64>| TxnResponse {
+        header: Some(ResponseHeader {
+            revision,
+            ..Default::default()
+        }),
+        succeeded,
+        responses: version
+            .map(|v| ResponseOp {
+                response: Some(response_op::Response::ResponseRange(RangeResponse {
+                    kvs: vec![KeyValue {
+                        key: COMPACT_REV_KEY.to_vec(),
+                        version: v,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })),
+            })
+            .into_iter()
+            .collect(),
+    };
+    let mut k = CompactRevKey::default();
+    let txn = k.txn();
+    assert_eq!(
+        txn.compare[0].target_union,
+        Some(compare::TargetUnion::Version(0))
+    );
+    assert_eq!(k.answered(&answer(true, 10, None)), None);
+    assert_eq!(
+        k,
+        CompactRevKey {
+            version: 1,
+            revision: 10
+        }
+    );
+    // The put records the revision it will compact to next.
+    let Some(request_op::Request::RequestPut(put)) = &k.txn().success[0].request else {
+        panic!("a put on success");
+    };
+    assert_eq!(put.value, b"10");
+    assert_eq!(k.answered(&answer(true, 25, None)), Some(10));
+    assert_eq!(
+        k,
+        CompactRevKey {
+            version: 2,
+            revision: 25
+        }
+    );
+    // Another apiserver won this interval: no compaction, its version adopted.
+    assert_eq!(k.answered(&answer(false, 40, Some(5))), None);
+    assert_eq!(
+        k,
+        CompactRevKey {
+            version: 5,
+            revision: 40
+        }
+    );
+}

@@ -5,22 +5,17 @@
 
 use super::member::MemberHandle;
 use super::service::MemberApi;
+use crate::apiserver::CompactRevKey;
 use crate::design::WatchVariant;
 use crate::k3s::etcd_client::EtcdClient;
 use crate::observe::{SharedObserver, StoreEvent};
-use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use crate::proto::etcdserverpb::request_op::Request as Op;
-use crate::proto::etcdserverpb::response_op::Response as OpResponse;
 use crate::proto::etcdserverpb::{
     kv_server::KvServer, lease_server::LeaseServer, maintenance_server::MaintenanceServer,
-    watch_server::WatchServer, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    watch_server::WatchServer,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The key the Kubernetes apiservers agree on compactions through.
-pub const COMPACT_REV_KEY: &[u8] = b"compact_rev_key";
 
 /// Serves the etcd API of `member` on `listen` until the node dies.
 pub async fn serve_member(member: MemberHandle, watch_variant: WatchVariant, listen: SocketAddr) {
@@ -74,59 +69,21 @@ async fn compact_latest_loop(client: &EtcdClient, every: Duration, observer: Sha
 /// compare-and-swap on `compact_rev_key` compacts to the revision it saw one interval earlier,
 /// so every apiserver may run it and only one compacts per interval.
 async fn compact_rev_key_loop(client: &EtcdClient, every: Duration, observer: SharedObserver) {
-    let mut version = 0;
-    let mut revision = 0;
+    let mut state = CompactRevKey::default();
     loop {
         tokio::time::sleep(every).await;
-        let txn = TxnRequest {
-            compare: vec![Compare {
-                key: COMPACT_REV_KEY.to_vec(),
-                target: CompareTarget::Version as i32,
-                result: CompareResult::Equal as i32,
-                target_union: Some(TargetUnion::Version(version)),
-                ..Default::default()
-            }],
-            success: vec![RequestOp {
-                request: Some(Op::RequestPut(PutRequest {
-                    key: COMPACT_REV_KEY.to_vec(),
-                    value: revision.to_string().into_bytes(),
-                    ..Default::default()
-                })),
-            }],
-            failure: vec![RequestOp {
-                request: Some(Op::RequestRange(RangeRequest {
-                    key: COMPACT_REV_KEY.to_vec(),
-                    ..Default::default()
-                })),
-            }],
-        };
-        let Ok(resp) = client.txn(txn).await else {
+        let Ok(resp) = client.txn(state.txn()).await else {
             continue;
         };
-        let now = resp.header.as_ref().map(|h| h.revision).unwrap_or(0);
-        if resp.succeeded {
-            version += 1;
-            if revision > 0 {
-                let outcome = client.compact(revision).await;
-                observer.record(StoreEvent::MemberCompaction {
-                    revision,
-                    phase: match outcome {
-                        Ok(()) => "requested by apiserver".into(),
-                        Err(e) => format!("apiserver request failed: {e}"),
-                    },
-                });
-            }
-        } else {
-            // Another apiserver compacted: adopt its key version.
-            version = resp
-                .responses
-                .first()
-                .and_then(|r| match &r.response {
-                    Some(OpResponse::ResponseRange(r)) => r.kvs.first().map(|kv| kv.version),
-                    _ => None,
-                })
-                .unwrap_or(version);
+        if let Some(revision) = state.answered(&resp) {
+            let outcome = client.compact(revision).await;
+            observer.record(StoreEvent::MemberCompaction {
+                revision,
+                phase: match outcome {
+                    Ok(()) => "requested by apiserver".into(),
+                    Err(e) => format!("apiserver request failed: {e}"),
+                },
+            });
         }
-        revision = now;
     }
 }

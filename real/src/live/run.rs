@@ -21,14 +21,13 @@ use faultline::clients::watcher::{run_watcher, WatcherConfig};
 use faultline::clients::workload::{owned_prefixes, run_client, ClientConfig};
 use faultline::history::recorder::Recorder;
 use faultline::history::trace::Trace;
-use faultline::history::{EventKind, History, HistoryParams, Outcome, Request};
+use faultline::history::{EventKind, History, HistoryParams};
 use faultline::report::{self, metrics, plot, LiveRun, Report};
 use faultline::scenario::Scenario;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use store::proto::etcdserverpb::kv_client::KvClient;
 use tokio::time::Instant;
 
 /// What one live run needs besides its seed.
@@ -434,34 +433,10 @@ fn count_faults(records: &[FaultRecord]) -> BTreeMap<String, u64> {
     out
 }
 
-/// A full read of the watched range once every node is up: the answer the checks hold the
-/// last writes to. Retried on every node, for a minute at most.
+/// The final audit read, on the nodes' own addresses (no proxy, nothing cut).
 async fn final_audit(cluster: &Cluster, recorder: &Recorder, timeout: Duration) -> Option<u64> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = None;
-    while Instant::now() < deadline {
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            let endpoint = tonic::transport::Endpoint::from_shared(format!(
-                "http://{}",
-                cluster.direct_addr(i)
-            ))
-            .expect("loopback addresses are valid URIs")
-            .timeout(timeout)
-            .connect_timeout(timeout);
-            let Ok(channel) = endpoint.connect().await else {
-                continue;
-            };
-            let request = Request::list_all("/registry/", "/registry0");
-            let id = recorder.invoke("audit", &node.name, request.clone());
-            last = Some(id);
-            let outcome = etcd_call::send(&mut KvClient::new(channel), &request).await;
-            let answered = matches!(outcome, Outcome::Ok { .. });
-            recorder.complete(id, outcome);
-            if answered {
-                return last;
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    last
+    let direct: Vec<(String, SocketAddr)> = (0..cluster.nodes.len())
+        .map(|i| (cluster.nodes[i].name.clone(), cluster.direct_addr(i)))
+        .collect();
+    etcd_call::audit_read(&direct, recorder, timeout).await
 }

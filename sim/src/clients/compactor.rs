@@ -2,10 +2,11 @@
 //! compacts only when someone asks it to).
 //!
 //! Two kinds of tick, alternating as `CompactorConfig::edge_every` says:
-//! - **the apiserver's**: a Txn that bumps `compact_rev_key`'s version if it is still the one this
-//!   compactor last saw (so several apiservers compact once per interval between them), then a
-//!   Compact at the revision the previous tick's Txn answered with: what Kubernetes' compactor
-//!   does every `--etcd-compaction-interval`. Such a revision is always that key's own write.
+//! - **the apiserver's** (`store::apiserver::CompactRevKey`, the simulated apiservers' own): a
+//!   Txn that bumps `compact_rev_key`'s version if it is still the one this compactor last saw
+//!   (so several apiservers compact once per interval between them), then a Compact at the
+//!   revision the previous tick's Txn answered with: what Kubernetes' compactor does every
+//!   `--etcd-compaction-interval`. Such a revision is always that key's own write.
 //! - **an operator's at a delete**: put and delete a key of the watched range, then compact at the
 //!   delete's revision, as `etcdctl compact` at a chosen revision would. Only this puts a
 //!   tombstone exactly at the compact revision, the edge etcd #18089 mishandled.
@@ -20,15 +21,11 @@ use crate::history::{OpResult, Outcome, Request};
 use rand::Rng;
 use std::net::SocketAddr;
 use std::time::Duration;
-use store::proto::etcdserverpb::{
-    compare, kv_client::KvClient, request_op, CompactionRequest, Compare, PutRequest, RangeRequest,
-    RequestOp, TxnRequest,
-};
+use store::apiserver::CompactRevKey;
+use store::proto::etcdserverpb::{kv_client::KvClient, CompactionRequest};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-/// The key Kubernetes' compactor keeps its count of compactions in.
-pub const COMPACT_REV_KEY: &str = "compact_rev_key";
 /// The key an operator's tick writes and deletes, inside the watchers' range.
 pub const EDGE_KEY: &str = "/registry/faultline-compactor/edge";
 
@@ -46,18 +43,15 @@ pub struct CompactorConfig {
 struct Compactor {
     cfg: CompactorConfig,
     recorder: Recorder,
-    /// `compact_rev_key`'s version as this compactor last saw it.
-    version: i64,
-    /// The revision the last apiserver tick's Txn answered with: the next one compacts there.
-    revision: i64,
+    /// The Kubernetes compactor's state between its ticks.
+    apiserver: CompactRevKey,
 }
 
 pub async fn run_compactor(cfg: CompactorConfig, recorder: Recorder) {
     let mut c = Compactor {
         cfg,
         recorder,
-        version: 0,
-        revision: 0,
+        apiserver: CompactRevKey::default(),
     };
     let mut tick = 0u32;
     loop {
@@ -96,53 +90,10 @@ impl Compactor {
     }
 
     async fn apiserver_tick(&mut self, server: &str, mut kv: KvClient<Channel>) {
-        let key = COMPACT_REV_KEY.as_bytes().to_vec();
-        let txn = TxnRequest {
-            compare: vec![Compare {
-                result: compare::CompareResult::Equal as i32,
-                target: compare::CompareTarget::Version as i32,
-                key: key.clone(),
-                target_union: Some(compare::TargetUnion::Version(self.version)),
-                ..Default::default()
-            }],
-            success: vec![RequestOp {
-                request: Some(request_op::Request::RequestPut(PutRequest {
-                    key: key.clone(),
-                    value: self.revision.to_string().into_bytes(),
-                    ..Default::default()
-                })),
-            }],
-            failure: vec![RequestOp {
-                request: Some(request_op::Request::RequestRange(RangeRequest {
-                    key,
-                    ..Default::default()
-                })),
-            }],
-        };
-        let Ok(Ok(answer)) = tokio::time::timeout(self.cfg.timeout, kv.txn(txn)).await else {
+        let Ok(answer) = kv.txn(self.apiserver.txn()).await else {
             return;
         };
-        let answer = answer.into_inner();
-        let current = answer.header.map(|h| h.revision).unwrap_or(0);
-        if !answer.succeeded {
-            // Another compactor went first: take its count, and compact next time.
-            self.version = answer
-                .responses
-                .first()
-                .and_then(|r| match &r.response {
-                    Some(store::proto::etcdserverpb::response_op::Response::ResponseRange(
-                        range,
-                    )) => range.kvs.first().map(|kv| kv.version),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            self.revision = current;
-            return;
-        }
-        self.version += 1;
-        let target = std::mem::replace(&mut self.revision, current);
-        // Kubernetes does not compact on its first tick: there is no earlier revision yet.
-        if target > 0 {
+        if let Some(target) = self.apiserver.answered(&answer.into_inner()) {
             self.compact(server, &mut kv, target).await;
         }
     }
@@ -180,23 +131,12 @@ impl Compactor {
         }
     }
 
-    /// One recorded KV request.
+    /// One recorded KV request (the channel's deadline bounds it, as the workload's).
     async fn call(&self, server: &str, kv: &mut KvClient<Channel>, request: Request) -> Outcome {
         let id = self
             .recorder
             .invoke(&self.cfg.name, server, request.clone());
-        let outcome =
-            match tokio::time::timeout(self.cfg.timeout, etcd_call::send(kv, &request)).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    let error = "deadline exceeded".to_string();
-                    if request.is_write() {
-                        Outcome::Unknown { error }
-                    } else {
-                        Outcome::Failed { error }
-                    }
-                }
-            };
+        let outcome = etcd_call::send(kv, &request).await;
         self.recorder.complete(id, outcome.clone());
         outcome
     }
@@ -209,10 +149,9 @@ impl Compactor {
             revision,
             physical: false,
         };
-        let outcome = match tokio::time::timeout(self.cfg.timeout, kv.compact(request)).await {
-            Ok(Ok(_)) => "ok".to_string(),
-            Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
-            Err(_) => "deadline exceeded".to_string(),
+        let outcome = match kv.compact(request).await {
+            Ok(_) => "ok".to_string(),
+            Err(status) => format!("{:?}: {}", status.code(), status.message()),
         };
         self.recorder.complete_compaction(id, &outcome);
     }

@@ -4,11 +4,15 @@
 //! history is sent and judged the same way: a read's failure is definite, a write's timeout or
 //! lost answer is unknown. It records nothing itself; callers invoke and complete.
 
+use crate::history::recorder::Recorder;
 use crate::history::{Kv, OpResult, Outcome, Request, TxnAnswer};
+use std::net::SocketAddr;
+use std::time::Duration;
 use store::proto::etcdserverpb::{
     kv_client::KvClient, response_op, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use store::proto::mvccpb::KeyValue;
+use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -60,6 +64,40 @@ pub async fn send(kv: &mut KvClient<Channel>, request: &Request) -> Outcome {
             expected_mod_revision,
         } => write_outcome(kv.txn(txn(key, *expected_mod_revision, None)).await),
     }
+}
+
+/// The final audit: a full List of the watched range at the latest revision, recorded as
+/// client `audit`'s operation, tried on every server in turn (a second apart, for a minute at
+/// most) until one answers. Returns the id of the last attempt.
+pub async fn audit_read(
+    servers: &[(String, SocketAddr)],
+    recorder: &Recorder,
+    timeout: Duration,
+) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while Instant::now() < deadline {
+        for (name, addr) in servers {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .expect("server addresses are valid URIs")
+                .timeout(timeout)
+                .connect_timeout(timeout);
+            let Ok(channel) = endpoint.connect().await else {
+                continue;
+            };
+            let request = Request::list_all("/registry/", "/registry0");
+            let id = recorder.invoke("audit", name, request.clone());
+            last = Some(id);
+            let outcome = send(&mut KvClient::new(channel), &request).await;
+            let answered = matches!(outcome, Outcome::Ok { .. });
+            recorder.complete(id, outcome);
+            if answered {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    last
 }
 
 /// A key-value as the history records it.

@@ -10,7 +10,7 @@ pub mod etcd;
 pub mod membership;
 
 use crate::clients::controller::{run_controller, ApiServerAddr, ControllerConfig};
-use crate::clients::etcd_call::send;
+use crate::clients::etcd_call::audit_read;
 use crate::clients::leases::{run_lease_client, LeaseClientConfig};
 use crate::clients::watcher::{run_watcher, WatcherConfig};
 use crate::clients::workload::{run_client, ClientConfig};
@@ -21,7 +21,7 @@ use crate::faults::network::Links;
 use crate::faults::replay::{self, Cause, Restarts};
 use crate::faults::schedule::{self, Fault, Role};
 use crate::history::recorder::Recorder;
-use crate::history::{EventKind, History, HistoryParams, Outcome, Request};
+use crate::history::{EventKind, History, HistoryParams};
 use crate::scenario::{Scenario, TopologyKind};
 use cluster::{ip, Cluster, API_PORT, DB_PORT, ETCD_PORT, WATCH_PORT};
 use madsim::runtime::Handle;
@@ -34,7 +34,6 @@ use store::kine::compactor::CompactorConfig;
 use store::kine::database::Database;
 use store::kine::driver::{Latency, SharedDatabase};
 use store::node::{run_database_node, run_kine_server, DatabaseLocation, KineServerConfig};
-use store::proto::etcdserverpb::kv_client::KvClient;
 use tokio::time::Instant;
 
 pub use crate::report::RunOutput;
@@ -541,31 +540,7 @@ async fn final_audit(cluster: &Cluster, recorder: &Recorder, timeout_ms: u64) ->
         .init(move || {
             let (servers, recorder, tx) = (servers.clone(), recorder.clone(), tx.clone());
             async move {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                let timeout = Duration::from_millis(timeout_ms);
-                let mut last = None;
-                'tries: while Instant::now() < deadline {
-                    for (name, addr) in &servers {
-                        let endpoint =
-                            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                                .expect("server addresses are valid URIs")
-                                .timeout(timeout)
-                                .connect_timeout(timeout);
-                        let Ok(channel) = endpoint.connect().await else {
-                            continue;
-                        };
-                        let request = Request::list_all("/registry/", "/registry0");
-                        let id = recorder.invoke("audit", name, request.clone());
-                        last = Some(id);
-                        let outcome = send(&mut KvClient::new(channel), &request).await;
-                        let answered = matches!(outcome, Outcome::Ok { .. });
-                        recorder.complete(id, outcome);
-                        if answered {
-                            break 'tries;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                let last = audit_read(&servers, &recorder, Duration::from_millis(timeout_ms)).await;
                 if let Some(tx) = tx.lock().expect("audit channel lock poisoned").take() {
                     let _ = tx.send(last);
                 }
